@@ -1,0 +1,103 @@
+/* cli_util.c — flag parsing and float32 file I/O for barlowd's subcommands. */
+#include "server/cli_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *cli_flag(int argc, char **argv, const char *name) {
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return argv[i + 1];
+    return NULL;
+}
+
+int cli_check_flags(int argc, char **argv, const char *const *known) {
+    for (int i = 0; i < argc; i++) {
+        int ok = 0;
+        for (const char *const *k = known; *k; k++) ok |= !strcmp(argv[i], *k);
+        if (!ok) {
+            fprintf(stderr, "error: unknown argument '%s'\n", argv[i]);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "error: flag %s needs a value\n", argv[i]);
+            return -1;
+        }
+        i++;
+    }
+    return 0;
+}
+
+long cli_flag_long(int argc, char **argv, const char *name, long dflt, long lo, long hi) {
+    const char *v = cli_flag(argc, argv, name);
+    if (!v) return dflt;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "error: %s must be an integer in [%ld, %ld], got '%s'\n", name, lo, hi, v);
+        return -1;
+    }
+    return x;
+}
+
+int cli_read_floats(const char *path, const char *what, float **data, size_t *count) {
+    *data = NULL;
+    *count = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "error: %s file %s: %s\n", what, path, strerror(errno));
+        return -1;
+    }
+    float *buf = NULL;
+    if (fseek(f, 0, SEEK_END) != 0) goto io_fail;
+    long size = ftell(f);
+    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) goto io_fail;
+    if (size == 0 || size % 4) {
+        fprintf(stderr, "error: %s file %s: size %ld is not a positive multiple of 4 bytes\n",
+                what, path, size);
+        fclose(f);
+        return -1;
+    }
+    size_t n = (size_t)size / 4;
+    buf = malloc((size_t)size);
+    if (!buf) {
+        fprintf(stderr, "error: %s file %s: out of memory (%ld bytes)\n", what, path, size);
+        fclose(f);
+        return -1;
+    }
+    if (fread(buf, 4, n, f) != n) goto io_fail;
+    fclose(f);
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(buf[i])) {
+            fprintf(stderr, "error: %s file %s: value %zu is not finite\n", what, path, i);
+            free(buf);
+            return -1;
+        }
+    }
+    *data = buf;
+    *count = n;
+    return 0;
+io_fail:
+    fprintf(stderr, "error: %s file %s: read failed: %s\n", what, path, strerror(errno));
+    free(buf);
+    fclose(f);
+    return -1;
+}
+
+int cli_write_floats(const char *path, const float *data, size_t count) {
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t w = fwrite(data, sizeof(float), count, f);
+    int rc = fclose(f);
+    if (w != count || rc != 0) {
+        fprintf(stderr, "error: writing %s failed: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,30 @@
+/* cli_util.h — small helpers shared by barlowd's subcommands: flag parsing and whole-file I/O of
+ * little-endian float32 arrays. */
+#ifndef CLI_UTIL_H
+#define CLI_UTIL_H
+
+#include <stddef.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "barlowd's .bin files are little-endian float32; this port assumes a little-endian host"
+#endif
+
+/* Exit codes of subcommands. */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_BAD_INPUT = 2 };
+
+/* Looks for `--name VALUE` in argv; returns VALUE or NULL. Marks nothing; see cli_check_flags. */
+const char *cli_flag(int argc, char **argv, const char *name);
+/* Fails (returns -1, prints to stderr) if argv has a flag not in `known` (NULL-terminated) or a
+ * flag without a value. */
+int cli_check_flags(int argc, char **argv, const char *const *known);
+/* Parses a positive integer flag with a default; -1 on a malformed value. */
+long cli_flag_long(int argc, char **argv, const char *name, long dflt, long lo, long hi);
+
+/* Reads a whole file of float32 values. On success *data is malloc'd and *count set; on failure
+ * prints why (prefixed with `what`) and returns -1. Refuses sizes not a multiple of 4 and
+ * non-finite values. */
+int cli_read_floats(const char *path, const char *what, float **data, size_t *count);
+/* Writes `count` floats; -1 with a message on failure. */
+int cli_write_floats(const char *path, const float *data, size_t count);
+
+#endif

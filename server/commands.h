@@ -1,0 +1,10 @@
+/* commands.h — barlowd's subcommands; each takes the arguments after its name and returns the
+ * process exit code (0 ok, 1 failure, 2 bad input). */
+#ifndef COMMANDS_H
+#define COMMANDS_H
+
+int cmd_step(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+int cmd_bench_step(int argc, char **argv);
+
+#endif

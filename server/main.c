@@ -1,0 +1,44 @@
+/* main.c — the barlowd binary: dispatches to subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "server/commands.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+} commands[] = {
+    {"step", cmd_step,
+     "step --config C.json --params P.bin --views V.bin --out O.bin [--rep R.bin] [--stats S.bin]\n"
+     "        one forward+backward in training mode (no optimiser step): writes the loss and every\n"
+     "        parameter gradient (canonical order, float32 LE); optionally the view-A representation\n"
+     "        and the running BN statistics after the step"},
+    {"config", cmd_config,
+     "config [--model tiny|small|resnet18|FILE.json]\n"
+     "        print the model config as canonical JSON and its parameter table on stderr"},
+    {"bench-step", cmd_bench_step,
+     "bench-step [--model small] [--batch 256] [--steps 10] [--warmup 3] [--threads N]\n"
+     "        time full training steps (2 views, forward, loss, backward, LARS) on random inputs"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "barlowd — an embedding server that keeps learning (Barlow Twins on oneDNN)\n\n"
+                 "usage: barlowd <command> [flags]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(out, "  %s\n", commands[i].usage);
+    fprintf(out, "  help\n        this list\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
