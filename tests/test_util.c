@@ -1,0 +1,115 @@
+/* test_util.c — fixture reading, tensor comparison and layout conversion for the tests. */
+#include "tests/test_util.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/eng_rng.h"
+
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    cr_assert(f != NULL, "cannot open fixture %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    cr_assert(buf != NULL);
+    cr_assert(fread(buf, 1, (size_t)n, f) == (size_t)n, "short read of %s", path);
+    fclose(f);
+    buf[n] = 0;
+    *len = (size_t)n;
+    return buf;
+}
+
+float *tu_fixture_floats(const char *dir, const char *name, size_t *count) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/%s", BARLOWD_FIXTURES, dir, name);
+    size_t len;
+    char *buf = read_all(path, &len);
+    cr_assert(len % 4 == 0, "%s: size %zu is not a multiple of 4", path, len);
+    *count = len / 4;
+    return (float *)buf;
+}
+
+char *tu_fixture_text(const char *dir, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/%s", BARLOWD_FIXTURES, dir, name);
+    size_t len;
+    return read_all(path, &len);
+}
+
+double tu_rel_l2(const float *got, const float *want, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+double tu_check_tensor(const char *label, const float *got, const float *want, size_t n) {
+    double e = tu_rel_l2(got, want, n);
+    if (e > 1e-4) {
+        fprintf(stderr, "%s: relative L2 error %.3g over %zu values\n", label, e, n);
+        int shown = 0;
+        for (size_t i = 0; i < n && shown < 5; i++) {
+            if (fabs((double)got[i] - want[i]) > 1e-4 * (fabs(want[i]) + 1e-3)) {
+                fprintf(stderr, "  [%zu] got %.7g want %.7g\n", i, got[i], want[i]);
+                shown++;
+            }
+        }
+    }
+    return e;
+}
+
+size_t tu_numel(const eng_tensor *t) {
+    size_t n = 1;
+    for (int i = 0; i < t->md.ndims; i++) n *= (size_t)t->md.dims[i];
+    return n;
+}
+
+static void plain_md_of(const eng_tensor *t, dnnl_memory_desc_t *md) {
+    eng_err err = {{0}};
+    cr_assert(eng_md_plain(md, t->md.ndims, t->md.dims, &err) == 0, "%s", err.msg);
+}
+
+float *tu_to_plain(eng_ctx *ctx, eng_tensor *t) {
+    eng_err err = {{0}};
+    dnnl_memory_desc_t md;
+    plain_md_of(t, &md);
+    float *out = malloc(dnnl_memory_desc_get_size(&md) + 64);
+    cr_assert(out != NULL);
+    eng_tensor p;
+    dnnl_primitive_t r = NULL;
+    cr_assert(eng_tensor_wrap(&p, ctx, &md, out, &err) == 0, "%s", err.msg);
+    cr_assert(eng_reorder_make(ctx, &t->md, &md, &r, &err) == 0, "%s", err.msg);
+    cr_assert(eng_reorder_run(ctx, r, t, &p, &err) == 0, "%s", err.msg);
+    dnnl_stream_wait(ctx->stream);
+    if (r) dnnl_primitive_destroy(r);
+    eng_tensor_free(&p);
+    return out;
+}
+
+void tu_from_plain(eng_ctx *ctx, eng_tensor *t, const float *plain) {
+    eng_err err = {{0}};
+    dnnl_memory_desc_t md;
+    plain_md_of(t, &md);
+    eng_tensor p;
+    dnnl_primitive_t r = NULL;
+    cr_assert(eng_tensor_wrap(&p, ctx, &md, (float *)plain, &err) == 0, "%s", err.msg);
+    cr_assert(eng_reorder_make(ctx, &md, &t->md, &r, &err) == 0, "%s", err.msg);
+    cr_assert(eng_reorder_run(ctx, r, &p, t, &err) == 0, "%s", err.msg);
+    dnnl_stream_wait(ctx->stream);
+    if (r) dnnl_primitive_destroy(r);
+    eng_tensor_free(&p);
+}
+
+void tu_randn(float *x, size_t n, unsigned long long seed, double scale) {
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * eng_rng_normal(&r));
+}

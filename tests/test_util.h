@@ -1,0 +1,29 @@
+/* test_util.h — helpers shared by the Criterion suites: fixture files, tensor comparison, layouts. */
+#ifndef TEST_UTIL_H
+#define TEST_UTIL_H
+
+#include <stddef.h>
+
+#include "engine/eng_tensor.h"
+
+/* Reads tests/fixtures/<dir>/<name> as float32; aborts the test (cr_assert) when missing. */
+float *tu_fixture_floats(const char *dir, const char *name, size_t *count);
+/* Reads a whole fixture text file (NUL-terminated, malloc'd). */
+char *tu_fixture_text(const char *dir, const char *name);
+
+/* Relative L2 error ‖got − want‖ / ‖want‖ (absolute when ‖want‖ = 0), in double. */
+double tu_rel_l2(const float *got, const float *want, size_t n);
+/* Prints label, the error and the first mismatches (llm.c's check_tensor); returns the error. */
+double tu_check_tensor(const char *label, const float *got, const float *want, size_t n);
+
+/* Copies a tensor of any layout into a plain row-major float array (malloc'd). */
+float *tu_to_plain(eng_ctx *ctx, eng_tensor *t);
+/* Copies a plain row-major float array into a tensor of any layout. */
+void tu_from_plain(eng_ctx *ctx, eng_tensor *t, const float *plain);
+/* Number of logical elements of t. */
+size_t tu_numel(const eng_tensor *t);
+
+/* Fills with deterministic pseudo-random normals. */
+void tu_randn(float *x, size_t n, unsigned long long seed, double scale);
+
+#endif
