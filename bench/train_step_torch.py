@@ -12,7 +12,7 @@ forward of view A, forward of view B, Barlow Twins loss, backward, LARS step
 
 The last line printed on stdout is exactly:
 
-    torch images_per_s=<float> step_ms=<float> batch=<N> threads=<T>
+    torch images_per_s=<float> step_ms=<float> batch=<N> threads=<T> peak_rss_mb=<float>
 
 where one image is one sample of the batch (i.e. its two views).  Progress and
 setup information go to stderr.  Plain eager PyTorch, nothing compiled.
@@ -20,6 +20,7 @@ setup information go to stderr.  Plain eager PyTorch, nothing compiled.
 
 import argparse
 import os
+import resource
 import sys
 import time
 
@@ -84,8 +85,9 @@ def main():
     step_ms = 1000.0 * elapsed / args.steps
     images_per_s = args.batch * args.steps / elapsed
     print("final loss %.4f" % loss_value, file=sys.stderr)
-    print("torch images_per_s=%.1f step_ms=%.1f batch=%d threads=%d"
-          % (images_per_s, step_ms, args.batch, args.threads))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print("torch images_per_s=%.1f step_ms=%.1f batch=%d threads=%d peak_rss_mb=%.0f"
+          % (images_per_s, step_ms, args.batch, args.threads, peak_mb))
 
 
 if __name__ == "__main__":

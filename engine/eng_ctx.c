@@ -87,6 +87,13 @@ fail:
     return -1;
 }
 
+int eng_pd_is_ref(const_dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
+        return 0;
+    return strncmp(impl, "ref", 3) == 0;
+}
+
 void eng_ctx_free(eng_ctx *ctx) {
     if (ctx->scratch_mem) dnnl_memory_destroy(ctx->scratch_mem);
     free(ctx->scratch);

@@ -42,6 +42,9 @@ int eng_ctx_make_prim(eng_ctx *ctx, const void *op_desc, const_dnnl_primitive_at
                       const_dnnl_primitive_desc_t hint, dnnl_primitive_desc_t *pd_out,
                       dnnl_primitive_t *prim_out, eng_err *err);
 
+/* 1 when oneDNN picked its slow reference implementation for pd ("ref:any" and friends). */
+int eng_pd_is_ref(const_dnnl_primitive_desc_t pd);
+
 /* Sets FTZ/DAZ on the calling thread and on every thread of the OpenMP team. */
 void eng_set_flush_denormals(void);
 

@@ -161,6 +161,18 @@ fail:
     return -1;
 }
 
+/* The activation layout oneDNN's fast AVX-512/AVX2 kernels favour for a channel count: blocked by
+ * 16 or by 8 channels, else channels-last. Used as the wished layout of convolution outputs, so
+ * consecutive layers agree without reorders. */
+static int preferred_act_md(dnnl_memory_desc_t *md, int n, int c, int h, int w, eng_err *err) {
+    dnnl_dims_t d = {n, c, h, w};
+    dnnl_format_tag_t tag = c % 16 == 0 ? dnnl_aBcd16b : dnnl_acdb;
+    ENG_DNNL(dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tag));
+    return 0;
+fail:
+    return -1;
+}
+
 static int build_block(eng_model *m, eng_block *b, eng_tensor *x, eng_tensor *dx, int cout,
                        int stride, eng_err *err) {
     eng_ctx *ctx = &m->ctx;
@@ -171,17 +183,23 @@ static int build_block(eng_model *m, eng_block *b, eng_tensor *x, eng_tensor *dx
     b->cout = cout;
     b->stride = stride;
     b->has_proj = stride != 1 || b->cin != cout;
-    ENG_TRY(eng_conv_build(&b->conv1, ctx, &x->md, cout, 3, stride, 1, tr, 1, err));
+    /* Identity blocks ask for their outputs in the input's layout, so the residual add and the
+     * gradient accumulation see one layout. */
+    int oh = ((int)x->md.dims[2] - 1) / stride + 1, ow = ((int)x->md.dims[3] - 1) / stride + 1;
+    dnnl_memory_desc_t pref;
+    ENG_TRY(preferred_act_md(&pref, m->rows, cout, oh, ow, err));
+    const dnnl_memory_desc_t *hint = b->has_proj ? &pref : &x->md;
+    ENG_TRY(eng_conv_build(&b->conv1, ctx, &x->md, hint, cout, 3, stride, 1, tr, 1, err));
     ENG_TRY(alloc_like(m, &b->c1, &b->conv1.dst_md, err));
     ENG_TRY(eng_bnorm_build(&b->bn1, ctx, &b->c1.md, groups, 1, 1, tr, err));
     ENG_TRY(alloc_like(m, &b->a1, &b->c1.md, err));
-    ENG_TRY(eng_conv_build(&b->conv2, ctx, &b->a1.md, cout, 3, 1, 1, tr, 1, err));
+    ENG_TRY(eng_conv_build(&b->conv2, ctx, &b->a1.md, hint, cout, 3, 1, 1, tr, 1, err));
     ENG_TRY(alloc_like(m, &b->c2, &b->conv2.dst_md, err));
     ENG_TRY(eng_bnorm_build(&b->bn2, ctx, &b->c2.md, groups, 1, 0, tr, err));
     ENG_TRY(alloc_like(m, &b->y, &b->c2.md, err));
     const dnnl_memory_desc_t *short_md = &x->md;
     if (b->has_proj) {
-        ENG_TRY(eng_conv_build(&b->convs, ctx, &x->md, cout, 1, stride, 0, tr, 1, err));
+        ENG_TRY(eng_conv_build(&b->convs, ctx, &x->md, &b->c2.md, cout, 1, stride, 0, tr, 1, err));
         ENG_TRY(alloc_like(m, &b->cs, &b->convs.dst_md, err));
         ENG_TRY(eng_bnorm_build(&b->bns, ctx, &b->cs.md, groups, 1, 0, tr, err));
         ENG_TRY(alloc_like(m, &b->bs, &b->cs.md, err));
@@ -234,7 +252,11 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
     dnnl_memory_desc_t in_md;
     ENG_TRY(eng_md_plain(&in_md, 4, in_dims, err));
     ENG_TRY(eng_tensor_alloc(&m->input, ctx, &in_md, err));
-    ENG_TRY(eng_conv_build(&m->stem_conv, ctx, &in_md, cfg->stem_width, 3, 1, 1, training, 0, err));
+    dnnl_memory_desc_t stem_pref;
+    ENG_TRY(preferred_act_md(&stem_pref, m->rows, cfg->stem_width, cfg->input_size,
+                             cfg->input_size, err));
+    ENG_TRY(eng_conv_build(&m->stem_conv, ctx, &in_md, &stem_pref, cfg->stem_width, 3, 1, 1,
+                           training, 0, err));
     ENG_TRY(alloc_like(m, &m->c0, &m->stem_conv.dst_md, err));
     ENG_TRY(eng_bnorm_build(&m->stem_bn, ctx, &m->c0.md, groups, 1, 1, training, err));
     ENG_TRY(alloc_like(m, &m->a0, &m->c0.md, err));

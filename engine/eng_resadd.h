@@ -10,6 +10,9 @@
 typedef struct eng_resadd {
     dnnl_memory_desc_t md; /* layout of a and y */
     dnnl_primitive_t fwd, bwd;
+    dnnl_primitive_t b_in; /* b's layout → a's, when they differ (binary ops on mixed layouts
+                            * only have oneDNN's slow reference kernel) */
+    eng_tensor b_re;       /* owned copy of b in a's layout (when b_in) */
 } eng_resadd;
 
 /* a_md: layout of the residual branch (and of y); b_md: layout of the shortcut. */
@@ -26,6 +29,8 @@ void eng_resadd_free(eng_resadd *r);
 /* Gradient accumulation: acc += x (a oneDNN binary add, in place; layouts may differ). */
 typedef struct eng_accum {
     dnnl_primitive_t prim;
+    dnnl_primitive_t x_in; /* x's layout → acc's, when they differ */
+    eng_tensor x_re;       /* owned copy of x in acc's layout (when x_in) */
 } eng_accum;
 
 int eng_accum_build(eng_accum *a, eng_ctx *ctx, const dnnl_memory_desc_t *acc_md,

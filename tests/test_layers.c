@@ -111,7 +111,7 @@ static void conv_check(int n, int cin, int hw, int cout, int k, int stride, int 
     dnnl_dims_t sd = {n, cin, hw, hw};
     dnnl_memory_desc_t smd;
     dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, blocked ? dnnl_aBcd16b : dnnl_abcd);
-    must(eng_conv_build(&c.conv, &c.ctx, &smd, cout, k, stride, pad, 1, 1, &err), &err);
+    must(eng_conv_build(&c.conv, &c.ctx, &smd, NULL, cout, k, stride, pad, 1, 1, &err), &err);
     must(eng_tensor_alloc(&c.src, &c.ctx, &smd, &err), &err);
     must(eng_tensor_alloc(&c.dsrc, &c.ctx, &smd, &err), &err);
     must(eng_tensor_alloc(&c.dst, &c.ctx, &c.conv.dst_md, &err), &err);
@@ -179,7 +179,7 @@ static double bn_objective(void *p) {
     return v;
 }
 
-static void bn_check(int n, int c, int hw, int groups, int affine, int relu, int blocked) {
+static void bn_check(int n, int c, int hw, int groups, int affine, int relu, dnnl_format_tag_t tag) {
     bn_case b;
     eng_err err = {{0}};
     memset(&b, 0, sizeof b);
@@ -187,7 +187,7 @@ static void bn_check(int n, int c, int hw, int groups, int affine, int relu, int
     must(eng_ctx_init(&b.ctx, &err), &err);
     dnnl_dims_t d = {n, c, hw, hw};
     dnnl_memory_desc_t md;
-    dnnl_memory_desc_init_by_tag(&md, 4, d, dnnl_f32, blocked ? dnnl_aBcd16b : dnnl_abcd);
+    dnnl_memory_desc_init_by_tag(&md, 4, d, dnnl_f32, tag);
     must(eng_bnorm_build(&b.bn, &b.ctx, &md, groups, affine, relu, 1, &err), &err);
     eng_tensor *ts[] = {&b.src, &b.dst, &b.dsrc, &b.ddst};
     for (int i = 0; i < 4; i++) must(eng_tensor_alloc(ts[i], &b.ctx, &md, &err), &err);
@@ -231,13 +231,23 @@ static void bn_check(int n, int c, int hw, int groups, int affine, int relu, int
     eng_ctx_free(&b.ctx);
 }
 
-Test(layers, bnorm2d_affine_backward_matches_finite_differences) { bn_check(4, 5, 3, 1, 1, 0, 0); }
-Test(layers, bnorm2d_affine_relu_two_views_backward_matches_finite_differences) {
-    bn_check(6, 16, 3, 2, 1, 1, 1);
+Test(layers, bnorm2d_affine_backward_matches_finite_differences) {
+    bn_check(4, 5, 3, 1, 1, 0, dnnl_abcd);
 }
-Test(layers, bnorm1d_affine_relu_backward_matches_finite_differences) { bn_check(8, 6, 1, 2, 1, 1, 0); }
+Test(layers, bnorm2d_affine_relu_two_views_backward_matches_finite_differences) {
+    bn_check(6, 16, 3, 2, 1, 1, dnnl_aBcd16b);
+}
+Test(layers, bnorm2d_affine_two_views_8_channel_blocks_backward_matches_finite_differences) {
+    bn_check(4, 8, 3, 2, 1, 0, dnnl_aBcd8b);
+}
+Test(layers, bnorm2d_affine_relu_two_views_8_channel_blocks_backward_matches_finite_differences) {
+    bn_check(4, 8, 5, 2, 1, 1, dnnl_aBcd8b);
+}
+Test(layers, bnorm1d_affine_relu_backward_matches_finite_differences) {
+    bn_check(8, 6, 1, 2, 1, 1, dnnl_abcd);
+}
 Test(layers, bnorm1d_without_affine_backward_matches_finite_differences) {
-    bn_check(10, 7, 1, 2, 0, 0, 0);
+    bn_check(10, 7, 1, 2, 0, 0, dnnl_abcd);
 }
 
 Test(layers, bnorm_two_views_normalise_each_view_with_its_own_statistics) {
