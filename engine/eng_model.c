@@ -143,6 +143,31 @@ static int alloc_like(eng_model *m, eng_tensor *t, const dnnl_memory_desc_t *md,
     return eng_tensor_alloc(t, &m->ctx, md, err);
 }
 
+/* A gradient tensor of layout md that will borrow the shared buffer of `role` (pointed at by
+ * bind_diff_views once every size is known). */
+static int diff_view(eng_model *m, eng_tensor *t, const dnnl_memory_desc_t *md, int role,
+                     eng_err *err) {
+    if (eng_tensor_wrap(t, &m->ctx, md, NULL, err)) return -1;
+    if (t->bytes > m->diff_bytes[role]) m->diff_bytes[role] = t->bytes;
+    m->diff_views[m->n_diff_views].t = t;
+    m->diff_views[m->n_diff_views++].role = role;
+    return 0;
+}
+
+static int bind_diff_views(eng_model *m, eng_err *err) {
+    for (int r = 0; r < ENG_DIFF_ROLES; r++) {
+        if (!m->diff_bytes[r]) continue;
+        size_t bytes = (m->diff_bytes[r] + 63) / 64 * 64;
+        m->diff_buf[r] = aligned_alloc(64, bytes);
+        if (!m->diff_buf[r]) return eng_fail(err, "out of memory for %zu gradient bytes", bytes);
+        memset(m->diff_buf[r], 0, bytes);
+    }
+    for (int i = 0; i < m->n_diff_views; i++)
+        if (eng_tensor_point(m->diff_views[i].t, m->diff_buf[m->diff_views[i].role], err))
+            return -1;
+    return 0;
+}
+
 static int plain_rows(eng_model *m, eng_tensor *t, int cols, eng_err *err) {
     dnnl_dims_t d = {m->rows, cols};
     dnnl_memory_desc_t md;
@@ -173,8 +198,8 @@ fail:
     return -1;
 }
 
-static int build_block(eng_model *m, eng_block *b, eng_tensor *x, eng_tensor *dx, int cout,
-                       int stride, eng_err *err) {
+static int build_block(eng_model *m, eng_block *b, int index, eng_tensor *x, eng_tensor *dx,
+                       int cout, int stride, eng_err *err) {
     eng_ctx *ctx = &m->ctx;
     int tr = m->training, groups = tr ? 2 : 1;
     b->x = x;
@@ -207,14 +232,15 @@ static int build_block(eng_model *m, eng_block *b, eng_tensor *x, eng_tensor *dx
     }
     ENG_TRY(eng_resadd_build(&b->add, ctx, &b->y.md, short_md, tr, err));
     if (tr) {
-        ENG_TRY(alloc_like(m, &b->dy, &b->y.md, err));
-        ENG_TRY(alloc_like(m, &b->g, &b->y.md, err));
-        ENG_TRY(alloc_like(m, &b->dc2, &b->c2.md, err));
-        ENG_TRY(alloc_like(m, &b->da1, &b->a1.md, err));
-        ENG_TRY(alloc_like(m, &b->dc1, &b->c1.md, err));
+        /* the stem's da0 uses DY0, so block i's output gradient uses DY1 for even i */
+        ENG_TRY(diff_view(m, &b->dy, &b->y.md, index % 2 ? ENG_DIFF_DY0 : ENG_DIFF_DY1, err));
+        ENG_TRY(diff_view(m, &b->g, &b->y.md, ENG_DIFF_G, err));
+        ENG_TRY(diff_view(m, &b->dc2, &b->c2.md, ENG_DIFF_B, err));
+        ENG_TRY(diff_view(m, &b->da1, &b->a1.md, ENG_DIFF_C, err));
+        ENG_TRY(diff_view(m, &b->dc1, &b->c1.md, ENG_DIFF_B, err));
         if (b->has_proj) {
-            ENG_TRY(alloc_like(m, &b->dcs, &b->cs.md, err));
-            ENG_TRY(alloc_like(m, &b->dxs, &x->md, err));
+            ENG_TRY(diff_view(m, &b->dcs, &b->cs.md, ENG_DIFF_C, err));
+            ENG_TRY(diff_view(m, &b->dxs, &x->md, ENG_DIFF_D, err));
             ENG_TRY(eng_accum_build(&b->acc, ctx, &dx->md, &x->md, err));
         } else {
             ENG_TRY(eng_accum_build(&b->acc, ctx, &dx->md, &b->g.md, err));
@@ -261,13 +287,17 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
     ENG_TRY(eng_bnorm_build(&m->stem_bn, ctx, &m->c0.md, groups, 1, 1, training, err));
     ENG_TRY(alloc_like(m, &m->a0, &m->c0.md, err));
     m->n_bn = 1;
-    if (training) {
-        ENG_TRY(alloc_like(m, &m->dc0, &m->c0.md, err));
-        ENG_TRY(alloc_like(m, &m->da0, &m->a0.md, err));
-    }
-
     /* Residual stages. */
     for (int s = 0; s < cfg->n_stages; s++) m->n_blocks += cfg->stage_blocks[s];
+    m->diff_views = calloc(2 + 7 * (size_t)m->n_blocks, sizeof *m->diff_views);
+    if (!m->diff_views) {
+        eng_fail(err, "out of memory");
+        goto fail;
+    }
+    if (training) {
+        ENG_TRY(diff_view(m, &m->dc0, &m->c0.md, ENG_DIFF_B, err));
+        ENG_TRY(diff_view(m, &m->da0, &m->a0.md, ENG_DIFF_DY0, err));
+    }
     m->blocks = calloc((size_t)m->n_blocks, sizeof *m->blocks);
     if (!m->blocks) {
         eng_fail(err, "out of memory for %d blocks", m->n_blocks);
@@ -278,7 +308,8 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
     for (int s = 0; s < cfg->n_stages; s++) {
         for (int b = 0; b < cfg->stage_blocks[s]; b++, bi++) {
             eng_block *blk = &m->blocks[bi];
-            ENG_TRY(build_block(m, blk, x, dx, cfg->stage_width[s], (s > 0 && b == 0) ? 2 : 1, err));
+            ENG_TRY(build_block(m, blk, bi, x, dx, cfg->stage_width[s], (s > 0 && b == 0) ? 2 : 1,
+                                err));
             m->n_bn += blk->has_proj ? 3 : 2;
             x = &blk->y;
             dx = &blk->dy;
@@ -310,6 +341,7 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
         ENG_TRY(eng_bt_loss_build(&m->loss, ctx, batch, width, cfg->lambda, err));
     }
     ENG_TRY(eng_ctx_finish_build(ctx, err));
+    ENG_TRY(bind_diff_views(m, err));
 
     /* One allocation each for parameters, gradients, optimiser state and running statistics;
      * then hand every layer its slices in canonical order. */
@@ -502,6 +534,7 @@ static size_t tensor_bytes(const eng_tensor *t) { return t->owns ? t->bytes : 0;
 size_t eng_model_bytes(const eng_model *m) {
     size_t b = m->n_floats * sizeof(float) * (m->training ? 3 : 1) + m->n_stats * sizeof(float);
     b += m->ctx.scratch_bytes + tensor_bytes(&m->input);
+    for (int r = 0; r < ENG_DIFF_ROLES; r++) b += m->diff_bytes[r];
     const eng_tensor *stem[] = {&m->c0, &m->a0, &m->dc0, &m->da0};
     for (int i = 0; i < 4; i++) b += tensor_bytes(stem[i]);
     for (int i = 0; i < m->n_blocks; i++) {
@@ -553,6 +586,8 @@ void eng_model_free(eng_model *m) {
     free(m->momentum);
     free(m->stats);
     free(m->bn_list);
+    for (int r = 0; r < ENG_DIFF_ROLES; r++) free(m->diff_buf[r]);
+    free(m->diff_views);
     eng_ctx_free(&m->ctx);
     memset(m, 0, sizeof *m);
 }

@@ -27,6 +27,18 @@
 #include "engine/eng_pool.h"
 #include "engine/eng_resadd.h"
 
+/* Roles of the shared backward buffers. A block's gradients live only while its backward runs,
+ * so every block uses the same few buffers (each sized for the largest block), except the
+ * gradient passed between blocks, which alternates between two. */
+enum {
+    ENG_DIFF_DY0, ENG_DIFF_DY1, /* block outputs' gradients, alternating block by block */
+    ENG_DIFF_G,                 /* ReLU backward of the residual join */
+    ENG_DIFF_B,                 /* dc2, then dc1 (and the stem's dc0) */
+    ENG_DIFF_C,                 /* da1, then the shortcut's dcs */
+    ENG_DIFF_D,                 /* the shortcut's input gradient dxs */
+    ENG_DIFF_ROLES
+};
+
 /* One basic residual block and the activations it owns. */
 typedef struct eng_block {
     int stride, cin, cout, has_proj; /* has_proj: 1×1 conv + BN shortcut */
@@ -37,6 +49,7 @@ typedef struct eng_block {
     eng_tensor *x, *dx;              /* borrowed: block input and its gradient */
     eng_tensor c1, a1, c2, y;        /* [R, cout, H', W']; y holds bn2's output, then the result */
     eng_tensor cs, bs;               /* shortcut conv and BN outputs (has_proj only) */
+    /* Gradients: borrowed views into the model's shared backward buffers (see ENG_DIFF_*). */
     eng_tensor dy;                   /* gradient of y (written by the next layer's backward) */
     eng_tensor g, dc2, da1, dc1;     /* backward intermediates */
     eng_tensor dcs, dxs;             /* shortcut backward intermediates (has_proj only) */
@@ -73,6 +86,14 @@ typedef struct eng_model {
     eng_bnorm pbn[ENG_MAX_PROJ];                  /* hidden BN1d+ReLU; [n_proj-1] is affine-free */
     eng_tensor z, dz;                             /* [R, D] */
     eng_bt_loss loss;
+
+    size_t diff_bytes[ENG_DIFF_ROLES]; /* size of each shared backward buffer */
+    float *diff_buf[ENG_DIFF_ROLES];   /* owned shared backward buffers */
+    int n_diff_views;                  /* tensors borrowing them */
+    struct {
+        eng_tensor *t;
+        int role;
+    } *diff_views;                     /* owned [n_diff_views] */
 
     double last_loss;       /* loss of the last forward_backward */
 } eng_model;
