@@ -12,7 +12,10 @@ forward of view A, forward of view B, Barlow Twins loss, backward, LARS step
 
 The last line printed on stdout is exactly:
 
-    torch images_per_s=<float> step_ms=<float> batch=<N> threads=<T> peak_rss_mb=<float>
+    torch images_per_s=<float> step_ms=<float> step_ms_min=<float> step_ms_max=<float>
+          batch=<N> threads=<T> peak_rss_mb=<float>
+
+(images/s from the median step; min and max show the machine's noise)
 
 where one image is one sample of the batch (i.e. its two views).  Progress and
 setup information go to stderr.  Plain eager PyTorch, nothing compiled.
@@ -76,18 +79,24 @@ def main():
         loss = train_step(step)
         print("warmup step %d loss %.4f" % (step, loss.item()), file=sys.stderr)
 
-    t0 = time.perf_counter()
+    times = []
     for k in range(args.steps):
+        t0 = time.perf_counter()
         loss = train_step(args.warmup_steps + k)
+        loss.item()  # eager CPU execution: the step is finished here
+        times.append(1000.0 * (time.perf_counter() - t0))
     loss_value = loss.item()
-    elapsed = time.perf_counter() - t0
 
-    step_ms = 1000.0 * elapsed / args.steps
-    images_per_s = args.batch * args.steps / elapsed
+    # The median step is the figure; min and max show the machine's noise.
+    times.sort()
+    n = len(times)
+    step_ms = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+    images_per_s = args.batch / (step_ms / 1000.0)
     print("final loss %.4f" % loss_value, file=sys.stderr)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print("torch images_per_s=%.1f step_ms=%.1f batch=%d threads=%d peak_rss_mb=%.0f"
-          % (images_per_s, step_ms, args.batch, args.threads, peak_mb))
+    print("torch images_per_s=%.1f step_ms=%.1f step_ms_min=%.1f step_ms_max=%.1f batch=%d "
+          "threads=%d peak_rss_mb=%.0f"
+          % (images_per_s, step_ms, times[0], times[-1], args.batch, args.threads, peak_mb))
 
 
 if __name__ == "__main__":

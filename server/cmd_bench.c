@@ -1,8 +1,9 @@
 /* cmd_bench.c — `barlowd bench-step`: images/s of full training steps on random inputs.
  *
  * One image = two views through forward, loss, backward and the LARS update. Prints one result
- * line that bench/train_step parses, with achieved GFLOP/s (3× the forward FLOPs per view, the
- * usual forward+backward estimate) and the process's peak resident memory. */
+ * line that bench/train_step parses: images/s from the median step, the fastest and slowest step
+ * (the machine's noise), achieved GFLOP/s (3× the forward FLOPs per view, the usual
+ * forward+backward estimate) and the process's peak resident memory. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,11 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 int cmd_bench_step(int argc, char **argv) {
@@ -55,27 +61,36 @@ int cmd_bench_step(int argc, char **argv) {
     opt.warmup = 10;
 
     int rc = CLI_OK;
-    double t_start = 0;
+    double *ms = calloc((size_t)steps, sizeof(double));
+    if (!ms) {
+        fprintf(stderr, "error: out of memory\n");
+        rc = CLI_FAIL;
+        goto done;
+    }
     for (long s = 0; s < warmup + steps; s++) {
-        if (s == warmup) t_start = now_s();
+        double t = now_s();
         if (eng_model_train_step(&m, &opt, s, &err)) {
             fprintf(stderr, "error: step %ld: %s\n", s, err.msg);
             rc = CLI_FAIL;
             goto done;
         }
-        fprintf(stderr, "step %ld loss %.4f\n", s, m.last_loss);
+        t = (now_s() - t) * 1e3;
+        if (s >= warmup) ms[s - warmup] = t;
+        fprintf(stderr, "step %ld loss %.4f %.1f ms\n", s, m.last_loss, t);
     }
-    double secs = now_s() - t_start;
-    double step_ms = secs / (double)steps * 1e3;
-    double ips = (double)batch * (double)steps / secs;
+    /* The median step is the figure; min and max show the machine's noise. */
+    qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
+    double med = steps % 2 ? ms[steps / 2] : 0.5 * (ms[steps / 2 - 1] + ms[steps / 2]);
+    double ips = (double)batch / (med / 1e3);
     double gflops = ips * 2.0 * 3.0 * eng_config_forward_flops(&cfg) / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("barlowd images_per_s=%.1f step_ms=%.1f gflops=%.1f peak_rss_mb=%.0f model_mb=%.0f "
-           "build_s=%.2f batch=%ld threads=%d\n",
-           ips, step_ms, gflops, ru.ru_maxrss / 1024.0, eng_model_bytes(&m) / 1048576.0, build_s,
-           batch, omp_get_max_threads());
+    printf("barlowd images_per_s=%.1f step_ms=%.1f step_ms_min=%.1f step_ms_max=%.1f gflops=%.1f "
+           "peak_rss_mb=%.0f model_mb=%.0f build_s=%.2f batch=%ld threads=%d\n",
+           ips, med, ms[0], ms[steps - 1], gflops, ru.ru_maxrss / 1024.0,
+           eng_model_bytes(&m) / 1048576.0, build_s, batch, omp_get_max_threads());
 done:
+    free(ms);
     eng_model_free(&m);
     return rc;
 }
