@@ -70,7 +70,9 @@ typedef struct eng_model {
     float *momentum;        /* owned [n_floats] LARS state (training) */
     int n_bn;               /* batch norms */
     eng_bnorm **bn_list;    /* owned [n_bn]: the batch norms in canonical order */
-    size_t n_stats;         /* floats of running statistics: per BN, mean[C] then var[C] */
+    size_t n_stats;         /* floats of running statistics: per BN, mean[C] then var[C]; an
+                             * inference model (no projector) holds a prefix of the training
+                             * model's, since the projector's BNs come last */
     float *stats;           /* owned [n_stats] */
 
     eng_tensor input;       /* owned [R, C_in, S, S] plain */

@@ -42,6 +42,11 @@ MODEL_FIXTURES = [
     ("odd", {"in_channels": 3, "input_size": 12, "stem_width": 12,
              "stages": [[1, 12], [2, 20], [1, 24]], "projector": [24, 40, 20],
              "lambda": 0.02}, 10, 303),
+    # Widths in whole 16-channel blocks, as in the presets: activations stay blocked end to end,
+    # and at this size oneDNN runs some 3x3 convolutions as Winograd.
+    ("wide64", {"in_channels": 3, "input_size": 16, "stem_width": 64,
+                "stages": [[1, 64], [1, 64]], "projector": [64, 48],
+                "lambda": 0.0051}, 8, 404),
 ]
 
 LARS_SEED = 404          # tiny model params for the LARS fixture (differs from 101)
