@@ -82,12 +82,11 @@ int eng_conv_build(eng_conv *c, eng_ctx *ctx, const dnnl_memory_desc_t *src_md,
 
     dnnl_dims_t wdims = {cout, c->cin, k, k}, ddims = {c->n, cout, c->oh, c->ow};
     dnnl_dims_t sdims = {c->n, c->cin, c->h, c->w};
-    dnnl_memory_desc_t w_plain, s_tag[3], d_tag[3];
-    /* (8-channel blocks are left out on purpose: with them, a model with 8-channel stages crashed
-     * inside oneDNN 2.6's JIT code on 2 threads; channels-last serves those widths instead.) */
-    static const dnnl_format_tag_t tags[3] = {dnnl_format_tag_any, dnnl_aBcd16b, dnnl_acdb};
+    dnnl_memory_desc_t w_plain, s_tag[4], d_tag[4];
+    static const dnnl_format_tag_t tags[4] = {dnnl_format_tag_any, dnnl_aBcd16b, dnnl_aBcd8b,
+                                              dnnl_acdb};
     ENG_TRY(eng_md_plain(&w_plain, 4, wdims, err));
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         ENG_DNNL(dnnl_memory_desc_init_by_tag(&s_tag[i], 4, sdims, dnnl_f32, tags[i]));
         ENG_DNNL(dnnl_memory_desc_init_by_tag(&d_tag[i], 4, ddims, dnnl_f32, tags[i]));
     }
@@ -95,12 +94,12 @@ int eng_conv_build(eng_conv *c, eng_ctx *ctx, const dnnl_memory_desc_t *src_md,
      * with any output, then common blocked and channels-last layouts with a reordered input; the
      * first choice whose forward and backward kernels are all fast wins, and oneDNN's own pick
      * (reference kernels allowed) is the last resort. */
-    const dnnl_memory_desc_t *cand[5][2] = {{src_md, dst_hint},      {src_md, &d_tag[0]},
+    const dnnl_memory_desc_t *cand[6][2] = {{src_md, dst_hint},      {src_md, &d_tag[0]},
                                              {&s_tag[1], &d_tag[1]}, {&s_tag[2], &d_tag[2]},
-                                             {&s_tag[0], &d_tag[0]}};
+                                             {&s_tag[3], &d_tag[3]}, {&s_tag[0], &d_tag[0]}};
     int found = 0;
-    for (int i = 0; i < 5 && !found; i++)
-        if (cand[i][1]) found = try_layouts(c, ctx, cand[i][0], cand[i][1], i == 4, &pds);
+    for (int i = 0; i < 6 && !found; i++)
+        if (cand[i][1]) found = try_layouts(c, ctx, cand[i][0], cand[i][1], i == 5, &pds);
     if (!found) {
         eng_fail(err, "conv: oneDNN has no implementation for %dx%d %d->%d k%d s%d", c->h, c->w,
                  c->cin, cout, k, stride);

@@ -191,7 +191,7 @@ fail:
  * consecutive layers agree without reorders. */
 static int preferred_act_md(dnnl_memory_desc_t *md, int n, int c, int h, int w, eng_err *err) {
     dnnl_dims_t d = {n, c, h, w};
-    dnnl_format_tag_t tag = c % 16 == 0 ? dnnl_aBcd16b : dnnl_acdb;
+    dnnl_format_tag_t tag = c % 16 == 0 ? dnnl_aBcd16b : c % 8 == 0 ? dnnl_aBcd8b : dnnl_acdb;
     ENG_DNNL(dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tag));
     return 0;
 fail:

@@ -1,7 +1,9 @@
 /* eng_resadd.h — the residual join of a basic block: y = ReLU(a + b).
  *
  * Forward is one oneDNN binary-add with a ReLU post-op (y may overwrite a). Backward is the ReLU's
- * backward computed from y: g = dy where y > 0, else 0; g is then the gradient of both a and b. */
+ * backward computed from y: g = dy where y > 0, else 0; g is then the gradient of both a and b.
+ * A shortcut in another layout than the branch is reordered first, so the elementwise work always
+ * sees one layout and runs on flat 1-D views. */
 #ifndef ENG_RESADD_H
 #define ENG_RESADD_H
 
@@ -13,6 +15,7 @@ typedef struct eng_resadd {
     dnnl_primitive_t b_in; /* b's layout → a's, when they differ (binary ops on mixed layouts
                             * only have oneDNN's slow reference kernel) */
     eng_tensor b_re;       /* owned copy of b in a's layout (when b_in) */
+    eng_tensor v[3];       /* borrowed flat 1-D views of the operands, re-pointed per call */
 } eng_resadd;
 
 /* a_md: layout of the residual branch (and of y); b_md: layout of the shortcut. */
@@ -31,6 +34,7 @@ typedef struct eng_accum {
     dnnl_primitive_t prim;
     dnnl_primitive_t x_in; /* x's layout → acc's, when they differ */
     eng_tensor x_re;       /* owned copy of x in acc's layout (when x_in) */
+    eng_tensor v[3];       /* borrowed flat 1-D views of the operands, re-pointed per call */
 } eng_accum;
 
 int eng_accum_build(eng_accum *a, eng_ctx *ctx, const dnnl_memory_desc_t *acc_md,

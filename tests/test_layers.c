@@ -381,6 +381,57 @@ Test(layers, residual_add_relu_backward_matches_finite_differences) {
     eng_ctx_free(&c.ctx);
 }
 
+/* oneDNN 2.6's binary kernel ("jit:uni") wrote up to 8 KB past its output for 8-channel blocked
+ * tensors on this machine; the residual join must stay inside its buffers whatever the layout. */
+Test(layers, residual_add_writes_nothing_outside_its_tensors_in_8_channel_blocks) {
+    eng_ctx ctx;
+    eng_resadd add;
+    eng_accum acc;
+    eng_err err = {{0}};
+    must(eng_ctx_init(&ctx, &err), &err);
+    dnnl_dims_t d = {32, 8, 16, 16};
+    dnnl_memory_desc_t md;
+    dnnl_memory_desc_init_by_tag(&md, 4, d, dnnl_f32, dnnl_aBcd8b);
+    must(eng_resadd_build(&add, &ctx, &md, &md, 1, &err), &err);
+    must(eng_accum_build(&acc, &ctx, &md, &md, &err), &err);
+    must(eng_ctx_finish_build(&ctx, &err), &err);
+    const size_t bytes = dnnl_memory_desc_get_size(&md), guard = 65536, n = bytes / 4;
+    eng_tensor t[4];
+    unsigned char *buf[4];
+    for (int i = 0; i < 4; i++) {
+        buf[i] = malloc(bytes + guard);
+        memset(buf[i] + bytes, 0x5a, guard);
+        tu_randn((float *)buf[i], n, 70 + (unsigned)i, 1.0);
+        must(eng_tensor_wrap(&t[i], &ctx, &md, (float *)buf[i], &err), &err);
+    }
+    float *a0 = malloc(bytes), *b0 = malloc(bytes);
+    memcpy(a0, buf[0], bytes);
+    memcpy(b0, buf[1], bytes);
+    must(eng_resadd_forward(&add, &ctx, &t[0], &t[1], &t[0], &err), &err); /* y over a */
+    must(eng_resadd_backward(&add, &ctx, &t[0], &t[2], &t[3], &err), &err);
+    must(eng_accum_run(&acc, &ctx, &t[2], &t[1], &err), &err);
+    dnnl_stream_wait(ctx.stream);
+    for (int i = 0; i < 4; i++) {
+        size_t bad = 0;
+        for (size_t k = 0; k < guard; k++) bad += buf[i][bytes + k] != 0x5a;
+        cr_expect(bad == 0, "tensor %d: %zu bytes past its end were overwritten", i, bad);
+    }
+    const float *y = (const float *)buf[0];
+    for (size_t k = 0; k < n; k += 97) {
+        float want = a0[k] + b0[k] > 0 ? a0[k] + b0[k] : 0;
+        cr_expect(fabsf(y[k] - want) < 1e-6f, "y[%zu] = %g, want %g", k, y[k], want);
+    }
+    for (int i = 0; i < 4; i++) {
+        eng_tensor_free(&t[i]);
+        free(buf[i]);
+    }
+    free(a0);
+    free(b0);
+    eng_accum_free(&acc);
+    eng_resadd_free(&add);
+    eng_ctx_free(&ctx);
+}
+
 /* ----------------------------------------------------------------------------------------------
  * Global average pooling. */
 
