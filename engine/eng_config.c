@@ -149,6 +149,19 @@ done:
     return text;
 }
 
+int eng_config_equal(const eng_config *a, const eng_config *b) {
+    if (a->in_channels != b->in_channels || a->input_size != b->input_size ||
+        a->stem_width != b->stem_width || a->n_stages != b->n_stages || a->n_proj != b->n_proj ||
+        a->lambda != b->lambda)
+        return 0;
+    for (int s = 0; s < a->n_stages; s++)
+        if (a->stage_blocks[s] != b->stage_blocks[s] || a->stage_width[s] != b->stage_width[s])
+            return 0;
+    for (int i = 0; i < a->n_proj; i++)
+        if (a->proj[i] != b->proj[i]) return 0;
+    return 1;
+}
+
 int eng_config_rep_dim(const eng_config *cfg) { return cfg->stage_width[cfg->n_stages - 1]; }
 int eng_config_out_dim(const eng_config *cfg) { return cfg->proj[cfg->n_proj - 1]; }
 

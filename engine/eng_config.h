@@ -36,6 +36,9 @@ int eng_config_resolve(eng_config *cfg, const char *name_or_path, eng_err *err);
 /* Canonical compact JSON text of cfg; malloc'd, caller frees. NULL on out of memory. */
 char *eng_config_to_json(const eng_config *cfg);
 
+/* 1 if two configs describe the same model (lambda compared exactly). */
+int eng_config_equal(const eng_config *a, const eng_config *b);
+
 /* Dimension of the representation (last stage's width) and of the projector output. */
 int eng_config_rep_dim(const eng_config *cfg);
 int eng_config_out_dim(const eng_config *cfg);
