@@ -6,5 +6,6 @@
 int cmd_step(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_bench_step(int argc, char **argv);
+int cmd_bench_search(int argc, char **argv);
 
 #endif

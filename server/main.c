@@ -20,6 +20,10 @@ static const struct {
     {"bench-step", cmd_bench_step,
      "bench-step [--model small] [--batch 256] [--steps 10] [--warmup 3] [--threads N]\n"
      "        time full training steps (2 views, forward, loss, backward, LARS) on random inputs"},
+    {"bench-search", cmd_bench_search,
+     "bench-search [--n 100000] [--dim 512] [--queries 200] [--k 10] [--batch 1000] [--kernel K]\n"
+     "        exact top-k latency and batch throughput on random vectors, beside the measured\n"
+     "        memory-bandwidth bound"},
 };
 
 static void usage(FILE *out) {

@@ -1,0 +1,76 @@
+/* eng_index.h — exact nearest-neighbour search by cosine similarity.
+ *
+ * Holds the serving model's vectors L2-normalised in one contiguous float32 matrix (rows padded
+ * to 16 floats and 64-byte aligned), with an id → row hash map so inserts, replacements and
+ * deletes are O(1). A query scans every row with a vectorised dot-product kernel (AVX-512 or
+ * AVX2+FMA when the CPU has them, picked at init) and keeps the k best in a heap: a partial
+ * selection, never a full sort. Ranking is deterministic: higher score first, equal scores by
+ * lower id. A batch of queries is scored block by block with one GEMM (oneDNN's sgemm).
+ *
+ * Not thread-safe for writers: one writer at a time, and no reader during a write (the server
+ * swaps whole indexes atomically). Any number of concurrent searches is fine. */
+#ifndef ENG_INDEX_H
+#define ENG_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/eng_err.h"
+
+typedef struct eng_hit {
+    int64_t id;  /* the vector's id */
+    float score; /* cosine similarity with the query, in [-1, 1] */
+} eng_hit;
+
+typedef float (*eng_dot_fn)(const float *a, const float *b, size_t n);
+
+typedef struct eng_index {
+    int dim;              /* vector length */
+    size_t stride;        /* floats per stored row: dim rounded up to 16 */
+    size_t n, cap;        /* rows used, rows allocated */
+    float *rows;          /* owned [cap, stride], unit length, zero padding */
+    int64_t *ids;         /* owned [cap]: id of each row */
+    size_t n_slots;       /* hash table size (power of two, >= 2 * cap) */
+    int64_t *slot_id;     /* owned [n_slots]: id, or EMPTY / TOMBSTONE */
+    size_t *slot_row;     /* owned [n_slots]: row of slot_id */
+    size_t tombstones;    /* slots marked deleted (rehash when many) */
+    eng_dot_fn dot;       /* kernel chosen for this CPU */
+    const char *kernel;   /* its name: "avx512", "avx2", "scalar" */
+} eng_index;
+
+/* An empty index of dim-long vectors. On error returns -1 and ix is zeroed. */
+int eng_index_init(eng_index *ix, int dim, eng_err *err);
+
+/* Inserts vec under id, or replaces the vector already there. vec is copied and normalised; a
+ * zero or non-finite vector is refused. On error returns -1 and the index is unchanged. */
+int eng_index_put(eng_index *ix, int64_t id, const float *vec, eng_err *err);
+
+/* Removes id; returns 1 if it was there, 0 if not. This function can't fail. */
+int eng_index_remove(eng_index *ix, int64_t id);
+
+/* The stored (normalised) vector of id, or NULL. Valid until the next write. */
+const float *eng_index_get(const eng_index *ix, int64_t id);
+
+/* The k best rows for a query vector (normalised here; need not be unit length), skipping the
+ * row of id `exclude` (pass INT64_MIN to skip nothing). Writes min(k, rows) hits to out, best
+ * first, and their number to *n_out. Refuses k < 1 and zero or non-finite queries. */
+int eng_index_search(const eng_index *ix, const float *query, int k, int64_t exclude,
+                     eng_hit *out, int *n_out, eng_err *err);
+
+/* The k nearest neighbours of a stored id, excluding itself. Refuses unknown ids. */
+int eng_index_neighbors(const eng_index *ix, int64_t id, int k, eng_hit *out, int *n_out,
+                        eng_err *err);
+
+/* nq queries at once (row-major [nq, dim]); out holds nq × k hits, query i's at out + i·k, and
+ * n_out[i] their number. Scores are one GEMM per block of rows; selection is parallel over
+ * queries (OpenMP). Scores may differ from eng_index_search's in the last float bits. */
+int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, int k,
+                           eng_hit *out, int *n_out, eng_err *err);
+
+/* Selects a kernel by name ("avx512", "avx2", "scalar"); for tests and benchmarks. Returns -1
+ * when this CPU lacks it or the name is unknown, leaving the current kernel. */
+int eng_index_use_kernel(eng_index *ix, const char *name);
+
+void eng_index_free(eng_index *ix);
+
+#endif
