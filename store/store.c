@@ -1,0 +1,104 @@
+/* store.c — opening and closing the store: connections, pragmas, migrations, errors. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/store_internal.h"
+
+store_opts store_defaults(void) {
+    store_opts o = {.synchronous_full = 1, .busy_timeout_ms = 5000, .keep_versions = 3};
+    return o;
+}
+
+int store_fail(store_err *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int store_sql_fail(store_err *err, sqlite3 *db, const char *what) {
+    return store_fail(err, "store: %s: %s", what, db ? sqlite3_errmsg(db) : "no database");
+}
+
+double store_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+reader_conn *store_reader_get(store *s) {
+    for (int i = 0; i < STORE_READERS; i++)
+        if (pthread_mutex_trylock(&s->readers[i].mu) == 0) return &s->readers[i];
+    pthread_mutex_lock(&s->readers[0].mu);
+    return &s->readers[0];
+}
+
+void store_reader_put(reader_conn *r) { pthread_mutex_unlock(&r->mu); }
+
+static int open_conn(const char *path, int flags, const store_opts *o, sqlite3 **db,
+                     store_err *err) {
+    if (sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        store_sql_fail(err, *db, "opening the database");
+        sqlite3_close(*db);
+        *db = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(*db, o->busy_timeout_ms);
+    sqlite3_extended_result_codes(*db, 1);
+    if (sqlite3_exec(*db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK)
+        return store_sql_fail(err, *db, "enabling foreign keys");
+    return 0;
+}
+
+int store_open(const char *path, const store_opts *opts, store **out, store_err *err) {
+    *out = NULL;
+    store *s = calloc(1, sizeof *s);
+    if (!s) return store_fail(err, "store: out of memory");
+    s->opts = opts ? *opts : store_defaults();
+    pthread_mutex_init(&s->wmu, NULL);
+    pthread_mutex_init(&s->gmu, NULL);
+    pthread_cond_init(&s->gcv, NULL);
+    pthread_mutex_init(&s->smu, NULL);
+    for (int i = 0; i < STORE_READERS; i++) pthread_mutex_init(&s->readers[i].mu, NULL);
+
+    if (open_conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &s->opts, &s->wdb, err))
+        goto fail;
+    char pragmas[160];
+    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s;",
+             s->opts.synchronous_full ? "FULL" : "NORMAL");
+    if (sqlite3_exec(s->wdb, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
+        store_sql_fail(err, s->wdb, "setting WAL mode");
+        goto fail;
+    }
+    if (store_migrate(s->wdb, STORE_SCHEMA_VERSION, err)) goto fail;
+    for (int i = 0; i < STORE_READERS; i++)
+        if (open_conn(path, SQLITE_OPEN_READONLY, &s->opts, &s->readers[i].db, err)) goto fail;
+    if (store_sampler_load(s, err)) goto fail;
+    *out = s;
+    return 0;
+fail:
+    store_close(s);
+    return -1;
+}
+
+void store_close(store *s) {
+    if (!s) return;
+    for (int i = 0; i < STORE_READERS; i++) {
+        sqlite3_close(s->readers[i].db);
+        pthread_mutex_destroy(&s->readers[i].mu);
+    }
+    sqlite3_close(s->wdb);
+    pthread_mutex_destroy(&s->wmu);
+    pthread_mutex_destroy(&s->gmu);
+    pthread_cond_destroy(&s->gcv);
+    pthread_mutex_destroy(&s->smu);
+    free(s->live);
+    free(s->pos);
+    free(s);
+}

@@ -1,0 +1,129 @@
+/* store.h — SQLite as the single source of truth: images, model versions (checkpoints),
+ * embeddings, and the training log. No oneDNN here: checkpoint blobs and vectors are opaque
+ * bytes and floats to the store.
+ *
+ * One store = one database file in WAL mode. All writes go through one connection, serialised
+ * by the store; concurrent image uploads are group-committed (one transaction and one fsync for
+ * every upload waiting at that moment). Reads use a separate connection per calling thread's
+ * handle (store_reader), so a query never waits on a writer. When store_image_put returns 0 the
+ * image is durable: it survives kill -9 at any instant (and power loss with synchronous=FULL). */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_ERR_LEN 256
+
+typedef struct store_err {
+    char msg[STORE_ERR_LEN]; /* human-readable reason; "" when nothing failed */
+} store_err;
+
+typedef struct store store; /* opaque: owns the connections and the live-image sampler */
+
+typedef struct store_opts {
+    int synchronous_full;  /* 1: PRAGMA synchronous=FULL (default), 0: NORMAL */
+    int busy_timeout_ms;   /* default 5000 */
+    int keep_versions;     /* checkpoints kept besides the serving one (default 3) */
+} store_opts;
+
+store_opts store_defaults(void);
+
+/* Opens (creating if needed) the database at path and runs forward migrations. A file whose
+ * schema is newer than this build is refused. On error returns -1 and *out is NULL. */
+int store_open(const char *path, const store_opts *opts, store **out, store_err *err);
+void store_close(store *s);
+
+/* ----- images ----- */
+
+typedef struct store_image_in {
+    const void *bytes;      /* the original upload */
+    size_t len;
+    const char *media_type; /* e.g. "image/png" */
+    int width, height;
+    const void *train_copy; /* downscaled copy for training (may be NULL) */
+    size_t train_len;
+    const char *meta_json;  /* client metadata, a JSON object of at most 4 KiB, or NULL */
+} store_image_in;
+
+/* Saves an image (durably, see above) and returns its id; identical bytes (same SHA-256)
+ * return the existing id with *existed = 1. Safe to call from many threads at once. */
+int store_image_put(store *s, const store_image_in *in, int64_t *id, int *existed,
+                    store_err *err);
+
+typedef struct store_image_info {
+    int64_t id;
+    char sha256[65];        /* hex */
+    char media_type[64];
+    int width, height;
+    int64_t bytes;          /* size of the original */
+    double created;         /* unix seconds */
+    char *meta_json;        /* malloc'd or NULL; free with store_image_info_free */
+} store_image_info;
+
+/* 0 found, 1 not found (or deleted), -1 error. */
+int store_image_get(store *s, int64_t id, store_image_info *info, store_err *err);
+void store_image_info_free(store_image_info *info);
+/* The original bytes (malloc'd into *bytes) or the training copy when train != 0.
+ * 0 found, 1 not found, -1 error. */
+int store_image_data(store *s, int64_t id, int train, void **bytes, size_t *len, store_err *err);
+/* Deletes an image and its embeddings. 0 deleted, 1 not found, -1 error. */
+int store_image_delete(store *s, int64_t id, store_err *err);
+int64_t store_image_count(store *s);
+
+/* ----- sampler ----- */
+
+/* Up to n ids of live images drawn uniformly (with replacement) using *rng_state (a
+ * splitmix64 state the caller keeps). recent_weight > 0 draws that fraction from the newest
+ * 10% of images. Returns how many were written (0 when the store is empty). Never touches SQL. */
+int store_sample(store *s, int64_t *ids, int n, uint64_t *rng_state, double recent_weight);
+
+/* ----- model versions ----- */
+
+typedef struct store_checkpoint_info {
+    int64_t version;
+    int64_t step;
+    double created;
+    double loss;
+    int64_t bytes;
+} store_checkpoint_info;
+
+/* Saves a checkpoint blob as a new version (returned in *version) and prunes old versions:
+ * the newest keep_versions and `serving` (pass 0 for none) stay, with their embeddings. */
+int store_checkpoint_put(store *s, int64_t step, const char *model_json, double loss,
+                         const void *blob, size_t len, int64_t serving, int64_t *version,
+                         store_err *err);
+/* The newest version's blob (malloc'd) and info. 0 found, 1 none, -1 error. */
+int store_checkpoint_latest(store *s, store_checkpoint_info *info, void **blob, size_t *len,
+                            store_err *err);
+int store_checkpoint_get(store *s, int64_t version, store_checkpoint_info *info, void **blob,
+                         size_t *len, store_err *err);
+/* Up to max versions, newest first; returns how many, -1 on error. */
+int store_checkpoint_list(store *s, store_checkpoint_info *out, int max, store_err *err);
+
+/* ----- embeddings ----- */
+
+/* Stores n vectors of dim floats for (ids[i], version) in one transaction (replacing). */
+int store_embedding_put(store *s, int64_t version, int n, const int64_t *ids, const float *vecs,
+                        int dim, store_err *err);
+/* 0 found (vec filled, dim floats), 1 none, -1 error (e.g. dimension mismatch). */
+int store_embedding_get(store *s, int64_t id, int64_t version, float *vec, int dim,
+                        store_err *err);
+/* Calls fn for every live image's vector of a version (to fill a search index). */
+int store_embedding_each(store *s, int64_t version, int dim,
+                         int (*fn)(void *ctx, int64_t id, const float *vec), void *ctx,
+                         store_err *err);
+
+/* ----- training log ----- */
+
+typedef struct store_log_row {
+    int64_t step;
+    double time, loss, lr, images_per_s, diag_mean, offdiag_abs_mean;
+} store_log_row;
+
+int store_log_append(store *s, const store_log_row *row, store_err *err);
+/* The last max rows, oldest first; returns how many, -1 on error. */
+int store_log_tail(store *s, store_log_row *out, int max, store_err *err);
+
+#endif
