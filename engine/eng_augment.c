@@ -480,7 +480,7 @@ int eng_aug_batch(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, uint64
     if (n == 0) return 0;
     size_t per = eng_aug_scratch_floats(cfg, 0, 0);
     size_t view_floats = (size_t)cfg->channels * cfg->size * cfg->size;
-    int nt = omp_get_max_threads();
+    int nt = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
     if (nt > n) nt = n;
     if (nt < 1) nt = 1;
     float *scratch = malloc(sizeof(float) * per * (size_t)nt);

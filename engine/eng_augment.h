@@ -69,6 +69,9 @@ typedef struct eng_aug_cfg {
     double solarize_threshold; /* values >= threshold are inverted (0.5) */
     float mean[3];             /* normalisation mean per channel (first `channels` used) */
     float std[3];              /* normalisation std per channel, > 0 */
+    int threads;               /* OpenMP threads for eng_aug_batch; 0 = OpenMP's default. A
+                                * trainer sets 1 so the prefetch thread takes one core's share
+                                * instead of a whole team competing with the training step. */
 } eng_aug_cfg;
 
 /* A crop box in source pixels. */

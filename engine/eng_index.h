@@ -7,6 +7,16 @@
  * selection, never a full sort. Ranking is deterministic: higher score first, equal scores by
  * lower id. A batch of queries is scored block by block with one GEMM (oneDNN's sgemm).
  *
+ * Compact first pass (eng_index_search_fast): beside the float rows the index keeps an int8 copy
+ * of every row, in step with every put, replace and remove. Each row has its own symmetric scale
+ * (max |x_i| ↦ 127; a per-row scale rather than one global scale because a unit vector's
+ * largest component ranges from 1/√dim to 1, and one global scale would leave few levels for
+ * the spread-out rows that are the common case). The first pass reads only the int8 rows (a
+ * quarter of the float bytes) with an integer dot-product kernel (AVX-512 VNNI, AVX-512BW, AVX2
+ * or scalar, picked at init), keeps the best R candidates by approximate score, then re-scores
+ * those R with the float kernel: every returned score is exact and equals eng_index_search's.
+ * Integer dot products are exact, so every int8 kernel finds the same candidates.
+ *
  * Not thread-safe for writers: one writer at a time, and no reader during a write (the server
  * swaps whole indexes atomically). Any number of concurrent searches is fine. */
 #ifndef ENG_INDEX_H
@@ -24,6 +34,16 @@ typedef struct eng_hit {
 
 typedef float (*eng_dot_fn)(const float *a, const float *b, size_t n);
 
+/* Integer dot products of one int8 query with nrows int8 rows (stride bytes apart, 64-byte
+ * aligned, stride a multiple of 64): out[r] = Σ q[i]·rows[r][i], exactly. rsum[r] is Σ rows[r][i]
+ * (the VNNI kernel uses it to undo its unsigned-query offset). */
+typedef void (*eng_dot8_fn)(const int8_t *q, const int8_t *rows, const int32_t *rsum,
+                            size_t stride, size_t nrows, int32_t *out);
+
+/* Default rerank factor of eng_index_search_fast: R = max(factor·k, k + ENG_INDEX_RERANK_MARGIN). */
+#define ENG_INDEX_RERANK_FACTOR 8
+#define ENG_INDEX_RERANK_MARGIN 32
+
 typedef struct eng_index {
     int dim;              /* vector length */
     size_t stride;        /* floats per stored row: dim rounded up to 16 */
@@ -36,6 +56,12 @@ typedef struct eng_index {
     size_t tombstones;    /* slots marked deleted (rehash when many) */
     eng_dot_fn dot;       /* kernel chosen for this CPU */
     const char *kernel;   /* its name: "avx512", "avx2", "scalar" */
+    size_t stride8;       /* bytes per int8 row: dim rounded up to 64 */
+    int8_t *rows8;        /* owned [cap, stride8]: row i quantised, round(x·127 / max|x|) */
+    float *scale8;        /* owned [cap]: max|x| / 127, so x ≈ rows8 · scale8 */
+    int32_t *rsum8;       /* owned [cap]: Σ rows8[i] (for the VNNI kernel) */
+    eng_dot8_fn dot8;     /* int8 kernel chosen for this CPU */
+    const char *kernel8;  /* its name: "vnni", "avx512bw", "avx2", "scalar" */
 } eng_index;
 
 /* An empty index of dim-long vectors. On error returns -1 and ix is zeroed. */
@@ -66,6 +92,20 @@ int eng_index_neighbors(const eng_index *ix, int64_t id, int k, eng_hit *out, in
  * queries (OpenMP). Scores may differ from eng_index_search's in the last float bits. */
 int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, int k,
                            eng_hit *out, int *n_out, eng_err *err);
+
+/* Like eng_index_search (same arguments, same exact scores, same order), but a first pass over
+ * the int8 rows picks R = max(rerank·k, k + ENG_INDEX_RERANK_MARGIN) candidates (capped at the
+ * row count) and only those are scored in float. rerank = 0 means ENG_INDEX_RERANK_FACTOR.
+ * Approximate: a true top-k row can be missed when its int8 score falls below R others (the
+ * tests measure recall@10 ≥ 0.99 at the default). Refuses k < 1, rerank < 0, and zero or
+ * non-finite queries. */
+int eng_index_search_fast(const eng_index *ix, const float *query, int k, int64_t exclude,
+                          int rerank, eng_hit *out, int *n_out, eng_err *err);
+
+/* Selects the first pass's int8 kernel by name ("vnni", "avx512bw", "avx2", "scalar"); for
+ * tests and benchmarks. Returns -1 when this CPU lacks it or the name is unknown, leaving the
+ * current kernel. */
+int eng_index_use_kernel8(eng_index *ix, const char *name);
 
 /* Selects a kernel by name ("avx512", "avx2", "scalar"); for tests and benchmarks. Returns -1
  * when this CPU lacks it or the name is unknown, leaving the current kernel. */

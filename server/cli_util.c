@@ -43,33 +43,50 @@ long cli_flag_long(int argc, char **argv, const char *name, long dflt, long lo, 
     return x;
 }
 
-int cli_read_floats(const char *path, const char *what, float **data, size_t *count) {
+int cli_read_bytes(const char *path, const char *what, uint8_t **data, size_t *len) {
     *data = NULL;
-    *count = 0;
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "error: %s file %s: %s\n", what, path, strerror(errno));
         return -1;
     }
-    float *buf = NULL;
-    if (fseek(f, 0, SEEK_END) != 0) goto io_fail;
-    long size = ftell(f);
+    uint8_t *buf = NULL;
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     if (size < 0 || fseek(f, 0, SEEK_SET) != 0) goto io_fail;
-    if (size == 0 || size % 4) {
-        fprintf(stderr, "error: %s file %s: size %ld is not a positive multiple of 4 bytes\n",
-                what, path, size);
-        fclose(f);
-        return -1;
-    }
-    size_t n = (size_t)size / 4;
-    buf = malloc((size_t)size);
+    buf = malloc(size ? (size_t)size : 1);
     if (!buf) {
         fprintf(stderr, "error: %s file %s: out of memory (%ld bytes)\n", what, path, size);
         fclose(f);
         return -1;
     }
-    if (fread(buf, 4, n, f) != n) goto io_fail;
+    if (fread(buf, 1, (size_t)size, f) != (size_t)size) goto io_fail;
     fclose(f);
+    *data = buf;
+    *len = (size_t)size;
+    return 0;
+io_fail:
+    fprintf(stderr, "error: %s file %s: read failed: %s\n", what, path, strerror(errno));
+    free(buf);
+    fclose(f);
+    return -1;
+}
+
+int cli_read_floats(const char *path, const char *what, float **data, size_t *count) {
+    *data = NULL;
+    *count = 0;
+    uint8_t *bytes;
+    size_t len;
+    if (cli_read_bytes(path, what, &bytes, &len)) return -1;
+    if (len == 0 || len % 4) {
+        fprintf(stderr, "error: %s file %s: size %zu is not a positive multiple of 4 bytes\n",
+                what, path, len);
+        free(bytes);
+        return -1;
+    }
+    float *buf = (float *)(void *)bytes; /* malloc's alignment suits float */
+    size_t n = len / 4;
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(buf[i])) {
             fprintf(stderr, "error: %s file %s: value %zu is not finite\n", what, path, i);
@@ -80,11 +97,6 @@ int cli_read_floats(const char *path, const char *what, float **data, size_t *co
     *data = buf;
     *count = n;
     return 0;
-io_fail:
-    fprintf(stderr, "error: %s file %s: read failed: %s\n", what, path, strerror(errno));
-    free(buf);
-    fclose(f);
-    return -1;
 }
 
 int cli_write_floats(const char *path, const float *data, size_t count) {

@@ -4,6 +4,7 @@
 #define CLI_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "barlowd's .bin files are little-endian float32; this port assumes a little-endian host"
@@ -24,6 +25,10 @@ long cli_flag_long(int argc, char **argv, const char *name, long dflt, long lo, 
  * prints why (prefixed with `what`) and returns -1. Refuses sizes not a multiple of 4 and
  * non-finite values. */
 int cli_read_floats(const char *path, const char *what, float **data, size_t *count);
+/* Reads a whole file (*data malloc'd). On failure prints why (prefixed with `what`) and returns
+ * -1. */
+int cli_read_bytes(const char *path, const char *what, uint8_t **data, size_t *len);
+
 /* Writes `count` floats; -1 with a message on failure. */
 int cli_write_floats(const char *path, const float *data, size_t count);
 

@@ -14,6 +14,16 @@ static const struct {
      "        one forward+backward in training mode (no optimiser step): writes the loss and every\n"
      "        parameter gradient (canonical order, float32 LE); optionally the view-A representation\n"
      "        and the running BN statistics after the step"},
+    {"train", cmd_train,
+     "train --data DIR|FILE.idx [--model small] [--minutes M | --seconds S | --steps N]\n"
+     "      [--batch 256]\n"
+     "      [--checkpoint out.bin] [--resume yes] [--seed S] [--warmup W] [--save-every SEC]\n"
+     "        train on a directory of images or an IDX file, with a progress line; the\n"
+     "        checkpoint is written atomically every SEC seconds and at the end (or on Ctrl-C)"},
+    {"embed", cmd_embed,
+     "embed --checkpoint C.bin --data DIR|FILE.idx --out vectors.f32 [--batch 256]\n"
+     "        the representation of every image (whole image resized, no augmentation),\n"
+     "        [N, D] float32 little-endian in the data's order"},
     {"config", cmd_config,
      "config [--model tiny|small|resnet18|FILE.json]\n"
      "        print the model config as canonical JSON and its parameter table on stderr"},
@@ -24,6 +34,9 @@ static const struct {
      "bench-search [--n 100000] [--dim 512] [--queries 200] [--k 10] [--batch 1000] [--kernel K]\n"
      "        exact top-k latency and batch throughput on random vectors, beside the measured\n"
      "        memory-bandwidth bound"},
+    {"bench-ingest", cmd_bench_ingest,
+     "bench-ingest [--db PATH] [--writers 1,8,32] [--images N] [--sync full|normal]\n"
+     "        images saved per second into a SQLite store by concurrent writers"},
 };
 
 static void usage(FILE *out) {

@@ -127,3 +127,53 @@ Test(cli, unknown_flags_and_commands_are_refused) {
     char *a3[] = {"help", NULL};
     cr_expect_eq(run_barlowd(a3, msg, sizeof msg), 0);
 }
+
+/* Writes an IDX file of n random-ish 12×12 images. */
+static void write_idx(const char *path, int n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert(f != NULL);
+    unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n,
+                             0, 0, 0, 12, 0, 0, 0, 12};
+    fwrite(hdr, 1, 16, f);
+    for (int i = 0; i < n * 144; i++) fputc((i * 37 + i / 144 * 11) & 255, f);
+    fclose(f);
+}
+
+Test(cli, train_writes_a_checkpoint_that_resumes_and_embeds) {
+    char msg[4096];
+    write_idx("/tmp/barlowd-test-train.idx", 40);
+    unlink("/tmp/barlowd-test-ckpt.bin");
+    char *train[] = {"train", "--data", "/tmp/barlowd-test-train.idx", "--model", "tiny",
+                     "--steps", "3", "--batch", "8", "--checkpoint", "/tmp/barlowd-test-ckpt.bin",
+                     NULL};
+    cr_assert_eq(run_barlowd(train, msg, sizeof msg), 0, "stderr: %s", msg);
+    cr_expect(strstr(msg, "trained 3 steps") != NULL, "stderr: %s", msg);
+    char *again[] = {"train", "--data", "/tmp/barlowd-test-train.idx", "--model", "tiny",
+                     "--steps", "2", "--batch", "8", "--checkpoint", "/tmp/barlowd-test-ckpt.bin",
+                     "--resume", "yes", NULL};
+    cr_assert_eq(run_barlowd(again, msg, sizeof msg), 0, "stderr: %s", msg);
+    cr_expect(strstr(msg, "resumed from /tmp/barlowd-test-ckpt.bin at step 3") != NULL,
+              "stderr: %s", msg);
+    cr_expect(strstr(msg, "trained 5 steps (2 in this run)") != NULL, "stderr: %s", msg);
+    char *embed[] = {"embed", "--checkpoint", "/tmp/barlowd-test-ckpt.bin", "--data",
+                     "/tmp/barlowd-test-train.idx", "--out", "/tmp/barlowd-test-vecs.f32",
+                     "--batch", "16", NULL};
+    cr_assert_eq(run_barlowd(embed, msg, sizeof msg), 0, "stderr: %s", msg);
+    FILE *f = fopen("/tmp/barlowd-test-vecs.f32", "rb");
+    cr_assert(f != NULL);
+    fseek(f, 0, SEEK_END);
+    cr_expect_eq(ftell(f), 40L * 16 * 4, "40 images x 16 floats (tiny's representation)");
+    fclose(f);
+    /* a corrupt checkpoint is refused with exit code 2 */
+    f = fopen("/tmp/barlowd-test-ckpt.bin", "r+b");
+    fseek(f, 100, SEEK_SET);
+    fputc(0x55, f);
+    fclose(f);
+    cr_expect_eq(run_barlowd(embed, msg, sizeof msg), 2, "stderr: %s", msg);
+    cr_expect(strstr(msg, "checksum") != NULL, "stderr: %s", msg);
+    char *nodata[] = {"train", "--steps", "1", NULL};
+    cr_expect_eq(run_barlowd(nodata, msg, sizeof msg), 2);
+    unlink("/tmp/barlowd-test-train.idx");
+    unlink("/tmp/barlowd-test-ckpt.bin");
+    unlink("/tmp/barlowd-test-vecs.f32");
+}

@@ -1,0 +1,110 @@
+/* eng_trainer.c — the training loop over an augmentation prefetcher. */
+#include "engine/eng_trainer.h"
+
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+eng_trainer_cfg eng_trainer_defaults(const eng_config *model, int batch) {
+    eng_trainer_cfg c;
+    memset(&c, 0, sizeof c);
+    c.batch = batch;
+    c.seed = 1;
+    c.opt = eng_lars_defaults(batch);
+    c.opt.warmup = 200;
+    c.opt.cosine = 0;
+    c.aug = eng_aug_defaults(model->input_size, model->in_channels);
+    c.aug.threads = 1;
+    return c;
+}
+
+/* (Re)starts the data stream so that the next batch is batch `step`. */
+static int start_stream(eng_trainer *t, long step, eng_err *err) {
+    eng_aug_prefetch_free(t->prefetch);
+    t->prefetch = NULL;
+    if (t->seek) t->seek(t->fill_ctx, t->cfg.seed, (uint64_t)step);
+    return eng_aug_prefetch_create(&t->prefetch, &t->cfg.aug, t->cfg.batch,
+                                   t->cfg.seed + (uint64_t)step, t->fill, t->fill_ctx, err);
+}
+
+int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_trainer_cfg *cfg,
+                       eng_aug_fill_fn fill, eng_seek_fn seek, void *fill_ctx, eng_err *err) {
+    memset(t, 0, sizeof *t);
+    if (cfg->aug.size != model->input_size || cfg->aug.channels != model->in_channels)
+        return eng_fail(err, "trainer: augmentation makes %dx%d views with %d channels, the "
+                             "model wants %dx%d with %d",
+                        cfg->aug.size, cfg->aug.size, cfg->aug.channels, model->input_size,
+                        model->input_size, model->in_channels);
+    t->cfg = *cfg;
+    t->cfg.opt.batch = cfg->batch;
+    t->fill = fill;
+    t->seek = seek;
+    t->fill_ctx = fill_ctx;
+    if (eng_model_build(&t->model, model, cfg->batch, 1, err)) return -1;
+    eng_model_init_params(&t->model, cfg->seed);
+    if (start_stream(t, 0, err)) {
+        eng_trainer_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+int eng_trainer_step(eng_trainer *t, eng_err *err) {
+    double t0 = now_s();
+    const float *a, *b;
+    if (eng_aug_prefetch_next(t->prefetch, &a, &b, err)) return -1;
+    size_t half = t->model.input.bytes / 2;
+    float *in = eng_model_input(&t->model);
+    memcpy(in, a, half);
+    memcpy((char *)in + half, b, half);
+    long step = t->stats.step;
+    if (eng_model_train_step(&t->model, &t->cfg.opt, step, err)) return -1;
+    double dt = now_s() - t0;
+    t->stats.step = step + 1;
+    t->stats.loss = t->model.last_loss;
+    t->stats.lr = eng_lars_lr_scale(&t->cfg.opt, step) * t->cfg.opt.lr_weights;
+    t->stats.images_per_s = dt > 0 ? t->cfg.batch / dt : 0;
+    t->stats.diag_mean = t->model.loss.diag_mean;
+    t->stats.offdiag_abs_mean = t->model.loss.offdiag_abs_mean;
+    return 0;
+}
+
+int eng_trainer_save(const eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err) {
+    eng_ckpt_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.step = (uint64_t)t->stats.step;
+    meta.loss = t->stats.step ? t->stats.loss : NAN;
+    meta.opt = t->cfg.opt;
+    /* the seed travels as a generator state: everything random derives from it and the step */
+    meta.n_rng = 1;
+    meta.rng[0].s[0] = t->cfg.seed;
+    return eng_checkpoint_save(&t->model, &meta, blob, len, err);
+}
+
+int eng_trainer_resume(eng_trainer *t, const void *blob, size_t len, eng_err *err) {
+    eng_ckpt_meta meta;
+    if (eng_checkpoint_peek(blob, len, NULL, &meta, err)) return -1;
+    if (meta.n_rng < 1) return eng_fail(err, "trainer: checkpoint has no seed");
+    if (meta.opt.batch != t->cfg.batch)
+        return eng_fail(err, "trainer: checkpoint trained at batch %d, this trainer runs %d",
+                        meta.opt.batch, t->cfg.batch);
+    if (eng_checkpoint_load(&t->model, blob, len, NULL, err)) return -1;
+    t->cfg.opt = meta.opt;
+    t->cfg.seed = meta.rng[0].s[0];
+    memset(&t->stats, 0, sizeof t->stats);
+    t->stats.step = (long)meta.step;
+    t->stats.loss = meta.loss;
+    return start_stream(t, t->stats.step, err);
+}
+
+void eng_trainer_free(eng_trainer *t) {
+    eng_aug_prefetch_free(t->prefetch);
+    eng_model_free(&t->model);
+    memset(t, 0, sizeof *t);
+}

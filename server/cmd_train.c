@@ -1,0 +1,287 @@
+/* cmd_train.c — `barlowd train` and `barlowd embed`: the training loop and batch inference from
+ * the command line, on an IDX file or a directory of images.
+ *
+ *   barlowd train --data DIR|FILE.idx [--model small] [--minutes M] [--seconds S] [--steps N]
+ *                 [--batch 256]
+ *                 [--checkpoint out.bin] [--resume] [--seed S] [--warmup W] [--save-every SEC]
+ *   barlowd embed --checkpoint out.bin --data DIR|FILE.idx --out vectors.f32 [--batch 256]
+ *
+ * Checkpoints are written atomically (temporary file, fsync, rename). SIGINT/SIGTERM stop
+ * training after the current step and save. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/eng_source.h"
+#include "engine/eng_trainer.h"
+#include "server/cli_util.h"
+#include "server/commands.h"
+
+/* Set by SIGINT/SIGTERM; the loop stops after the current step. (server/ owns process state.) */
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Writes bytes to path atomically: path.tmp, fsync, rename. */
+static int write_atomic(const char *path, const void *bytes, size_t len) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return -1;
+    const char *p = bytes;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static int save_checkpoint(const eng_trainer *t, const char *path) {
+    uint8_t *blob;
+    size_t len;
+    eng_err err = {{0}};
+    if (eng_trainer_save(t, &blob, &len, &err)) {
+        fprintf(stderr, "\nerror: %s\n", err.msg);
+        return -1;
+    }
+    int rc = write_atomic(path, blob, len);
+    if (rc) fprintf(stderr, "\nerror: cannot write checkpoint %s: %s\n", path, strerror(errno));
+    free(blob);
+    return rc;
+}
+
+static void seek_source(void *ctx, uint64_t seed, uint64_t batch) {
+    eng_source_seek(ctx, seed, batch);
+}
+
+int cmd_train(int argc, char **argv) {
+    static const char *const known[] = {"--data",   "--model", "--minutes", "--seconds",
+                                        "--steps",  "--batch", "--checkpoint", "--resume",
+                                        "--seed",   "--warmup", "--save-every", NULL};
+    if (cli_check_flags(argc, argv, known)) return CLI_BAD_INPUT;
+    const char *data = cli_flag(argc, argv, "--data");
+    const char *model = cli_flag(argc, argv, "--model");
+    const char *ckpt = cli_flag(argc, argv, "--checkpoint");
+    const char *resume = cli_flag(argc, argv, "--resume");
+    long minutes = cli_flag_long(argc, argv, "--minutes", 0, 0, 1000000);
+    long seconds = cli_flag_long(argc, argv, "--seconds", 0, 0, 1000000000);
+    long steps = cli_flag_long(argc, argv, "--steps", 0, 0, 1000000000);
+    long batch = cli_flag_long(argc, argv, "--batch", 256, 2, 65536);
+    long seed = cli_flag_long(argc, argv, "--seed", 1, 0, 2000000000);
+    long warmup = cli_flag_long(argc, argv, "--warmup", 200, 0, 1000000000);
+    long save_every = cli_flag_long(argc, argv, "--save-every", 300, 1, 1000000);
+    if (minutes < 0 || seconds < 0 || steps < 0 || batch < 0 || seed < 0 || warmup < 0 ||
+        save_every < 0)
+        return CLI_BAD_INPUT;
+    int has_steps = cli_flag(argc, argv, "--steps") != NULL; /* --steps 0: just the initial model */
+    if (!data) {
+        fprintf(stderr, "error: train needs --data DIR|FILE.idx\n");
+        return CLI_BAD_INPUT;
+    }
+    if (!minutes && !seconds && !has_steps) {
+        fprintf(stderr, "error: train needs --minutes M, --seconds S or --steps N\n");
+        return CLI_BAD_INPUT;
+    }
+    if (resume && (strcmp(resume, "yes") && strcmp(resume, "no"))) {
+        fprintf(stderr, "error: --resume takes yes or no\n");
+        return CLI_BAD_INPUT;
+    }
+    eng_err err = {{0}};
+    eng_config cfg;
+    if (eng_config_resolve(&cfg, model ? model : "small", &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return CLI_BAD_INPUT;
+    }
+    eng_source src;
+    double t_load = now_s();
+    /* training copies twice the model's input side: room for crops at several scales */
+    if (eng_source_open(&src, data, cfg.in_channels, 2 * cfg.input_size, &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return CLI_BAD_INPUT;
+    }
+    fprintf(stderr, "loaded %zu images from %s in %.1f s\n", src.n, data, now_s() - t_load);
+    eng_trainer_cfg tc = eng_trainer_defaults(&cfg, (int)batch);
+    tc.seed = (uint64_t)seed;
+    tc.opt.warmup = warmup;
+    eng_trainer t;
+    int rc = CLI_FAIL;
+    if (eng_trainer_create(&t, &cfg, &tc, eng_source_fill, seek_source, &src, &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        eng_source_free(&src);
+        return CLI_FAIL;
+    }
+    if (resume && !strcmp(resume, "yes") && ckpt && access(ckpt, F_OK) == 0) {
+        uint8_t *bytes;
+        size_t len;
+        if (cli_read_bytes(ckpt, "checkpoint", &bytes, &len)) goto done;
+        int bad = eng_trainer_resume(&t, bytes, len, &err);
+        free(bytes);
+        if (bad) {
+            fprintf(stderr, "error: resuming from %s: %s\n", ckpt, err.msg);
+            goto done;
+        }
+        fprintf(stderr, "resumed from %s at step %ld\n", ckpt, t.stats.step);
+    }
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    int tty = isatty(2);
+    double start = now_s(), last_save = start, last_print = 0, ips_avg = 0;
+    long first_step = t.stats.step, target = has_steps ? first_step + steps : -1;
+    double budget = 60.0 * (double)minutes + (double)seconds;
+    double deadline = budget > 0 ? start + budget : -1;
+    while (!stop_requested) {
+        if (target >= 0 && t.stats.step >= target) break;
+        if (deadline >= 0 && now_s() >= deadline) break;
+        if (eng_trainer_step(&t, &err)) {
+            fprintf(stderr, "\nerror: step %ld: %s\n", t.stats.step, err.msg);
+            goto done;
+        }
+        ips_avg = ips_avg ? 0.9 * ips_avg + 0.1 * t.stats.images_per_s : t.stats.images_per_s;
+        double now = now_s();
+        double left = deadline >= 0 ? deadline - now
+                                    : (double)(target - t.stats.step) * batch / (ips_avg + 1e-9);
+        if (now - last_print >= (tty ? 0.5 : 10.0)) {
+            fprintf(stderr,
+                    "%sstep %ld loss %.4f lr %.4g images/s %.1f c_ii %.3f |c_ij| %.4f ETA %.0fs%s",
+                    tty ? "\r" : "", t.stats.step, t.stats.loss, t.stats.lr, ips_avg,
+                    t.stats.diag_mean, t.stats.offdiag_abs_mean, left > 0 ? left : 0,
+                    tty ? "   " : "\n");
+            last_print = now;
+        }
+        if (ckpt && now - last_save >= (double)save_every) {
+            if (save_checkpoint(&t, ckpt)) goto done;
+            last_save = now;
+        }
+    }
+    double took = now_s() - start;
+    fprintf(stderr, "%strained %ld steps (%ld in this run) in %.1f s; loss %.4f; %.1f images/s\n",
+            tty ? "\n" : "", t.stats.step, t.stats.step - first_step, took, t.stats.loss,
+            took > 0 ? (double)(t.stats.step - first_step) * (double)batch / took : 0.0);
+    if (ckpt && save_checkpoint(&t, ckpt)) goto done;
+    if (ckpt) fprintf(stderr, "checkpoint written to %s\n", ckpt);
+    rc = CLI_OK;
+done:
+    eng_trainer_free(&t);
+    eng_source_free(&src);
+    return rc;
+}
+
+/* The evaluation view of an image: the whole training copy resized to S×S and normalised as in
+ * training (no random transform). */
+static int eval_view(const eng_aug_cfg *aug, const eng_aug_src *src, float *out, eng_err *err) {
+    eng_aug_box box = {0, 0, src->width, src->height, 0};
+    if (eng_aug_resized_crop(src, &box, aug->size, out, err)) return -1;
+    eng_aug_normalize(out, aug->channels, aug->size, aug->size, aug->mean, aug->std);
+    return 0;
+}
+
+int cmd_embed(int argc, char **argv) {
+    static const char *const known[] = {"--checkpoint", "--data", "--out", "--batch", NULL};
+    if (cli_check_flags(argc, argv, known)) return CLI_BAD_INPUT;
+    const char *ckpt = cli_flag(argc, argv, "--checkpoint");
+    const char *data = cli_flag(argc, argv, "--data");
+    const char *out_path = cli_flag(argc, argv, "--out");
+    long batch = cli_flag_long(argc, argv, "--batch", 256, 1, 65536);
+    if (batch < 0) return CLI_BAD_INPUT;
+    if (!ckpt || !data || !out_path) {
+        fprintf(stderr, "error: embed needs --checkpoint, --data and --out\n");
+        return CLI_BAD_INPUT;
+    }
+    uint8_t *blob;
+    size_t len;
+    if (cli_read_bytes(ckpt, "checkpoint", &blob, &len)) return CLI_BAD_INPUT;
+    eng_err err = {{0}};
+    eng_config cfg;
+    if (eng_checkpoint_peek(blob, len, &cfg, NULL, &err)) {
+        fprintf(stderr, "error: %s: %s\n", ckpt, err.msg);
+        free(blob);
+        return CLI_BAD_INPUT;
+    }
+    eng_source src;
+    if (eng_source_open(&src, data, cfg.in_channels, 2 * cfg.input_size, &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        free(blob);
+        return CLI_BAD_INPUT;
+    }
+    int rc = CLI_FAIL;
+    eng_model m;
+    int built = 0;
+    FILE *out = NULL;
+    if (eng_model_build(&m, &cfg, (int)batch, 0, &err) ||
+        (built = 1, eng_checkpoint_load(&m, blob, len, NULL, &err))) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        goto done;
+    }
+    eng_aug_cfg aug = eng_aug_defaults(cfg.input_size, cfg.in_channels);
+    int dim = eng_config_rep_dim(&cfg);
+    size_t per = (size_t)cfg.in_channels * cfg.input_size * cfg.input_size;
+    out = fopen(out_path, "wb");
+    if (!out) {
+        fprintf(stderr, "error: cannot write %s: %s\n", out_path, strerror(errno));
+        goto done;
+    }
+    double t0 = now_s();
+    for (size_t first = 0; first < src.n; first += (size_t)batch) {
+        size_t n = src.n - first < (size_t)batch ? src.n - first : (size_t)batch;
+        float *in = eng_model_input(&m);
+        for (size_t i = 0; i < n; i++) {
+            eng_aug_src s = eng_source_image(&src, first + i);
+            if (eval_view(&aug, &s, in + i * per, &err)) {
+                fprintf(stderr, "error: image %zu: %s\n", first + i, err.msg);
+                goto done;
+            }
+        }
+        /* a short last batch: the rest of the input keeps earlier images; their rows are not
+         * written (inference rows are independent of each other) */
+        if (eng_model_forward(&m, &err)) {
+            fprintf(stderr, "error: %s\n", err.msg);
+            goto done;
+        }
+        if (fwrite(eng_model_rep(&m), sizeof(float) * (size_t)dim, n, out) != n) {
+            fprintf(stderr, "error: writing %s failed\n", out_path);
+            goto done;
+        }
+    }
+    if (fclose(out) != 0) {
+        out = NULL;
+        fprintf(stderr, "error: writing %s failed\n", out_path);
+        goto done;
+    }
+    out = NULL;
+    fprintf(stderr, "embedded %zu images (%d floats each) in %.1f s into %s\n", src.n, dim,
+            now_s() - t0, out_path);
+    rc = CLI_OK;
+done:
+    if (out) fclose(out);
+    if (built) eng_model_free(&m);
+    eng_source_free(&src);
+    free(blob);
+    return rc;
+}
