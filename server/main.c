@@ -32,8 +32,9 @@ static const struct {
      "        time full training steps (2 views, forward, loss, backward, LARS) on random inputs"},
     {"bench-search", cmd_bench_search,
      "bench-search [--n 100000] [--dim 512] [--queries 200] [--k 10] [--batch 1000] [--kernel K]\n"
-     "        exact top-k latency and batch throughput on random vectors, beside the measured\n"
-     "        memory-bandwidth bound"},
+     "             [--kernel8 K] [--rerank F] [--dump-prefix P]\n"
+     "        exact top-k latency and batch throughput on random vectors, and the int8 first pass\n"
+     "        with exact re-ranking (recall@k), beside the measured memory-bandwidth bound"},
     {"bench-ingest", cmd_bench_ingest,
      "bench-ingest [--db PATH] [--writers 1,8,32] [--images N] [--sync full|normal]\n"
      "        images saved per second into a SQLite store by concurrent writers"},
