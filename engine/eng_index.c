@@ -560,6 +560,17 @@ int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, in
     return 0;
 }
 
+double eng_index_recall(const eng_hit *hits, int nf, const eng_hit *exact, int ne) {
+    if (ne == 0) return 1.0;
+    int found = 0;
+    for (int i = 0; i < nf; i++) {
+        int in = hits[i].score >= exact[ne - 1].score - 1e-6f;
+        for (int j = 0; j < ne && !in; j++) in = hits[i].id == exact[j].id;
+        found += in;
+    }
+    return (double)found / ne;
+}
+
 void eng_index_free(eng_index *ix) {
     free(ix->rows);
     free(ix->ids);

@@ -111,6 +111,11 @@ int eng_index_use_kernel8(eng_index *ix, const char *name);
  * when this CPU lacks it or the name is unknown, leaving the current kernel. */
 int eng_index_use_kernel(eng_index *ix, const char *name);
 
+/* Recall of hits (nf) against the exact top hits (ne, best first): the fraction of the exact
+ * ones found. A hit whose score ties the exact k-th score within float rounding counts as found:
+ * either row is a correct answer. 1.0 when ne is 0. This function can't fail. */
+double eng_index_recall(const eng_hit *hits, int nf, const eng_hit *exact, int ne);
+
 void eng_index_free(eng_index *ix);
 
 #endif

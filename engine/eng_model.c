@@ -286,7 +286,6 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
     ENG_TRY(alloc_like(m, &m->c0, &m->stem_conv.dst_md, err));
     ENG_TRY(eng_bnorm_build(&m->stem_bn, ctx, &m->c0.md, groups, 1, 1, training, err));
     ENG_TRY(alloc_like(m, &m->a0, &m->c0.md, err));
-    m->n_bn = 1;
     /* Residual stages. */
     for (int s = 0; s < cfg->n_stages; s++) m->n_blocks += cfg->stage_blocks[s];
     m->diff_views = calloc(2 + 7 * (size_t)m->n_blocks, sizeof *m->diff_views);
@@ -310,7 +309,6 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
             eng_block *blk = &m->blocks[bi];
             ENG_TRY(build_block(m, blk, bi, x, dx, cfg->stage_width[s], (s > 0 && b == 0) ? 2 : 1,
                                 err));
-            m->n_bn += blk->has_proj ? 3 : 2;
             x = &blk->y;
             dx = &blk->dy;
         }
@@ -332,7 +330,6 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
             dnnl_memory_desc_t bmd;
             ENG_TRY(bn1d_md(&bmd, m->rows, d, err));
             ENG_TRY(eng_bnorm_build(&m->pbn[i], ctx, &bmd, 2, !last, !last, 1, err));
-            m->n_bn++;
             eng_tensor *out = last ? &m->z : &m->h[i + 1], *dout = last ? &m->dz : &m->dh[i + 1];
             ENG_TRY(plain_rows(m, out, d, err));
             ENG_TRY(plain_rows(m, dout, d, err));
@@ -351,7 +348,7 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
         m->momentum = calloc(m->n_floats, sizeof(float));
     }
     /* Batch norms in canonical order, for the running statistics. */
-    m->bn_list = calloc((size_t)m->n_bn, sizeof *m->bn_list);
+    m->bn_list = calloc(1 + 3 * (size_t)m->n_blocks + ENG_MAX_PROJ, sizeof *m->bn_list);
     if (!m->bn_list) {
         eng_fail(err, "out of memory");
         goto fail;
@@ -366,6 +363,7 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
     }
     if (training)
         for (int i = 0; i < cfg->n_proj; i++) m->bn_list[nb++] = &m->pbn[i];
+    m->n_bn = nb;
     m->n_stats = 0;
     for (int i = 0; i < nb; i++) m->n_stats += 2 * (size_t)m->bn_list[i]->c;
     m->stats = calloc(m->n_stats, sizeof(float));

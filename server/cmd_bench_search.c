@@ -93,17 +93,6 @@ static int write_raw(const char *path, const void *data, size_t size, size_t cou
     return 0;
 }
 
-/* Fraction of the exact hits found by the fast ones (ties with the k-th exact score count). */
-static double recall_of(const eng_hit *fast, int nf, const eng_hit *exact, int ne) {
-    if (ne == 0) return 1.0;
-    int found = 0;
-    for (int i = 0; i < nf; i++) {
-        int in = fast[i].score >= exact[ne - 1].score - 1e-6f;
-        for (int j = 0; j < ne && !in; j++) in = fast[i].id == exact[j].id;
-        found += in;
-    }
-    return (double)found / ne;
-}
 
 int cmd_bench_search(int argc, char **argv) {
     static const char *const known[] = {"--n", "--dim", "--queries", "--k", "--batch",
@@ -215,7 +204,7 @@ int cmd_bench_search(int argc, char **argv) {
             goto done;
         }
         lat[q] = now_ms() - t;
-        recall += recall_of(fast, got, exact + (size_t)q * k, n_exact[q]);
+        recall += eng_index_recall(fast, got, exact + (size_t)q * k, n_exact[q]);
     }
     recall /= (double)nq;
     qsort(lat, (size_t)nq, sizeof *lat, cmp_double);

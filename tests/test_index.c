@@ -228,18 +228,6 @@ Test(index, many_inserts_and_deletes_keep_every_id_findable) {
 /* ---------------------------------------------------------------------------------------------
  * eng_index_search_fast */
 
-/* Fraction of the exact top-k that the fast hits found. A hit whose (exact) score ties the
- * exact k-th score within float rounding counts as found: either row is a correct answer. */
-static double recall_of(const eng_hit *fast, int nf, const eng_hit *exact, int ne) {
-    if (ne == 0) return 1.0;
-    int found = 0;
-    for (int i = 0; i < nf; i++) {
-        int in = fast[i].score >= exact[ne - 1].score - 1e-6f;
-        for (int j = 0; j < ne && !in; j++) in = fast[i].id == exact[j].id;
-        found += in;
-    }
-    return (double)found / ne;
-}
 
 /* Checks that fast hits are ordered and carry the exact cosine of the id's stored row. */
 static void expect_exact_and_ordered(const eng_index *ix, const float *q, const eng_hit *h, int n,
@@ -283,7 +271,7 @@ static double measure_recall(const eng_index *ix, const float *qs, int nq, int k
                 if (fast[i].id == exact[j].id)
                     cr_expect(fast[i].score == exact[j].score, "%s: id %lld scored %.8f vs %.8f",
                               w, (long long)fast[i].id, fast[i].score, exact[j].score);
-        sum += recall_of(fast, nf, exact, ne);
+        sum += eng_index_recall(fast, nf, exact, ne);
     }
     return sum / nq;
 }
