@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "engine/eng_source.h"
+#include "engine/eng_infer.h"
 #include "engine/eng_trainer.h"
 #include "server/cli_util.h"
 #include "server/commands.h"
@@ -169,9 +170,10 @@ int cmd_train(int argc, char **argv) {
                                     : (double)(target - t.stats.step) * batch / (ips_avg + 1e-9);
         if (now - last_print >= (tty ? 0.5 : 10.0)) {
             fprintf(stderr,
-                    "%sstep %ld loss %.4f lr %.4g images/s %.1f c_ii %.3f |c_ij| %.4f ETA %.0fs%s",
+                    "%sstep %ld loss %.4f lr %.4g images/s %.1f c_ii %.3f |c_ij| %.4f "
+                    "time %.1fs ETA %.0fs%s",
                     tty ? "\r" : "", t.stats.step, t.stats.loss, t.stats.lr, ips_avg,
-                    t.stats.diag_mean, t.stats.offdiag_abs_mean, left > 0 ? left : 0,
+                    t.stats.diag_mean, t.stats.offdiag_abs_mean, now - start, left > 0 ? left : 0,
                     tty ? "   " : "\n");
             last_print = now;
         }
@@ -193,15 +195,6 @@ done:
     return rc;
 }
 
-/* The evaluation view of an image: the whole training copy resized to S×S and normalised as in
- * training (no random transform). */
-static int eval_view(const eng_aug_cfg *aug, const eng_aug_src *src, float *out, eng_err *err) {
-    eng_aug_box box = {0, 0, src->width, src->height, 0};
-    if (eng_aug_resized_crop(src, &box, aug->size, out, err)) return -1;
-    eng_aug_normalize(out, aug->channels, aug->size, aug->size, aug->mean, aug->std);
-    return 0;
-}
-
 int cmd_embed(int argc, char **argv) {
     static const char *const known[] = {"--checkpoint", "--data", "--out", "--batch", NULL};
     if (cli_check_flags(argc, argv, known)) return CLI_BAD_INPUT;
@@ -218,53 +211,36 @@ int cmd_embed(int argc, char **argv) {
     size_t len;
     if (cli_read_bytes(ckpt, "checkpoint", &blob, &len)) return CLI_BAD_INPUT;
     eng_err err = {{0}};
-    eng_config cfg;
-    if (eng_checkpoint_peek(blob, len, &cfg, NULL, &err)) {
+    eng_infer inf;
+    if (eng_infer_create(&inf, blob, len, (int)batch, &err)) {
         fprintf(stderr, "error: %s: %s\n", ckpt, err.msg);
         free(blob);
         return CLI_BAD_INPUT;
     }
+    free(blob);
     eng_source src;
-    if (eng_source_open(&src, data, cfg.in_channels, 2 * cfg.input_size, &err)) {
+    if (eng_source_open(&src, data, inf.cfg.in_channels, 2 * inf.cfg.input_size, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
-        free(blob);
+        eng_infer_free(&inf);
         return CLI_BAD_INPUT;
     }
     int rc = CLI_FAIL;
-    eng_model m;
-    int built = 0;
-    FILE *out = NULL;
-    if (eng_model_build(&m, &cfg, (int)batch, 0, &err) ||
-        (built = 1, eng_checkpoint_load(&m, blob, len, NULL, &err))) {
-        fprintf(stderr, "error: %s\n", err.msg);
-        goto done;
-    }
-    eng_aug_cfg aug = eng_aug_defaults(cfg.input_size, cfg.in_channels);
-    int dim = eng_config_rep_dim(&cfg);
-    size_t per = (size_t)cfg.in_channels * cfg.input_size * cfg.input_size;
-    out = fopen(out_path, "wb");
-    if (!out) {
-        fprintf(stderr, "error: cannot write %s: %s\n", out_path, strerror(errno));
+    float *vecs = malloc((size_t)batch * inf.dim * sizeof *vecs);
+    eng_aug_src *imgs = malloc((size_t)batch * sizeof *imgs);
+    FILE *out = fopen(out_path, "wb");
+    if (!vecs || !imgs || !out) {
+        fprintf(stderr, "error: cannot write %s: %s\n", out_path, out ? "out of memory" : strerror(errno));
         goto done;
     }
     double t0 = now_s();
     for (size_t first = 0; first < src.n; first += (size_t)batch) {
         size_t n = src.n - first < (size_t)batch ? src.n - first : (size_t)batch;
-        float *in = eng_model_input(&m);
-        for (size_t i = 0; i < n; i++) {
-            eng_aug_src s = eng_source_image(&src, first + i);
-            if (eval_view(&aug, &s, in + i * per, &err)) {
-                fprintf(stderr, "error: image %zu: %s\n", first + i, err.msg);
-                goto done;
-            }
-        }
-        /* a short last batch: the rest of the input keeps earlier images; their rows are not
-         * written (inference rows are independent of each other) */
-        if (eng_model_forward(&m, &err)) {
-            fprintf(stderr, "error: %s\n", err.msg);
+        for (size_t i = 0; i < n; i++) imgs[i] = eng_source_image(&src, first + i);
+        if (eng_infer_embed(&inf, imgs, (int)n, vecs, &err)) {
+            fprintf(stderr, "error: images %zu..%zu: %s\n", first, first + n - 1, err.msg);
             goto done;
         }
-        if (fwrite(eng_model_rep(&m), sizeof(float) * (size_t)dim, n, out) != n) {
+        if (fwrite(vecs, sizeof(float) * (size_t)inf.dim, n, out) != n) {
             fprintf(stderr, "error: writing %s failed\n", out_path);
             goto done;
         }
@@ -275,13 +251,14 @@ int cmd_embed(int argc, char **argv) {
         goto done;
     }
     out = NULL;
-    fprintf(stderr, "embedded %zu images (%d floats each) in %.1f s into %s\n", src.n, dim,
+    fprintf(stderr, "embedded %zu images (%d floats each) in %.1f s into %s\n", src.n, inf.dim,
             now_s() - t0, out_path);
     rc = CLI_OK;
 done:
     if (out) fclose(out);
-    if (built) eng_model_free(&m);
+    free(vecs);
+    free(imgs);
+    eng_infer_free(&inf);
     eng_source_free(&src);
-    free(blob);
     return rc;
 }

@@ -1,0 +1,59 @@
+/* eng_infer.h — serving inference: an encoder loaded from a checkpoint blob that turns images
+ * into representations, and the image preparation the server's uploads go through.
+ *
+ * An eng_infer is an inference model (BN on running statistics) of a fixed batch size built from
+ * a checkpoint. Embedding n images runs ceil(n / batch) forwards; rows are independent, so an
+ * image's vector does not depend on the batch it came in (to float rounding of the kernels
+ * chosen for that batch size). One eng_infer serves one caller at a time: callers that embed
+ * concurrently each need their own (they are cheap: the weights of `small` are 7.5 MB). */
+#ifndef ENG_INFER_H
+#define ENG_INFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/eng_augment.h"
+#include "engine/eng_image.h"
+#include "engine/eng_model.h"
+
+typedef struct eng_infer {
+    eng_config cfg;   /* the checkpoint's model */
+    eng_aug_cfg view; /* evaluation view: size, channels, normalisation */
+    eng_model model;  /* inference model of `batch` rows */
+    int batch;        /* images per forward */
+    int dim;          /* floats per representation */
+    uint64_t step;    /* the checkpoint's training step */
+} eng_infer;
+
+/* Builds an inference model of `batch` rows from a checkpoint blob (validated completely first).
+ * On error returns -1 and inf is empty. */
+int eng_infer_create(eng_infer *inf, const void *blob, size_t len, int batch, eng_err *err);
+
+/* Representations of n prepared images (training copies: channels = cfg.in_channels) into
+ * out[n * dim]. */
+int eng_infer_embed(eng_infer *inf, const eng_aug_src *imgs, int n, float *out, eng_err *err);
+
+void eng_infer_free(eng_infer *inf);
+
+/* The evaluation view of a prepared image: the whole image resized bilinearly to S x S and
+ * normalised as in training (no random transform). out holds channels * S * S floats. */
+int eng_infer_view(const eng_aug_cfg *view, const eng_aug_src *src, float *out, eng_err *err);
+
+/* ---- preparing an uploaded image ---- */
+
+/* The training copy of a decoded image: converted to `channels` (1 or 3) and, when its shorter
+ * side exceeds `side`, box-downscaled so that it equals `side`. *out is a new image. */
+int eng_train_copy_make(const eng_image *decoded, int channels, int side, eng_image *out,
+                        eng_err *err);
+
+/* A training copy as bytes for the store: "BTC1", width and height (u16 LE), channels (u8),
+ * three zero bytes, then the HWC pixels. *bytes is malloc'd (caller frees). */
+int eng_train_copy_pack(const eng_image *img, uint8_t **bytes, size_t *len, eng_err *err);
+
+/* Parses packed bytes back into a new image *out (validated: magic, sides, channels, size). */
+int eng_train_copy_unpack(const void *bytes, size_t len, eng_image *out, eng_err *err);
+
+/* An image as an augmentation/inference source (borrows img's pixels). */
+eng_aug_src eng_image_as_src(const eng_image *img);
+
+#endif
