@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_ERR_LEN 256
 
 typedef struct store_err {
@@ -71,6 +71,11 @@ int store_image_data(store *s, int64_t id, int train, void **bytes, size_t *len,
 /* Deletes an image and its embeddings. 0 deleted, 1 not found, -1 error. */
 int store_image_delete(store *s, int64_t id, store_err *err);
 int64_t store_image_count(store *s);
+/* 1 when id is a live (stored, not deleted) image, else 0. Never touches SQL. */
+int store_image_live(store *s, int64_t id);
+/* A snapshot of every live id in increasing order (*ids malloc'd, caller frees; NULL when
+ * none). Returns the count, -1 when out of memory. Never touches SQL. */
+int64_t store_image_ids(store *s, int64_t **ids);
 
 /* ----- sampler ----- */
 
@@ -114,6 +119,16 @@ int store_embedding_get(store *s, int64_t id, int64_t version, float *vec, int d
 int store_embedding_each(store *s, int64_t version, int dim,
                          int (*fn)(void *ctx, int64_t id, const float *vec), void *ctx,
                          store_err *err);
+
+/* Live images with a vector of this version. -1 on error. */
+int64_t store_embedding_count(store *s, int64_t version, store_err *err);
+
+/* ----- named state (schema 2) ----- */
+
+/* Small integers that outlive the process, e.g. "serving_version". get: 0 found, 1 absent,
+ * -1 error. set: replaces, durably. */
+int store_state_get(store *s, const char *key, int64_t *value, store_err *err);
+int store_state_set(store *s, const char *key, int64_t value, store_err *err);
 
 /* ----- training log ----- */
 

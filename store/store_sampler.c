@@ -110,3 +110,28 @@ int store_sample(store *s, int64_t *ids, int n, uint64_t *rng_state, double rece
     pthread_mutex_unlock(&s->smu);
     return n;
 }
+
+int store_image_live(store *s, int64_t id) {
+    pthread_mutex_lock(&s->smu);
+    int live = id >= 0 && (size_t)id < s->n_pos && s->pos[id] >= 0;
+    pthread_mutex_unlock(&s->smu);
+    return live;
+}
+
+static int cmp_id(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int64_t store_image_ids(store *s, int64_t **ids) {
+    *ids = NULL;
+    pthread_mutex_lock(&s->smu);
+    size_t n = s->n_live;
+    int64_t *out = n ? malloc(n * sizeof *out) : NULL;
+    if (out) memcpy(out, s->live, n * sizeof *out);
+    pthread_mutex_unlock(&s->smu);
+    if (n && !out) return -1;
+    if (n) qsort(out, n, sizeof *out, cmp_id);
+    *ids = out;
+    return (int64_t)n;
+}

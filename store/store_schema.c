@@ -32,6 +32,10 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "CREATE TABLE train_log("
     "  step INTEGER PRIMARY KEY, time REAL NOT NULL, loss REAL, lr REAL,"
     "  images_per_s REAL, diag_mean REAL, offdiag_abs_mean REAL);",
+    /* 1 → 2: small named integers that must survive restarts (e.g. the serving model version) */
+    "CREATE TABLE state("
+    "  key TEXT PRIMARY KEY,"
+    "  value INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 static int user_version(sqlite3 *db, int *v, store_err *err) {

@@ -238,6 +238,73 @@ Test(store, migrates_an_empty_old_file_and_refuses_a_newer_schema) {
     cr_expect(strstr(err.msg, "newer") != NULL, "message: %s", err.msg);
 }
 
+/* tests/fixtures/store_v1/barlowd_v1.db was written by the schema-1 store (see make.c there):
+ * two live images (one with metadata), one deleted, version 1 with vectors for both, a log row. */
+Test(store, migrates_a_schema_1_file_written_by_an_older_barlowd) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp %s/store_v1/barlowd_v1.db %s", BARLOWD_FIXTURES, path);
+    cr_assert(system(cmd) == 0);
+    store *s = open_store();
+    cr_expect_eq(store_image_count(s), 2);
+    store_image_info info;
+    store_err err = {{0}};
+    cr_assert(store_image_get(s, 2, &info, &err) == 0, "%s", err.msg);
+    cr_expect_eq(info.width, 3);
+    cr_expect_str_eq(info.meta_json, "{\"label\": \"one\"}");
+    store_image_info_free(&info);
+    cr_expect_eq(store_image_get(s, 3, &info, &err), 1, "the deleted image stays deleted");
+    void *bytes;
+    size_t len;
+    cr_assert(store_image_data(s, 1, 0, &bytes, &len, &err) == 0, "%s", err.msg);
+    cr_expect(len == strlen("image-0-original-bytes") && !memcmp(bytes, "image-0-original-bytes", len));
+    free(bytes);
+    store_checkpoint_info ck;
+    void *blob;
+    cr_assert(store_checkpoint_latest(s, &ck, &blob, &len, &err) == 0, "%s", err.msg);
+    cr_expect(ck.version == 1 && ck.step == 40 && len == sizeof "checkpoint-blob-v1");
+    free(blob);
+    float v[4];
+    cr_assert(store_embedding_get(s, 2, 1, v, 4, &err) == 0, "%s", err.msg);
+    cr_expect(v[0] == 0 && v[1] == 0.5f && v[2] == 0.5f);
+    cr_expect_eq(store_embedding_count(s, 1, &err), 2);
+    store_log_row row;
+    cr_expect_eq(store_log_tail(s, &row, 1, &err), 1);
+    cr_expect_eq(row.step, 40);
+    /* schema 2's table exists and works, and the file now says version 2 */
+    int64_t value = 0;
+    cr_expect_eq(store_state_get(s, "serving_version", &value, &err), 1);
+    cr_assert(store_state_set(s, "serving_version", 1, &err) == 0, "%s", err.msg);
+    store_close(s);
+    s = open_store();
+    cr_expect_eq(store_state_get(s, "serving_version", &value, &err), 0);
+    cr_expect_eq(value, 1);
+    store_close(s);
+    sqlite3 *db;
+    cr_assert(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *st;
+    cr_assert(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK);
+    cr_assert(sqlite3_step(st) == SQLITE_ROW);
+    cr_expect_eq(sqlite3_column_int(st, 0), STORE_SCHEMA_VERSION);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+Test(store, live_ids_snapshot_and_membership_follow_puts_and_deletes) {
+    store *s = open_store();
+    int existed;
+    int64_t a = put_fake(s, 11, &existed), b = put_fake(s, 12, &existed),
+            c = put_fake(s, 13, &existed);
+    store_err err = {{0}};
+    cr_assert(store_image_delete(s, b, &err) == 0, "%s", err.msg);
+    cr_expect(store_image_live(s, a) && !store_image_live(s, b) && store_image_live(s, c));
+    cr_expect(!store_image_live(s, -1) && !store_image_live(s, 1000000));
+    int64_t *ids;
+    cr_assert_eq(store_image_ids(s, &ids), 2);
+    cr_expect(ids[0] == a && ids[1] == c);
+    free(ids);
+    store_close(s);
+}
+
 typedef struct uploader {
     store *s;
     int thread;
