@@ -102,3 +102,5 @@ void eng_ctx_free(eng_ctx *ctx) {
     if (ctx->engine) dnnl_engine_destroy(ctx->engine);
     memset(ctx, 0, sizeof *ctx);
 }
+
+void eng_set_threads(int n) { omp_set_num_threads(n >= 1 ? n : omp_get_num_procs()); }

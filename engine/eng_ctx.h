@@ -48,6 +48,11 @@ int eng_pd_is_ref(const_dnnl_primitive_desc_t pd);
 /* Sets FTZ/DAZ on the calling thread and on every thread of the OpenMP team. */
 void eng_set_flush_denormals(void);
 
+/* How many OpenMP threads the engine's work on the calling thread may use from now on (its
+ * OpenMP team size); n < 1 means the default (one per core). Servers give request threads one
+ * thread each so concurrent requests do not oversubscribe the cores. */
+void eng_set_threads(int n);
+
 void eng_ctx_free(eng_ctx *ctx);
 
 #endif

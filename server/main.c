@@ -9,6 +9,14 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *usage;
 } commands[] = {
+    {"serve", cmd_serve,
+     "serve [--listen 0.0.0.0:8080] [--db ./data/barlowd.db] [--model small] [--api-key KEY] ...\n"
+     "        the HTTP server: stores uploads, trains continually, publishes model versions,\n"
+     "        answers embeddings and nearest-neighbour searches (barlowd serve --help: all flags)"},
+    {"health", cmd_health,
+     "health [--listen HOST:PORT] [--timeout 5]\n"
+     "        exit 0 when the server on HOST:PORT (default $BARLOWD_LISTEN or 127.0.0.1:8080)\n"
+     "        answers /healthz with 200 (the Docker HEALTHCHECK)"},
     {"step", cmd_step,
      "step --config C.json --params P.bin --views V.bin --out O.bin [--rep R.bin] [--stats S.bin]\n"
      "        one forward+backward in training mode (no optimiser step): writes the loss and every\n"

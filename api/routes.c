@@ -1,0 +1,654 @@
+/* routes.c — the route table and every handler of the HTTP API (see api/openapi.yaml). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+
+/* ---- parsing helpers ---- */
+
+/* A decimal id: 1..19 digits, no sign, fits int64. 0 ok, -1 malformed. */
+static int parse_id(const char *s, size_t n, int64_t *id) {
+    if (n == 0 || n > 19) return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        int d = s[i] - '0';
+        if (v > (INT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    *id = v;
+    return 0;
+}
+
+/* k from the query (default 10). 0 ok, -1 with an error response set. */
+static int query_k(const api *a, const api_request *rq, int *k, api_response *rs) {
+    const char *q = rq->query ? rq->query(rq->query_ctx, "k") : NULL;
+    *k = 10;
+    if (!q) return 0;
+    int64_t v;
+    if (parse_id(q, strlen(q), &v) || v < 1 || v > a->opts.max_k) {
+        api_error(rs, 400, "bad_k", "k must be an integer from 1 to %d", a->opts.max_k);
+        return -1;
+    }
+    *k = (int)v;
+    return 0;
+}
+
+/* Validates client metadata: a JSON object of at most max bytes. NULL ok. */
+static int check_meta(const api *a, const char *meta, api_response *rs) {
+    if (!meta) return 0;
+    if (strlen(meta) > (size_t)a->s->opts.max_meta_bytes) {
+        api_error(rs, 413, "meta_too_large", "meta must be at most %d bytes",
+                  a->s->opts.max_meta_bytes);
+        return -1;
+    }
+    json_error_t je;
+    json_t *j = json_loads(meta, JSON_REJECT_DUPLICATES, &je);
+    int ok = j && json_is_object(j);
+    json_decref(j);
+    if (!ok) {
+        api_error(rs, 400, "bad_meta", "meta must be a JSON object%s%s", j ? "" : ": ",
+                  j ? "" : je.text);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *const image_types[] = {"image/png", "image/jpeg", "image/x-portable-graymap",
+                                          "application/octet-stream", NULL};
+
+/* The media type of a Content-Type header value (parameters dropped, lower-cased) into out. */
+static void media_type(const char *ct, char *out, size_t n) {
+    size_t i = 0;
+    for (; ct && ct[i] && ct[i] != ';' && i + 1 < n; i++)
+        out[i] = (char)(ct[i] >= 'A' && ct[i] <= 'Z' ? ct[i] + 32 : ct[i]);
+    while (i > 0 && (out[i - 1] == ' ' || out[i - 1] == '\t')) i--;
+    out[i] = 0;
+}
+
+/* Checks a raw image body's Content-Type. 0 ok (*type = the declared type), -1 response set. */
+static int image_body(const api_request *rq, char *type, size_t n, api_response *rs) {
+    if (!rq->content_type) {
+        api_error(rs, 415, "unsupported_media_type",
+                  "send the image with Content-Type image/png, image/jpeg or "
+                  "image/x-portable-graymap (or multipart/form-data for POST /train)");
+        return -1;
+    }
+    media_type(rq->content_type, type, n);
+    for (int i = 0; image_types[i]; i++)
+        if (!strcmp(type, image_types[i])) {
+            if (rq->body_len == 0) {
+                api_error(rs, 400, "empty_body", "the request body is empty");
+                return -1;
+            }
+            return 0;
+        }
+    api_error(rs, 415, "unsupported_media_type", "Content-Type %.64s is not an image type", type);
+    return -1;
+}
+
+/* {"id", "score", "meta"} objects for hits. */
+static json_t *results_json(api *a, const eng_hit *hits, int n) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        store_image_info info;
+        store_err se;
+        json_t *meta = json_null();
+        if (store_image_get(a->s->st, hits[i].id, &info, &se) == 0) {
+            if (info.meta_json) {
+                json_t *m = json_loads(info.meta_json, 0, NULL);
+                if (m) {
+                    json_decref(meta);
+                    meta = m;
+                }
+            }
+            store_image_info_free(&info);
+        }
+        json_array_append_new(arr, json_pack("{s:I,s:f,s:o}", "id", (json_int_t)hits[i].id,
+                                             "score", (double)hits[i].score, "meta", meta));
+    }
+    return arr;
+}
+
+static json_t *vector_json(const float *v, int dim) {
+    json_t *arr = json_array();
+    for (int i = 0; i < dim; i++) json_array_append_new(arr, json_real(v[i]));
+    return arr;
+}
+
+/* ---- handlers ---- */
+
+static void post_train(api *a, const api_request *rq, api_response *rs) {
+    svc_blob *imgs = NULL;
+    int n = 0;
+    const char *meta = NULL;
+    char *meta_copy = NULL;
+    char type[128];
+    if (rq->multipart) {
+        imgs = calloc((size_t)rq->n_parts + 1, sizeof *imgs);
+        if (!imgs) {
+            api_error(rs, 500, "internal", "out of memory");
+            return;
+        }
+        for (int i = 0; i < rq->n_parts; i++) {
+            const api_part *p = &rq->parts[i];
+            if (!strcmp(p->name, "meta") && !p->filename) {
+                if (meta_copy) {
+                    api_error(rs, 400, "bad_meta", "more than one meta part");
+                    goto done;
+                }
+                meta_copy = strndup((const char *)p->data, p->len);
+                if (!meta_copy || strlen(meta_copy) != p->len) {
+                    api_error(rs, 400, "bad_meta", "meta must be a JSON object");
+                    goto done;
+                }
+                meta = meta_copy;
+                continue;
+            }
+            imgs[n].bytes = p->data;
+            imgs[n].len = p->len;
+            imgs[n].type = NULL; /* multipart parts' types are advisory: the bytes decide */
+            n++;
+        }
+        if (n == 0) {
+            api_error(rs, 400, "no_images", "the multipart body has no image parts");
+            goto done;
+        }
+    } else {
+        if (image_body(rq, type, sizeof type, rs)) return;
+        imgs = calloc(1, sizeof *imgs);
+        if (!imgs) {
+            api_error(rs, 500, "internal", "out of memory");
+            return;
+        }
+        imgs[0] = (svc_blob){rq->body, rq->body_len, type};
+        n = 1;
+        meta = rq->query ? rq->query(rq->query_ctx, "meta") : NULL;
+    }
+    if (check_meta(a, meta, rs)) goto done;
+    int64_t *ids = calloc((size_t)n, sizeof *ids);
+    int *existed = calloc((size_t)n, sizeof *existed);
+    int failed;
+    svc_err e = {0};
+    if (!ids || !existed) {
+        api_error(rs, 500, "internal", "out of memory");
+    } else if (svc_upload(a->s, imgs, n, meta, ids, existed, &failed, &e)) {
+        char where[48] = "";
+        if (failed >= 0 && n > 1) snprintf(where, sizeof where, "image part %d: ", failed);
+        api_svc_error(rs, &e, where);
+    } else {
+        json_t *arr = json_array(), *ex = json_array();
+        for (int i = 0; i < n; i++) {
+            json_array_append_new(arr, json_integer(ids[i]));
+            json_array_append_new(ex, json_boolean(existed[i]));
+        }
+        api_json(rs, 201, json_pack("{s:o,s:o}", "ids", arr, "existed", ex));
+    }
+    free(ids);
+    free(existed);
+done:
+    free(imgs);
+    free(meta_copy);
+}
+
+static void get_embed(api *a, int64_t id, api_response *rs) {
+    float *v = malloc((size_t)a->s->dim * sizeof *v);
+    int64_t version;
+    if (!v) {
+        api_error(rs, 500, "internal", "out of memory");
+        return;
+    }
+    if (svc_vector(a->s, id, v, &version) == 0) {
+        api_json(rs, 200, json_pack("{s:I,s:I,s:i,s:o}", "id", (json_int_t)id, "model_version",
+                                    (json_int_t)version, "dim", a->s->dim,
+                                    "vector", vector_json(v, a->s->dim)));
+    } else if (store_image_live(a->s->st, id)) {
+        api_error(rs, 503, "not_ready", "image %lld has no vector yet; retry shortly",
+                  (long long)id);
+        rs->retry_after = 1;
+    } else {
+        api_error(rs, 404, "not_found", "no image %lld", (long long)id);
+    }
+    free(v);
+}
+
+/* Embeds a raw image body with the serving version: *m is acquired (release it). */
+static int embed_body(api *a, const api_request *rq, float *v, svc_model **m, api_response *rs) {
+    char type[128];
+    if (image_body(rq, type, sizeof type, rs)) return -1;
+    eng_image img;
+    svc_err e = {0};
+    if (svc_prepare(a->s, rq->body, rq->body_len, type, &img, &e)) {
+        api_svc_error(rs, &e, "");
+        return -1;
+    }
+    *m = svc_model_acquire(a->s);
+    eng_aug_src src = eng_image_as_src(&img);
+    int bad = svc_model_embed(a->s, *m, &src, 1, v, &e);
+    eng_image_free(&img);
+    if (bad) {
+        svc_model_release(*m);
+        *m = NULL;
+        api_svc_error(rs, &e, "");
+        return -1;
+    }
+    return 0;
+}
+
+static void post_embed(api *a, const api_request *rq, api_response *rs) {
+    float *v = malloc((size_t)a->s->dim * sizeof *v);
+    svc_model *m = NULL;
+    if (!v) {
+        api_error(rs, 500, "internal", "out of memory");
+        return;
+    }
+    if (embed_body(a, rq, v, &m, rs) == 0) {
+        api_json(rs, 200, json_pack("{s:I,s:i,s:o}", "model_version", (json_int_t)m->version,
+                                    "dim", a->s->dim, "vector", vector_json(v, a->s->dim)));
+        svc_model_release(m);
+    }
+    free(v);
+}
+
+static void search_reply(api *a, api_response *rs, const eng_hit *hits, int n, int64_t version) {
+    api_json(rs, 200, json_pack("{s:I,s:o}", "model_version", (json_int_t)version, "results",
+                                results_json(a, hits, n)));
+}
+
+static void get_neighbors(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    int k;
+    if (query_k(a, rq, &k, rs)) return;
+    eng_hit *hits = malloc((size_t)k * sizeof *hits);
+    int n;
+    int64_t version;
+    svc_err e = {0};
+    if (!hits)
+        api_error(rs, 500, "internal", "out of memory");
+    else if (svc_neighbors(a->s, id, k, hits, &n, &version, &e))
+        api_svc_error(rs, &e, "");
+    else
+        search_reply(a, rs, hits, n, version);
+    free(hits);
+}
+
+/* {"vector": [...], "k": 10} → query vector and k. 0 ok, -1 response set. */
+static int parse_search_json(api *a, const api_request *rq, float *v, int *k, api_response *rs) {
+    json_error_t je;
+    json_t *root = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
+    int rc = -1;
+    if (!root) {
+        api_error(rs, 400, "bad_json", "invalid JSON: %s (line %d)", je.text, je.line);
+        return -1;
+    }
+    json_t *vec = json_object_get(root, "vector"), *jk = json_object_get(root, "k");
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        if (strcmp(key, "vector") && strcmp(key, "k")) {
+            api_error(rs, 400, "bad_request", "unknown field \"%.64s\" (vector, k)", key);
+            goto done;
+        }
+    }
+    if (!json_is_object(root) || !json_is_array(vec)) {
+        api_error(rs, 400, "bad_request", "the body must be {\"vector\": [numbers], \"k\": n}");
+        goto done;
+    }
+    if ((int)json_array_size(vec) != a->s->dim) {
+        api_error(rs, 422, "bad_dimension", "the vector has %zu numbers; this model's have %d",
+                  json_array_size(vec), a->s->dim);
+        goto done;
+    }
+    for (int i = 0; i < a->s->dim; i++) {
+        json_t *x = json_array_get(vec, (size_t)i);
+        double d = json_number_value(x);
+        if (!json_is_number(x) || !isfinite(d) || fabs(d) > 3.4e38) {
+            api_error(rs, 422, "bad_vector", "vector[%d] is not a finite float", i);
+            goto done;
+        }
+        v[i] = (float)d;
+    }
+    *k = 10;
+    if (jk) {
+        if (!json_is_integer(jk) || json_integer_value(jk) < 1 ||
+            json_integer_value(jk) > a->opts.max_k) {
+            api_error(rs, 400, "bad_k", "k must be an integer from 1 to %d", a->opts.max_k);
+            goto done;
+        }
+        *k = (int)json_integer_value(jk);
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    return rc;
+}
+
+static void post_search(api *a, const api_request *rq, api_response *rs) {
+    char type[128];
+    media_type(rq->content_type, type, sizeof type);
+    float *v = malloc((size_t)a->s->dim * sizeof *v);
+    eng_hit *hits = NULL;
+    int k = 10, n;
+    int64_t version;
+    svc_err e = {0};
+    if (!v) {
+        api_error(rs, 500, "internal", "out of memory");
+        return;
+    }
+    if (!strcmp(type, "application/json")) {
+        if (parse_search_json(a, rq, v, &k, rs)) goto done;
+        if (!(hits = malloc((size_t)k * sizeof *hits))) goto oom;
+        if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
+            e.kind = SVC_BAD_INPUT;
+            api_svc_error(rs, &e, "");
+            rs->status = 422;
+            goto done;
+        }
+        search_reply(a, rs, hits, n, version);
+        goto done;
+    }
+    if (query_k(a, rq, &k, rs)) goto done;
+    if (!(hits = malloc((size_t)k * sizeof *hits))) goto oom;
+    /* an image query: embed and search with the same version (retry if a swap came between) */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        svc_model *m;
+        if (embed_body(a, rq, v, &m, rs)) goto done;
+        int64_t want = m->version;
+        svc_model_release(m);
+        if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
+            api_svc_error(rs, &e, "");
+            goto done;
+        }
+        if (version == want) {
+            search_reply(a, rs, hits, n, version);
+            goto done;
+        }
+    }
+    api_error(rs, 503, "busy", "the model version changed during the search; retry");
+    rs->retry_after = 1;
+    goto done;
+oom:
+    api_error(rs, 500, "internal", "out of memory");
+done:
+    free(v);
+    free(hits);
+}
+
+static const char *static_media_type(const char *t) {
+    static const char *const known[] = {"image/png", "image/jpeg", "image/x-portable-graymap"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (!strcmp(t, known[i])) return known[i];
+    return "application/octet-stream";
+}
+
+static void get_image(api *a, int64_t id, int raw, api_response *rs) {
+    store_image_info info;
+    store_err se = {{0}};
+    int r = store_image_get(a->s->st, id, &info, &se);
+    if (r == 1) {
+        api_error(rs, 404, "not_found", "no image %lld", (long long)id);
+        return;
+    }
+    if (r < 0) {
+        api_error(rs, 500, "internal", "%s", se.msg);
+        return;
+    }
+    if (raw) {
+        void *bytes;
+        size_t len;
+        r = store_image_data(a->s->st, id, 0, &bytes, &len, &se);
+        if (r == 0) {
+            rs->status = 200;
+            rs->content_type = static_media_type(info.media_type);
+            rs->body = bytes;
+            rs->len = len;
+        } else if (r == 1) {
+            api_error(rs, 404, "not_found", "no image %lld", (long long)id);
+        } else {
+            api_error(rs, 500, "internal", "%s", se.msg);
+        }
+        store_image_info_free(&info);
+        return;
+    }
+    json_t *meta = info.meta_json ? json_loads(info.meta_json, 0, NULL) : NULL;
+    api_json(rs, 200,
+             json_pack("{s:I,s:s,s:s,s:i,s:i,s:I,s:I,s:o}", "id", (json_int_t)info.id, "sha256",
+                       info.sha256, "media_type", info.media_type, "width", info.width, "height",
+                       info.height, "bytes", (json_int_t)info.bytes, "created",
+                       (json_int_t)info.created,
+                       "meta", meta ? meta : json_null()));
+    store_image_info_free(&info);
+}
+
+static void delete_image(api *a, int64_t id, api_response *rs) {
+    svc_err e = {0};
+    int r = svc_delete(a->s, id, &e);
+    if (r < 0)
+        api_svc_error(rs, &e, "");
+    else if (r == 1)
+        api_error(rs, 404, "not_found", "no image %lld", (long long)id);
+    else
+        api_json(rs, 200, json_pack("{s:I,s:b}", "id", (json_int_t)id, "deleted", 1));
+}
+
+static const char *const train_states[] = {"waiting_for_images", "training", "stopped",
+                                           "failed", "paused"};
+
+static void get_status(api *a, api_response *rs) {
+    svc *s = a->s;
+    pthread_mutex_lock(&s->stat_mu);
+    svc_train_status t = s->train;
+    int64_t done = s->reembed_done, total = s->reembed_total;
+    pthread_mutex_unlock(&s->stat_mu);
+    pthread_rwlock_rdlock(&s->index_lock);
+    int64_t serving = s->index_version, pending = s->pending_version;
+    size_t vectors = s->index->n;
+    pthread_rwlock_unlock(&s->index_lock);
+    json_t *j = json_pack(
+        "{s:I,s:I,s:I,s:{s:s,s:I,s:f,s:f,s:f,s:{s:f,s:f},s:I},s:{s:I,s:I,s:o,s:{s:I,s:I}},s:f}",
+        "images", (json_int_t)store_image_count(s->st), "vectors", (json_int_t)vectors,
+        "embed_queue", (json_int_t)svc_queue_length(s), "training", "state",
+        train_states[t.state >= 0 && t.state <= 4 ? t.state : 3], "step",
+        (json_int_t)t.stats.step, "loss", isfinite(t.stats.loss) ? t.stats.loss : 0.0,
+        "learning_rate", t.stats.lr, "images_per_s", t.stats.images_per_s, "c_matrix",
+        "diag_mean", t.stats.diag_mean, "offdiag_abs_mean", t.stats.offdiag_abs_mean,
+        "last_published_version", (json_int_t)t.last_published, "models", "serving_version",
+        (json_int_t)serving, "training_version", (json_int_t)t.last_published, "pending_version",
+        pending > 0 ? json_integer(pending) : json_null(), "reembedding", "done",
+        (json_int_t)done, "total", (json_int_t)total, "uptime_s", api_now() - a->started);
+    if (t.state == 3 && t.error[0])
+        json_object_set_new(json_object_get(j, "training"), "error", json_string(t.error));
+    api_json(rs, 200, j);
+}
+
+static void get_checkpoints(api *a, api_response *rs) {
+    store_checkpoint_info list[64];
+    store_err se = {{0}};
+    int n = store_checkpoint_list(a->s->st, list, 64, &se);
+    if (n < 0) {
+        api_error(rs, 500, "internal", "%s", se.msg);
+        return;
+    }
+    pthread_rwlock_rdlock(&a->s->index_lock);
+    int64_t serving = a->s->index_version;
+    pthread_rwlock_unlock(&a->s->index_lock);
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(
+            arr, json_pack("{s:I,s:I,s:I,s:o,s:I,s:b}", "version", (json_int_t)list[i].version,
+                           "step", (json_int_t)list[i].step, "created", (json_int_t)list[i].created,
+                           "loss", list[i].step > 0 && isfinite(list[i].loss)
+                                       ? json_real(list[i].loss) : json_null(),
+                           "bytes", (json_int_t)list[i].bytes, "serving",
+                           list[i].version == serving));
+    api_json(rs, 200, json_pack("{s:I,s:o}", "serving_version", (json_int_t)serving,
+                                "checkpoints", arr));
+}
+
+static void get_metrics(api *a, api_response *rs) {
+    buf b = {0};
+    api_metrics_text(a, &b);
+    svc *s = a->s;
+    pthread_mutex_lock(&s->stat_mu);
+    svc_train_status t = s->train;
+    int64_t done = s->reembed_done, total = s->reembed_total;
+    pthread_mutex_unlock(&s->stat_mu);
+    pthread_rwlock_rdlock(&s->index_lock);
+    int64_t serving = s->index_version;
+    size_t vectors = s->index->n;
+    pthread_rwlock_unlock(&s->index_lock);
+    buf_printf(&b,
+               "# TYPE barlowd_images gauge\nbarlowd_images %lld\n"
+               "# TYPE barlowd_index_vectors gauge\nbarlowd_index_vectors %zu\n"
+               "# TYPE barlowd_embed_queue gauge\nbarlowd_embed_queue %zu\n"
+               "# TYPE barlowd_serving_version gauge\nbarlowd_serving_version %lld\n"
+               "# TYPE barlowd_reembed_done gauge\nbarlowd_reembed_done %lld\n"
+               "# TYPE barlowd_reembed_total gauge\nbarlowd_reembed_total %lld\n"
+               "# TYPE barlowd_train_step gauge\nbarlowd_train_step %ld\n"
+               "# TYPE barlowd_train_loss gauge\nbarlowd_train_loss %g\n"
+               "# TYPE barlowd_train_learning_rate gauge\nbarlowd_train_learning_rate %g\n"
+               "# TYPE barlowd_train_images_per_second gauge\n"
+               "barlowd_train_images_per_second %g\n"
+               "# TYPE barlowd_train_c_diag_mean gauge\nbarlowd_train_c_diag_mean %g\n"
+               "# TYPE barlowd_train_c_offdiag_abs_mean gauge\n"
+               "barlowd_train_c_offdiag_abs_mean %g\n"
+               "# TYPE barlowd_uptime_seconds gauge\nbarlowd_uptime_seconds %.3f\n",
+               (long long)store_image_count(s->st), vectors, svc_queue_length(s),
+               (long long)serving, (long long)done, (long long)total, t.stats.step,
+               t.stats.loss, t.stats.lr, t.stats.images_per_s, t.stats.diag_mean,
+               t.stats.offdiag_abs_mean, api_now() - a->started);
+    if (!b.p) {
+        api_error(rs, 500, "internal", "out of memory");
+        return;
+    }
+    rs->status = 200;
+    rs->content_type = "text/plain; version=0.0.4";
+    rs->body = b.p;
+    rs->len = b.len;
+}
+
+/* ---- dispatch ---- */
+
+/* Splits "/a/b/c" into at most 4 segments; -1 for empty segments (double slashes) or "." and
+ * ".." (no path tricks reach a handler). */
+static int split(const char *path, size_t len, const char *seg[4], size_t seglen[4]) {
+    if (len == 0 || path[0] != '/') return -1;
+    int n = 0;
+    size_t i = 1;
+    if (len == 1) return 0;
+    while (i <= len) {
+        size_t j = i;
+        while (j < len && path[j] != '/') j++;
+        if (j == i || n == 4) return -1;
+        if ((j - i == 1 && path[i] == '.') || (j - i == 2 && path[i] == '.' && path[i + 1] == '.'))
+            return -1;
+        seg[n] = path + i;
+        seglen[n++] = j - i;
+        i = j + 1;
+        if (j == len) break;
+    }
+    return n;
+}
+
+static int seg_is(const char *seg, size_t n, const char *word) {
+    return strlen(word) == n && !memcmp(seg, word, n);
+}
+
+enum { R_TRAIN, R_EMBED_ID, R_EMBED, R_NEIGHBORS, R_SEARCH, R_IMAGE, R_IMAGE_RAW, R_IMAGE_DEL,
+       R_STATUS, R_CHECKPOINTS, R_HEALTHZ, R_READYZ, R_METRICS, R_NONE };
+
+static const char *const labels[] = {
+    "POST /train",  "GET /embed/{id}", "POST /embed",     "GET /neighbors/{id}", "POST /search",
+    "GET /images/{id}", "GET /images/{id}/raw", "DELETE /images/{id}", "GET /status",
+    "GET /checkpoints", "GET /healthz", "GET /readyz",    "GET /metrics",        "unmatched"};
+
+void api_handle(api *a, const api_request *rq, api_response *rs) {
+    memset(rs, 0, sizeof *rs);
+    rs->route = labels[R_NONE];
+    const char *seg[4];
+    size_t sl[4];
+    if (strlen(rq->path) != rq->path_len) {
+        api_error(rs, 400, "bad_path", "the path contains a NUL byte");
+        return;
+    }
+    int n = split(rq->path, rq->path_len, seg, sl);
+    const char *m = rq->method;
+    int get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST"),
+        del = !strcmp(m, "DELETE");
+    int route = R_NONE, id_seg = -1;
+    const char *allow = NULL;
+    if (n == 1 && seg_is(seg[0], sl[0], "train")) {
+        route = post ? R_TRAIN : R_NONE, allow = "POST";
+    } else if (n == 1 && seg_is(seg[0], sl[0], "embed")) {
+        route = post ? R_EMBED : R_NONE, allow = "POST";
+    } else if (n == 2 && seg_is(seg[0], sl[0], "embed")) {
+        route = get ? R_EMBED_ID : R_NONE, allow = "GET", id_seg = 1;
+    } else if (n == 2 && seg_is(seg[0], sl[0], "neighbors")) {
+        route = get ? R_NEIGHBORS : R_NONE, allow = "GET", id_seg = 1;
+    } else if (n == 1 && seg_is(seg[0], sl[0], "search")) {
+        route = post ? R_SEARCH : R_NONE, allow = "POST";
+    } else if (n == 2 && seg_is(seg[0], sl[0], "images")) {
+        route = get ? R_IMAGE : del ? R_IMAGE_DEL : R_NONE, allow = "GET, DELETE", id_seg = 1;
+    } else if (n == 3 && seg_is(seg[0], sl[0], "images") && seg_is(seg[2], sl[2], "raw")) {
+        route = get ? R_IMAGE_RAW : R_NONE, allow = "GET", id_seg = 1;
+    } else if (n == 1 && seg_is(seg[0], sl[0], "status")) {
+        route = get ? R_STATUS : R_NONE, allow = "GET";
+    } else if (n == 1 && seg_is(seg[0], sl[0], "checkpoints")) {
+        route = get ? R_CHECKPOINTS : R_NONE, allow = "GET";
+    } else if (n == 1 && seg_is(seg[0], sl[0], "healthz")) {
+        route = get ? R_HEALTHZ : R_NONE, allow = "GET";
+    } else if (n == 1 && seg_is(seg[0], sl[0], "readyz")) {
+        route = get ? R_READYZ : R_NONE, allow = "GET";
+    } else if (n == 1 && seg_is(seg[0], sl[0], "metrics")) {
+        route = get ? R_METRICS : R_NONE, allow = "GET";
+    }
+    if (route == R_NONE) {
+        if (allow) {
+            api_error(rs, 405, "method_not_allowed", "%.16s is not allowed here (allowed: %s)",
+                      m, allow);
+            rs->allow = allow;
+        } else {
+            api_error(rs, 404, "not_found", "no such route");
+        }
+        return;
+    }
+    rs->route = labels[route];
+    int mutating = route == R_TRAIN || route == R_IMAGE_DEL;
+    int health = route == R_HEALTHZ || route == R_READYZ;
+    if (!health && (mutating || a->opts.key_reads) && !api_authorized(a, rq)) {
+        api_error(rs, 401, "unauthorized", "this route needs Authorization: Bearer <api key>");
+        return;
+    }
+    int64_t id = 0;
+    if (id_seg >= 0 && parse_id(seg[id_seg], sl[id_seg], &id)) {
+        api_error(rs, 400, "bad_id", "ids are decimal integers from 0 to 9223372036854775807");
+        return;
+    }
+    if ((route == R_TRAIN || route == R_EMBED || route == R_SEARCH) && !rq->has_body) {
+        api_error(rs, 411, "length_required", "send a body with Content-Length (or chunked)");
+        return;
+    }
+    switch (route) {
+    case R_TRAIN: post_train(a, rq, rs); break;
+    case R_EMBED_ID: get_embed(a, id, rs); break;
+    case R_EMBED: post_embed(a, rq, rs); break;
+    case R_NEIGHBORS: get_neighbors(a, rq, id, rs); break;
+    case R_SEARCH: post_search(a, rq, rs); break;
+    case R_IMAGE: get_image(a, id, 0, rs); break;
+    case R_IMAGE_RAW: get_image(a, id, 1, rs); break;
+    case R_IMAGE_DEL: delete_image(a, id, rs); break;
+    case R_STATUS: get_status(a, rs); break;
+    case R_CHECKPOINTS: get_checkpoints(a, rs); break;
+    case R_HEALTHZ: api_json(rs, 200, json_pack("{s:s}", "status", "ok")); break;
+    case R_READYZ:
+        if (a->ready)
+            api_json(rs, 200, json_pack("{s:s}", "status", "ready"));
+        else
+            api_error(rs, 503, "not_ready", "starting or stopping");
+        break;
+    case R_METRICS: get_metrics(a, rs); break;
+    default: api_error(rs, 404, "not_found", "no such route");
+    }
+}

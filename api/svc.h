@@ -1,0 +1,188 @@
+/* svc.h — the service behind the HTTP API: the store, the serving model, the search index and
+ * the queue of images waiting for their vectors. Route handlers (routes.c) and the server's
+ * worker threads (server/) both work through it; it knows nothing of HTTP.
+ *
+ * Model versions. Every checkpoint in the store is a model version. The *serving* version is
+ * the newest one whose vectors exist for every live image; every answer comes from it, and
+ * every answer says which version that was. A newer version (published by the trainer) becomes
+ * *pending*: the re-embedder computes every live image's vector with it, and only then is it
+ * swapped in, model and index together, under the index's write lock.
+ *
+ * Snapshots. A model version in memory is an svc_model: an immutable, reference-counted set of
+ * inference models loaded from its checkpoint. Callers take a reference (svc_model_acquire),
+ * use it with no lock held, and drop it (svc_model_release); a swap never frees a model that a
+ * request still uses. Training never touches these: it has its own model.
+ *
+ * Fresh uploads. A stored image is queued; the embed worker takes queued images in batches,
+ * computes their vectors with the serving version (and with the pending one, if any), stores
+ * them and adds them to the matching index, so an upload is searchable within moments.
+ *
+ * Deletes. A delete removes the image from the store, the sampler (training) and both indexes
+ * at once. Inserting a vector into an index checks, under the same lock a delete takes, that
+ * the image is still live, so a deleted image never comes back.
+ *
+ * Locks, in the order they may nest: member_mu → index_lock → model_mu; q_mu and stat_mu are
+ * leaves. */
+#ifndef SVC_H
+#define SVC_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "engine/eng_index.h"
+#include "engine/eng_infer.h"
+#include "engine/eng_trainer.h"
+#include "store/store.h"
+
+#define SVC_ERR_LEN 256
+#define SVC_ONE_POOL 2 /* batch-1 inference models per version (concurrent single embeds) */
+
+/* Error kinds, so handlers can map them to HTTP statuses. */
+enum {
+    SVC_OK = 0,
+    SVC_BAD_INPUT,   /* the client's data is wrong (400/422) */
+    SVC_NOT_FOUND,   /* no such image/version (404) */
+    SVC_TOO_LARGE,   /* over a configured limit (413) */
+    SVC_UNSUPPORTED, /* unknown media type (415) */
+    SVC_UNAVAILABLE, /* not ready yet, or stopping (503) */
+    SVC_INTERNAL     /* our fault: store or engine failure (500) */
+};
+
+typedef struct svc_err {
+    int kind;               /* SVC_* */
+    char msg[SVC_ERR_LEN];  /* for the client; never holds secrets */
+} svc_err;
+
+typedef struct svc_opts {
+    long long max_pixels;  /* decoded images above this are refused (default 40 MP) */
+    int embed_batch;       /* images per forward of the background embedders (64) */
+    int max_meta_bytes;    /* client metadata limit (4096) */
+} svc_opts;
+
+svc_opts svc_defaults(void);
+
+/* One model version in memory. Immutable once loaded. */
+typedef struct svc_model {
+    int64_t version;
+    uint64_t step;
+    int dim;
+    atomic_int refs;
+    pthread_mutex_t one_mu[SVC_ONE_POOL];
+    eng_infer one[SVC_ONE_POOL]; /* batch 1: single requests */
+    pthread_mutex_t many_mu;
+    eng_infer many;              /* batch embed_batch: background embedding */
+} svc_model;
+
+/* What the trainer last reported (for /status and /metrics). */
+typedef struct svc_train_status {
+    int state;            /* 0 waiting for images, 1 training, 2 stopped, 3 failed */
+    eng_train_stats stats;
+    double updated;       /* unix seconds of the last report */
+    int64_t last_published;
+    char error[SVC_ERR_LEN];
+} svc_train_status;
+
+typedef struct svc {
+    svc_opts opts;
+    store *st;                /* borrowed: the caller opens and closes it */
+    eng_config cfg;           /* the model every version shares */
+    int dim;                  /* floats per representation */
+
+    pthread_mutex_t model_mu; /* guards the pointers below (not the models) */
+    svc_model *serving;       /* owned reference */
+    svc_model *pending;       /* owned reference, or NULL */
+
+    pthread_rwlock_t index_lock;
+    eng_index *index;         /* owned: the serving version's vectors */
+    eng_index *pending_index; /* owned: being filled for the pending version, or NULL */
+    int64_t index_version, pending_version;
+
+    pthread_mutex_t member_mu; /* a delete and an index insert never interleave */
+
+    pthread_mutex_t q_mu;      /* the fresh-upload queue */
+    pthread_cond_t q_cv;
+    int64_t *queue;            /* owned ring of ids waiting for vectors */
+    size_t q_head, q_len, q_cap;
+
+    pthread_mutex_t stat_mu;
+    svc_train_status train;
+    int64_t reembed_done, reembed_total; /* progress of the pending version */
+
+    atomic_int stopping;       /* set once by svc_stop: waits end, workers return */
+} svc;
+
+/* Sets up the service on an open store: makes sure version 1 exists (initial_blob, the
+ * untrained model's checkpoint, is saved when the store has no checkpoint at all), loads the
+ * serving version (the persisted one, else the newest) and its index from the stored vectors,
+ * and queues every live image that has no vector of it. On error returns -1. */
+int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blob,
+             size_t initial_len, svc_err *err);
+/* Wakes every waiting worker and makes the queue calls return; call before joining them. */
+void svc_stop(svc *s);
+void svc_close(svc *s);
+
+/* ---- models ---- */
+
+/* Loads a version's checkpoint into memory. */
+svc_model *svc_model_load(const svc *s, int64_t version, const void *blob, size_t len,
+                          svc_err *err);
+svc_model *svc_model_acquire(svc *s);              /* the serving version (+1 reference) */
+void svc_model_release(svc_model *m);              /* -1 reference; frees at zero */
+/* Vectors of n prepared images (train copies) with model m into out[n * dim]. */
+int svc_model_embed(const svc *s, svc_model *m, const eng_aug_src *imgs, int n, float *out,
+                    svc_err *err);
+
+/* ---- images ---- */
+
+/* An uploaded image: its bytes and the media type the client declared (NULL: none). */
+typedef struct svc_blob {
+    const void *bytes;
+    size_t len;
+    const char *type;
+} svc_blob;
+
+/* Decodes and validates n uploads, then stores them (durably) and queues each new one for its
+ * vector. All or nothing for client errors: when image i is refused (*failed = i) nothing is
+ * stored. ids[i] and existed[i] (identical bytes were already stored) are filled on success.
+ * meta_json (a validated JSON object, or NULL) goes with every image. */
+int svc_upload(svc *s, const svc_blob *imgs, int n, const char *meta_json, int64_t *ids,
+               int *existed, int *failed, svc_err *err);
+/* Decodes an image into its training copy (for POST /embed and image searches). */
+int svc_prepare(const svc *s, const void *bytes, size_t len, const char *declared_type,
+                eng_image *out, svc_err *err);
+/* Removes an image from the store, the sampler and both indexes. 0 deleted, 1 not found. */
+int svc_delete(svc *s, int64_t id, svc_err *err);
+
+/* ---- search ---- */
+
+/* Top k by cosine for a vector (dim floats) or for a stored id (excluding itself). *version is
+ * the version the answer comes from. */
+int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_t *version,
+               svc_err *err);
+int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *version,
+                  svc_err *err);
+/* The serving vector of an image (from the index), dim floats. 0 found, 1 not found/not yet. */
+int svc_vector(svc *s, int64_t id, float *out, int64_t *version);
+
+/* ---- background work (called by the server's workers) ---- */
+
+/* Waits for queued ids (up to max) and takes them; 0 means stopping. */
+int svc_queue_take(svc *s, int64_t *ids, int max);
+void svc_queue_push(svc *s, int64_t id);
+size_t svc_queue_length(svc *s);
+/* Computes, stores and indexes the vectors of ids with the serving and pending versions. */
+int svc_embed_fresh(svc *s, const int64_t *ids, int n, svc_err *err);
+
+/* Saves a checkpoint as a new version (the trainer's publish). */
+int svc_publish(svc *s, const uint8_t *blob, size_t len, uint64_t step, double loss,
+                int64_t *version, svc_err *err);
+/* Re-embeds every live image with the newest version when it is newer than the serving one,
+ * then swaps it in. Returns 1 when a version was swapped in, 0 when there was nothing to do,
+ * -1 on error (serving stays as it was). Checks svc->stopping between batches. */
+int svc_reembed_newest(svc *s, svc_err *err);
+
+/* Trainer reports. */
+void svc_report_training(svc *s, int state, const eng_train_stats *stats, const char *error);
+
+#endif

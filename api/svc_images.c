@@ -1,0 +1,133 @@
+/* svc_images.c — uploads (decode, training copy, durable save, queue for a vector), image
+ * preparation for queries, and deletes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/svc_internal.h"
+
+/* Maps a decoder's refusal to a kind: over the pixel limit is "too large", the rest is data the
+ * client got wrong. */
+static int decode_kind(const char *msg) {
+    return strstr(msg, "pixel limit") ? SVC_TOO_LARGE : SVC_BAD_INPUT;
+}
+
+/* Decodes and makes the training copy; *width and *height are the original's. */
+static int prepare(const svc *s, const void *bytes, size_t len, const char *declared_type,
+                   eng_image *out, int *width, int *height, svc_err *err) {
+    memset(out, 0, sizeof *out);
+    if (len == 0) return svc_fail(err, SVC_BAD_INPUT, "the image is empty");
+    int kind = eng_image_sniff(bytes, len);
+    const char *actual = eng_image_media_type(kind);
+    if (!actual)
+        return svc_fail(err, SVC_UNSUPPORTED,
+                        "the body is not a PNG, JPEG or binary PGM image (unknown magic bytes)");
+    if (declared_type && strcmp(declared_type, "application/octet-stream") &&
+        strcmp(declared_type, actual))
+        return svc_fail(err, SVC_UNSUPPORTED, "Content-Type says %.64s but the body is %s",
+                        declared_type, actual);
+    eng_decode_opts o = eng_decode_defaults();
+    o.max_pixels = s->opts.max_pixels;
+    eng_image img;
+    eng_err e = {{0}};
+    if (eng_image_decode(bytes, len, &o, &img, &e))
+        return svc_fail(err, decode_kind(e.msg), "%s", e.msg);
+    *width = img.width;
+    *height = img.height;
+    int rc = eng_train_copy_make(&img, s->cfg.in_channels, 2 * s->cfg.input_size, out, &e);
+    eng_image_free(&img);
+    if (rc) return svc_fail(err, SVC_INTERNAL, "preparing the image: %s", e.msg);
+    return 0;
+}
+
+int svc_prepare(const svc *s, const void *bytes, size_t len, const char *declared_type,
+                eng_image *out, svc_err *err) {
+    int w, h;
+    return prepare(s, bytes, len, declared_type, out, &w, &h, err);
+}
+
+int svc_upload(svc *s, const svc_blob *imgs, int n, const char *meta_json, int64_t *ids,
+               int *existed, int *failed, svc_err *err) {
+    *failed = -1;
+    eng_image copy = {0};
+    uint8_t **packed = calloc((size_t)n, sizeof *packed);
+    size_t *packed_len = calloc((size_t)n, sizeof *packed_len);
+    int *dims = calloc((size_t)n * 2, sizeof *dims);
+    int rc = -1;
+    if (!packed || !packed_len || !dims) {
+        svc_fail(err, SVC_INTERNAL, "out of memory");
+        goto done;
+    }
+    /* every image is checked before any is saved: a request is stored whole or not at all */
+    for (int i = 0; i < n; i++) {
+        if (prepare(s, imgs[i].bytes, imgs[i].len, imgs[i].type, &copy, &dims[2 * i],
+                    &dims[2 * i + 1], err)) {
+            *failed = i;
+            goto done;
+        }
+        eng_err e = {{0}};
+        int bad = eng_train_copy_pack(&copy, &packed[i], &packed_len[i], &e);
+        eng_image_free(&copy);
+        if (bad) {
+            svc_fail(err, SVC_INTERNAL, "%s", e.msg);
+            goto done;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        store_image_in in = {imgs[i].bytes, imgs[i].len,
+                             eng_image_media_type(eng_image_sniff(imgs[i].bytes, imgs[i].len)),
+                             dims[2 * i], dims[2 * i + 1], packed[i], packed_len[i], meta_json};
+        store_err se = {{0}};
+        if (store_image_put(s->st, &in, &ids[i], &existed[i], &se)) {
+            svc_fail(err, SVC_INTERNAL, "saving image %d: %s", i, se.msg);
+            goto done;
+        }
+        if (!existed[i]) svc_queue_push(s, ids[i]);
+    }
+    rc = 0;
+done:
+    for (int i = 0; packed && i < n; i++) free(packed[i]);
+    free(packed);
+    free(packed_len);
+    free(dims);
+    return rc;
+}
+
+int svc_delete(svc *s, int64_t id, svc_err *err) {
+    store_err se = {{0}};
+    pthread_mutex_lock(&s->member_mu);
+    int rc = store_image_delete(s->st, id, &se);
+    if (rc == 0) {
+        pthread_rwlock_wrlock(&s->index_lock);
+        eng_index_remove(s->index, id);
+        if (s->pending_index) eng_index_remove(s->pending_index, id);
+        pthread_rwlock_unlock(&s->index_lock);
+    }
+    pthread_mutex_unlock(&s->member_mu);
+    if (rc < 0) return svc_fail(err, SVC_INTERNAL, "deleting image %lld: %s", (long long)id, se.msg);
+    return rc;
+}
+
+int svc_load_copies(svc *s, const int64_t *ids, int n, eng_image *imgs, eng_aug_src *srcs,
+                    int64_t *kept, svc_err *err) {
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        void *bytes;
+        size_t len;
+        store_err se = {{0}};
+        int r = store_image_data(s->st, ids[i], 1, &bytes, &len, &se);
+        if (r == 1) continue; /* deleted meanwhile */
+        if (r < 0) {
+            for (int j = 0; j < m; j++) eng_image_free(&imgs[j]);
+            return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)ids[i], se.msg);
+        }
+        eng_err e = {{0}};
+        int bad = eng_train_copy_unpack(bytes, len, &imgs[m], &e);
+        free(bytes);
+        if (bad) { /* a damaged row: skip it rather than stall every batch behind it */
+            continue;
+        }
+        srcs[m] = eng_image_as_src(&imgs[m]);
+        kept[m++] = ids[i];
+    }
+    return m;
+}

@@ -1,0 +1,20 @@
+/* svc_internal.h — helpers shared by the svc_*.c files only. */
+#ifndef SVC_INTERNAL_H
+#define SVC_INTERNAL_H
+
+#include "api/svc.h"
+
+/* Formats into err with a kind and returns -1. */
+int svc_fail(svc_err *err, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+double svc_now(void);
+
+/* Loads the training copies of ids into imgs/srcs (imgs owned by the caller: free each with
+ * eng_image_free) and writes the ids that were found (still live) to kept. Returns how many. */
+int svc_load_copies(svc *s, const int64_t *ids, int n, eng_image *imgs, eng_aug_src *srcs,
+                    int64_t *kept, svc_err *err);
+
+/* Adds vectors of `version` to whichever index holds that version (serving or pending), each
+ * only if its image is still live; drops them when neither does (a swap overtook them). */
+void svc_index_insert(svc *s, int64_t version, const int64_t *ids, const float *vecs, int n);
+
+#endif

@@ -1,0 +1,181 @@
+/* cmd_serve.c — `barlowd serve`: the server process. Opens the store, builds (or resumes) the
+ * trainer, brings the serving model and index up, starts HTTP and the workers, and on
+ * SIGTERM/SIGINT stops accepting, lets requests finish, writes a checkpoint and closes the
+ * database before exiting 0. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/api.h"
+#include "engine/eng_checkpoint.h"
+#include "server/cli_util.h"
+#include "server/commands.h"
+#include "server/http_server.h"
+#include "server/serve_opts.h"
+#include "server/workers.h"
+
+/* mkdir -p of the directory part of path. */
+static int make_parent_dirs(const char *path) {
+    char dir[4096];
+    if (strlen(path) >= sizeof dir) return -1;
+    strcpy(dir, path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return 0;
+    *slash = 0;
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(dir, 0750) && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(dir, 0750) && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* The model of an existing database (its newest version), else the --model flag's. *batch
+ * becomes the checkpoint's training batch when there is one. */
+static int choose_model(store *st, const serve_opts *o, eng_config *cfg, int *batch) {
+    store_checkpoint_info info;
+    void *blob;
+    size_t len;
+    store_err se = {{0}};
+    int r = store_checkpoint_latest(st, &info, &blob, &len, &se);
+    if (r < 0) {
+        fprintf(stderr, "error: %s\n", se.msg);
+        return -1;
+    }
+    eng_err e = {{0}};
+    if (r == 0) {
+        eng_ckpt_meta meta;
+        int bad = eng_checkpoint_peek(blob, len, cfg, &meta, &e);
+        free(blob);
+        if (bad) {
+            fprintf(stderr, "error: model version %lld: %s\n", (long long)info.version, e.msg);
+            return -1;
+        }
+        if (meta.opt.batch != *batch)
+            fprintf(stderr, "note: the database's model trains at batch %d; --batch %d ignored\n",
+                    meta.opt.batch, *batch);
+        *batch = meta.opt.batch;
+        return 0;
+    }
+    if (eng_config_resolve(cfg, o->model, &e)) {
+        fprintf(stderr, "error: --model: %s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv) {
+    serve_opts o;
+    int pr = serve_opts_parse(&o, argc, argv);
+    if (pr) return pr > 0 ? CLI_OK : CLI_BAD_INPUT;
+    char host[256];
+    int port;
+    if (serve_parse_listen(o.listen, host, sizeof host, &port)) {
+        fprintf(stderr, "error: --listen %s: expected HOST:PORT or [IPV6]:PORT\n", o.listen);
+        return CLI_BAD_INPUT;
+    }
+    /* every thread started from here on inherits this mask: only sigwait below sees them */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (make_parent_dirs(o.db)) {
+        fprintf(stderr, "error: cannot create the directory of %s: %s\n", o.db, strerror(errno));
+        return CLI_FAIL;
+    }
+    store_opts so = store_defaults();
+    so.synchronous_full = o.sync_full;
+    so.keep_versions = (int)o.keep_versions;
+    store *st;
+    store_err se = {{0}};
+    if (store_open(o.db, &so, &st, &se)) {
+        fprintf(stderr, "error: %s: %s\n", o.db, se.msg);
+        return CLI_FAIL;
+    }
+    int rc = CLI_FAIL, batch = (int)o.batch;
+    eng_config cfg;
+    train_worker tw;
+    int tw_made = 0, svc_made = 0, api_made = 0, embed_made = 0;
+    svc s;
+    api a;
+    http_server http;
+    embed_workers ew;
+    memset(&http, 0, sizeof http);
+    if (choose_model(st, &o, &cfg, &batch)) goto done;
+
+    uint8_t *initial = NULL;
+    size_t initial_len = 0;
+    char msg[512];
+    tw_made = 1;
+    if (train_worker_create(&tw, st, &cfg, batch, (uint64_t)o.seed, &initial, &initial_len, msg,
+                            sizeof msg)) {
+        fprintf(stderr, "error: %s\n", msg);
+        goto done;
+    }
+    tw.min_images = o.min_images;
+    tw.publish_steps = o.publish_steps;
+    tw.publish_seconds = (double)o.publish_seconds;
+    tw.idle_steps = o.idle_steps;
+    svc_opts sv = svc_defaults();
+    sv.max_pixels = o.max_pixels;
+    sv.embed_batch = (int)o.embed_batch;
+    svc_err err = {0};
+    int bad = svc_open(&s, st, &sv, initial, initial_len, &err);
+    free(initial);
+    if (bad) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        goto done;
+    }
+    svc_made = 1;
+    svc_report_training(&s, o.train ? 0 : 2, &tw.t.stats, NULL); /* the resumed step */
+    api_opts ao = {o.api_key, o.api_key_reads, 1000};
+    api_init(&a, &s, &ao);
+    api_made = 1;
+    http_limits lim = {(int)o.threads, (int)o.max_connections, (int)o.timeout,
+                       (size_t)o.max_body, (int)o.max_parts};
+    if (http_start(&http, &a, host, port, &lim, msg, sizeof msg)) {
+        fprintf(stderr, "error: %s\n", msg);
+        goto done;
+    }
+    if (embed_workers_start(&ew, &s, &tw)) {
+        fprintf(stderr, "error: cannot start the embedders\n");
+        goto done;
+    }
+    embed_made = 1;
+    if (o.train && train_worker_start(&tw, &s)) {
+        fprintf(stderr, "error: cannot start the trainer\n");
+        goto done;
+    }
+    a.ready = 1;
+    fprintf(stderr,
+            "barlowd: listening on %s:%d; database %s; model version %lld serving (%lld images, "
+            "%d-float vectors); training %s\n",
+            host, http.port, o.db, (long long)s.index_version,
+            (long long)store_image_count(st), s.dim,
+            o.train ? "on" : "off");
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "barlowd: %s: finishing requests, saving a checkpoint\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM");
+    rc = CLI_OK;
+done:
+    if (api_made) a.ready = 0;
+    http_stop(&http, 10.0);
+    if (tw_made) train_worker_stop(&tw);
+    if (svc_made) svc_stop(&s);
+    if (embed_made) embed_workers_join(&ew);
+    if (tw_made) train_worker_free(&tw);
+    if (api_made) api_free(&a);
+    if (svc_made) svc_close(&s);
+    store_close(st);
+    if (rc == CLI_OK) fprintf(stderr, "barlowd: stopped cleanly\n");
+    return rc;
+}

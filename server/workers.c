@@ -1,0 +1,289 @@
+/* workers.c — the continual trainer thread and the two embedder threads. */
+#define _GNU_SOURCE /* SCHED_IDLE, syscall */
+#include "server/workers.h"
+
+#include <errno.h>
+#include <math.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/eng_checkpoint.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* SCHED_IDLE for the calling thread: it runs only when nothing else wants the core. */
+static void background_priority(void) {
+    struct sched_param sp = {0};
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+}
+
+/* The trainer's source of images: n random live images from the store (on the prefetch
+ * thread). Waits while there are none; fails only when the worker stops. */
+static int store_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
+    train_worker *w = ctx;
+    static _Thread_local int prio_set;
+    if (!prio_set) { /* the augmentation thread yields to requests like the trainer does */
+        background_priority();
+        prio_set = 1;
+    }
+    for (int i = 0; i < n; i++) {
+        eng_image_free(&w->imgs[i]);
+        for (;;) {
+            if (atomic_load(&w->stop)) return eng_fail(err, "stopping");
+            int64_t id;
+            if (store_sample(w->st, &id, 1, &w->rng, 0.0) != 1) {
+                sleep_ms(100);
+                continue;
+            }
+            void *bytes;
+            size_t len;
+            store_err se;
+            int r = store_image_data(w->st, id, 1, &bytes, &len, &se);
+            if (r == 1) continue; /* deleted since the draw */
+            if (r < 0) {
+                sleep_ms(100);    /* e.g. a busy database: try again */
+                continue;
+            }
+            eng_err e;
+            int bad = eng_train_copy_unpack(bytes, len, &w->imgs[i], &e);
+            free(bytes);
+            if (!bad && w->imgs[i].channels == w->t.model.cfg.in_channels) break;
+            eng_image_free(&w->imgs[i]);
+        }
+        srcs[i] = eng_image_as_src(&w->imgs[i]);
+    }
+    return 0;
+}
+
+int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int batch,
+                        uint64_t seed, uint8_t **initial, size_t *initial_len, char *msg,
+                        size_t n) {
+    memset(w, 0, sizeof *w);
+    w->st = st;
+    w->batch = batch;
+    w->rng = seed * 0x9e3779b97f4a7c15ULL + 7;
+    atomic_init(&w->stop, 0);
+    pthread_mutex_init(&w->wake_mu, NULL);
+    pthread_cond_init(&w->wake_cv, NULL);
+    *initial = NULL;
+    w->imgs = calloc((size_t)batch, sizeof *w->imgs);
+    if (!w->imgs) {
+        snprintf(msg, n, "out of memory");
+        return -1;
+    }
+    eng_trainer_cfg tc = eng_trainer_defaults(cfg, batch);
+    tc.seed = seed;
+    eng_err e = {{0}};
+    if (eng_trainer_create(&w->t, cfg, &tc, store_fill, NULL, w, &e)) {
+        snprintf(msg, n, "building the trainer: %s", e.msg);
+        return -1;
+    }
+    w->created = 1;
+    store_checkpoint_info info;
+    void *blob;
+    size_t len;
+    store_err se = {{0}};
+    int r = store_checkpoint_latest(st, &info, &blob, &len, &se);
+    if (r < 0) {
+        snprintf(msg, n, "%s", se.msg);
+        return -1;
+    }
+    if (r == 0) {
+        int bad = eng_trainer_resume(&w->t, blob, len, &e);
+        free(blob);
+        if (bad) {
+            snprintf(msg, n, "resuming from model version %lld: %s", (long long)info.version,
+                     e.msg);
+            return -1;
+        }
+        return 0;
+    }
+    if (eng_trainer_save(&w->t, initial, initial_len, &e)) {
+        snprintf(msg, n, "saving the initial model: %s", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void publish(train_worker *w) {
+    uint8_t *blob;
+    size_t len;
+    eng_err e = {{0}};
+    svc_err se = {0};
+    int64_t version;
+    if (eng_trainer_save(&w->t, &blob, &len, &e)) {
+        fprintf(stderr, "trainer: saving a checkpoint failed: %s\n", e.msg);
+        return;
+    }
+    int bad = svc_publish(w->s, blob, len, (uint64_t)w->t.stats.step, w->t.stats.loss, &version,
+                          &se);
+    free(blob);
+    if (bad) {
+        fprintf(stderr, "trainer: publishing failed: %s\n", se.msg);
+        return;
+    }
+    fprintf(stderr, "trainer: published model version %lld at step %ld (loss %.3f)\n",
+            (long long)version, w->t.stats.step, w->t.stats.loss);
+    pthread_mutex_lock(&w->wake_mu);
+    w->wake = 1;
+    pthread_cond_broadcast(&w->wake_cv);
+    pthread_mutex_unlock(&w->wake_mu);
+}
+
+static void *train_main(void *arg) {
+    train_worker *w = arg;
+    background_priority();
+    long published_step = w->t.stats.step, idle = 0;
+    double published_at = now_s();
+    int64_t seen = store_image_count(w->st);
+    svc_report_training(w->s, 0, &w->t.stats, NULL);
+    while (!atomic_load(&w->stop)) {
+        int64_t count = store_image_count(w->st);
+        if (count != seen) idle = 0;
+        seen = count;
+        if (count < w->min_images) {
+            svc_report_training(w->s, 0, &w->t.stats, NULL);
+            sleep_ms(200);
+            continue;
+        }
+        if (w->idle_steps && idle >= w->idle_steps) {
+            svc_report_training(w->s, 4, &w->t.stats, NULL);
+            sleep_ms(200);
+            continue;
+        }
+        eng_err e = {{0}};
+        if (eng_trainer_step(&w->t, &e)) {
+            if (atomic_load(&w->stop)) break;
+            fprintf(stderr, "trainer: step %ld failed, training stops: %s\n", w->t.stats.step,
+                    e.msg);
+            svc_report_training(w->s, 3, &w->t.stats, e.msg);
+            return NULL;
+        }
+        idle++;
+        svc_report_training(w->s, 1, &w->t.stats, NULL);
+        if (w->t.stats.step % 10 == 0) {
+            store_log_row row = {w->t.stats.step, (double)time(NULL), w->t.stats.loss,
+                                 w->t.stats.lr, w->t.stats.images_per_s, w->t.stats.diag_mean,
+                                 w->t.stats.offdiag_abs_mean};
+            store_err se;
+            if (store_log_append(w->st, &row, &se))
+                fprintf(stderr, "trainer: training log: %s\n", se.msg);
+        }
+        if ((w->publish_steps && w->t.stats.step - published_step >= w->publish_steps) ||
+            (w->publish_seconds > 0 && now_s() - published_at >= w->publish_seconds)) {
+            publish(w);
+            published_step = w->t.stats.step;
+            published_at = now_s();
+        }
+    }
+    if (w->t.stats.step > published_step) publish(w); /* the final checkpoint */
+    svc_report_training(w->s, 2, &w->t.stats, NULL);
+    return NULL;
+}
+
+int train_worker_start(train_worker *w, svc *s) {
+    w->s = s;
+    if (pthread_create(&w->thread, NULL, train_main, w)) return -1;
+    w->running = 1;
+    return 0;
+}
+
+void train_worker_stop(train_worker *w) {
+    atomic_store(&w->stop, 1);
+    if (w->running) pthread_join(w->thread, NULL);
+    w->running = 0;
+}
+
+void train_worker_free(train_worker *w) {
+    atomic_store(&w->stop, 1);
+    if (w->created) eng_trainer_free(&w->t); /* joins the prefetch thread (fill sees stop) */
+    for (int i = 0; w->imgs && i < w->batch; i++) eng_image_free(&w->imgs[i]);
+    free(w->imgs);
+    pthread_mutex_destroy(&w->wake_mu);
+    pthread_cond_destroy(&w->wake_cv);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---- embedders ---- */
+
+static void *fresh_main(void *arg) {
+    embed_workers *e = arg;
+    int b = e->s->opts.embed_batch;
+    int64_t *ids = malloc((size_t)b * sizeof *ids);
+    if (!ids) return NULL;
+    for (;;) {
+        int n = svc_queue_take(e->s, ids, b);
+        if (n == 0) break; /* stopping */
+        svc_err err = {0};
+        if (svc_embed_fresh(e->s, ids, n, &err))
+            fprintf(stderr, "embedder: %d images: %s\n", n, err.msg);
+    }
+    free(ids);
+    return NULL;
+}
+
+static void *reembed_main(void *arg) {
+    embed_workers *e = arg;
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+    train_worker *w = e->tw;
+    while (!atomic_load(&e->s->stopping)) {
+        svc_err err = {0};
+        double t0 = now_s();
+        int r = svc_reembed_newest(e->s, &err);
+        if (r < 0 && !atomic_load(&e->s->stopping))
+            fprintf(stderr, "re-embedder: %s\n", err.msg);
+        if (r == 1)
+            fprintf(stderr, "re-embedder: now serving model version %lld (%.1f s)\n",
+                    (long long)e->s->index_version, now_s() - t0);
+        pthread_mutex_lock(&w->wake_mu);
+        if (!w->wake && !atomic_load(&e->s->stopping)) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += r < 0 ? 10 : 5;
+            pthread_cond_timedwait(&w->wake_cv, &w->wake_mu, &until);
+        }
+        w->wake = 0;
+        pthread_mutex_unlock(&w->wake_mu);
+    }
+    return NULL;
+}
+
+int embed_workers_start(embed_workers *e, svc *s, train_worker *tw) {
+    memset(e, 0, sizeof *e);
+    e->s = s;
+    e->tw = tw;
+    if (pthread_create(&e->fresh, NULL, fresh_main, e)) return -1;
+    if (pthread_create(&e->reembed, NULL, reembed_main, e)) {
+        svc_stop(s);
+        pthread_join(e->fresh, NULL);
+        return -1;
+    }
+    e->running = 1;
+    return 0;
+}
+
+void embed_workers_join(embed_workers *e) {
+    if (!e->running) return;
+    pthread_mutex_lock(&e->tw->wake_mu);
+    e->tw->wake = 1;
+    pthread_cond_broadcast(&e->tw->wake_cv);
+    pthread_mutex_unlock(&e->tw->wake_mu);
+    pthread_join(e->fresh, NULL);
+    pthread_join(e->reembed, NULL);
+    e->running = 0;
+}

@@ -1,0 +1,62 @@
+/* workers.h — the server's background threads: the continual trainer, the embedder of fresh
+ * uploads, and the re-embedder that brings each published version into service.
+ *
+ * Priorities: request threads run at normal priority; the trainer (and its augmentation and
+ * OpenMP threads, which inherit it) runs under SCHED_IDLE, so an inference request gets a core
+ * at once and training takes whatever the requests leave; the embedders run at normal (fresh
+ * uploads) and lowered (re-embedding) priority. */
+#ifndef WORKERS_H
+#define WORKERS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "api/svc.h"
+#include "engine/eng_trainer.h"
+
+typedef struct train_worker {
+    svc *s;                       /* borrowed (set by train_worker_start) */
+    store *st;                    /* borrowed */
+    atomic_int stop;
+    eng_trainer t;
+    int created;                  /* t is built */
+    long min_images;
+    long publish_steps;           /* 0: by time only */
+    double publish_seconds;       /* 0: by steps only */
+    long idle_steps;              /* 0: never pause */
+    pthread_t thread;
+    int running;
+    pthread_mutex_t wake_mu;      /* publish → re-embedder */
+    pthread_cond_t wake_cv;
+    int wake;
+    /* the sampler's state and the images of the batch being augmented (fill runs on the
+     * prefetch thread only) */
+    uint64_t rng;
+    eng_image *imgs;              /* owned [batch] */
+    int batch;
+    int64_t uploads_seen;         /* live images at the last step (idle detection) */
+} train_worker;
+
+/* Builds the trainer for the service's model: resumes from the newest checkpoint when one
+ * exists; else a new model from seed (its step-0 checkpoint in *initial, malloc'd, for
+ * svc_open). Called before svc_open (s is not yet usable: only s->st is read). */
+int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int batch,
+                        uint64_t seed, uint8_t **initial, size_t *initial_len, char *msg,
+                        size_t n);
+int train_worker_start(train_worker *w, svc *s);
+/* Stops training and writes a final checkpoint when steps were taken since the last one. */
+void train_worker_stop(train_worker *w);
+void train_worker_free(train_worker *w);
+
+typedef struct embed_workers {
+    svc *s;
+    train_worker *tw;             /* where publishes are signalled */
+    pthread_t fresh, reembed;
+    int running;
+} embed_workers;
+
+int embed_workers_start(embed_workers *e, svc *s, train_worker *tw);
+/* Call after svc_stop. */
+void embed_workers_join(embed_workers *e);
+
+#endif

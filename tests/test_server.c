@@ -1,0 +1,516 @@
+/* test_server.c — the real `barlowd serve` on a loopback port with a temporary database, driven
+ * through real HTTP: every route, errors, authentication, limits, continual training that
+ * publishes versions swapped in atomically, and a restart that resumes where training stopped. */
+#define _DEFAULT_SOURCE /* usleep */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/http_client.h"
+
+static char dir[64];
+
+static void make_dir(void) {
+    snprintf(dir, sizeof dir, "/tmp/barlowd-srv-XXXXXX");
+    cr_assert(mkdtemp(dir) != NULL);
+}
+
+static void remove_dir(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_expect(system(cmd) == 0);
+}
+
+TestSuite(server, .init = make_dir, .fini = remove_dir, .timeout = 300);
+
+typedef struct server {
+    pid_t pid;
+    int port;
+    char log[128];
+} server;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Starts barlowd serve (port 0: the kernel picks) with extra flags; waits for its "listening"
+ * line to learn the port. */
+static server start(const char *const *extra) {
+    server s = {0};
+    static int n_started;
+    snprintf(s.log, sizeof s.log, "%s/serve%d.log", dir, n_started++);
+    char db[128];
+    snprintf(db, sizeof db, "%s/data/barlowd.db", dir);
+    const char *argv[48] = {BARLOWD_BIN, "serve", "--listen", "127.0.0.1:0", "--db", db,
+                            "--model", "tiny", "--threads", "4"};
+    int n = 10;
+    for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    s.pid = fork();
+    cr_assert(s.pid >= 0);
+    if (s.pid == 0) {
+        FILE *f = freopen(s.log, "w", stderr);
+        (void)f;
+        execv(BARLOWD_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    double until = now_s() + 120;
+    while (now_s() < until) {
+        FILE *f = fopen(s.log, "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            char *at = strstr(line, "listening on 127.0.0.1:");
+            if (at && sscanf(at, "listening on 127.0.0.1:%d", &s.port) == 1) {
+                fclose(f);
+                return s;
+            }
+        }
+        if (f) fclose(f);
+        int status;
+        cr_assert(waitpid(s.pid, &status, WNOHANG) == 0, "the server exited early (see %s)",
+                  s.log);
+        usleep(50000);
+    }
+    cr_assert_fail("the server did not start listening within 120 s");
+    return s;
+}
+
+/* SIGTERM, then the exit status must be 0 and the log free of sanitizer reports. */
+static void stop(server *s) {
+    cr_assert(kill(s->pid, SIGTERM) == 0);
+    int status;
+    cr_assert(waitpid(s->pid, &status, 0) == s->pid);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d (log %s)", status,
+              s->log);
+    FILE *f = fopen(s->log, "r");
+    char line[1024];
+    int clean = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        cr_expect(!strstr(line, "Sanitizer") && !strstr(line, "runtime error"), "server: %s",
+                  line);
+        if (strstr(line, "stopped cleanly")) clean = 1;
+    }
+    if (f) fclose(f);
+    cr_expect(clean, "no clean-stop line in %s", s->log);
+}
+
+typedef struct reply {
+    int status;
+    json_t *json; /* NULL when the body is not JSON */
+    http_reply raw;
+} reply;
+
+static reply req(const server *s, const char *method, const char *path, const char *headers,
+                 const void *body, size_t len) {
+    reply r = {0};
+    char err[256];
+    cr_assert(http_request("127.0.0.1", s->port, method, path, headers, body, len, 60.0, &r.raw,
+                           err, sizeof err) == 0,
+              "%s %s: %s", method, path, err);
+    r.status = r.raw.status;
+    r.json = json_loadb(r.raw.body, r.raw.len, 0, NULL);
+    return r;
+}
+
+static void reply_free(reply *r) {
+    json_decref(r->json);
+    http_reply_free(&r->raw);
+}
+
+/* The error body must be {"error": {"code": "...", "message": "..."}}. */
+static void expect_error(reply *r, int status, const char *code) {
+    cr_expect_eq(r->status, status, "status %d, want %d: %s", r->status, status, r->raw.body);
+    json_t *e = r->json ? json_object_get(r->json, "error") : NULL;
+    cr_expect(e && json_is_string(json_object_get(e, "message")), "body: %s", r->raw.body);
+    const char *c = e ? json_string_value(json_object_get(e, "code")) : NULL;
+    cr_expect(c && (!code || !strcmp(c, code)), "code %s, want %s", c ? c : "(none)",
+              code ? code : "any");
+}
+
+/* A 28x28 binary PGM whose pixels come from seed (distinct seeds, distinct images). */
+static size_t make_pgm(unsigned seed, unsigned char *out) {
+    int h = sprintf((char *)out, "P5\n28 28\n255\n");
+    unsigned x = seed * 2654435761u + 1;
+    for (int i = 0; i < 28 * 28; i++) {
+        x = x * 1103515245u + 12345u;
+        /* blobs of light on dark, placed by the seed, with a little noise */
+        int r = i / 28, c = i % 28, cx = 6 + (int)(seed % 16), cy = 6 + (int)(seed / 16 % 16);
+        int d2 = (r - cy) * (r - cy) + (c - cx) * (c - cx);
+        out[h + i] = (unsigned char)((d2 < 40 ? 200 : 20) + (x >> 28));
+    }
+    return (size_t)h + 28 * 28;
+}
+
+static const char *PGM = "Content-Type: image/x-portable-graymap\r\n";
+
+static int64_t upload(const server *s, unsigned seed, int *existed) {
+    unsigned char img[1024];
+    size_t n = make_pgm(seed, img);
+    reply r = req(s, "POST", "/train", PGM, img, n);
+    cr_assert_eq(r.status, 201, "upload: %d %s", r.status, r.raw.body);
+    json_t *ids = json_object_get(r.json, "ids");
+    cr_assert(json_array_size(ids) == 1);
+    int64_t id = json_integer_value(json_array_get(ids, 0));
+    if (existed) *existed = json_is_true(json_array_get(json_object_get(r.json, "existed"), 0));
+    reply_free(&r);
+    return id;
+}
+
+/* GET /embed/{id} until it has a vector (the embedder runs in the background). */
+static reply wait_vector(const server *s, int64_t id) {
+    char path[64];
+    snprintf(path, sizeof path, "/embed/%lld", (long long)id);
+    double until = now_s() + 60;
+    for (;;) {
+        reply r = req(s, "GET", path, NULL, NULL, 0);
+        if (r.status == 200) return r;
+        cr_assert(r.status == 503 && now_s() < until, "GET %s: %d %s", path, r.status,
+                  r.raw.body);
+        reply_free(&r);
+        usleep(20000);
+    }
+}
+
+Test(server, every_route_answers_and_bad_requests_get_json_errors) {
+    const char *flags[] = {"--train", "no", NULL};
+    server s = start(flags);
+    reply r = req(&s, "GET", "/healthz", NULL, NULL, 0);
+    cr_expect_eq(r.status, 200);
+    reply_free(&r);
+    r = req(&s, "GET", "/readyz", NULL, NULL, 0);
+    cr_expect_eq(r.status, 200);
+    reply_free(&r);
+
+    int existed;
+    int64_t a = upload(&s, 1, &existed);
+    cr_expect(!existed);
+    int64_t again = upload(&s, 1, &existed);
+    cr_expect(existed && again == a, "identical bytes return the existing id");
+    int64_t b = upload(&s, 2, NULL), c = upload(&s, 200, NULL);
+
+    /* metadata and the original bytes */
+    unsigned char img[1024];
+    size_t n = make_pgm(2, img);
+    char path[128];
+    snprintf(path, sizeof path, "/images/%lld/raw", (long long)b);
+    r = req(&s, "GET", path, NULL, NULL, 0);
+    cr_expect(r.status == 200 && r.raw.len == n && !memcmp(r.raw.body, img, n));
+    reply_free(&r);
+    snprintf(path, sizeof path, "/images/%lld", (long long)b);
+    r = req(&s, "GET", path, NULL, NULL, 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_eq(json_integer_value(json_object_get(r.json, "width")), 28);
+    cr_expect_str_eq(json_string_value(json_object_get(r.json, "media_type")),
+                     "image/x-portable-graymap");
+    reply_free(&r);
+
+    /* the stored vector and a fresh POST /embed of the same bytes agree (same version) */
+    reply v = wait_vector(&s, b);
+    json_t *vec = json_object_get(v.json, "vector");
+    int dim = (int)json_integer_value(json_object_get(v.json, "dim"));
+    cr_assert(dim > 0 && (int)json_array_size(vec) == dim);
+    r = req(&s, "POST", "/embed", PGM, img, n);
+    cr_assert_eq(r.status, 200, "%s", r.raw.body);
+    cr_expect_eq(json_integer_value(json_object_get(r.json, "model_version")),
+                 json_integer_value(json_object_get(v.json, "model_version")));
+    double num = 0, den = 0;
+    for (int i = 0; i < dim; i++) {
+        double x = json_number_value(json_array_get(vec, (size_t)i));
+        double y = json_number_value(json_array_get(json_object_get(r.json, "vector"), (size_t)i));
+        num += (x - y) * (x - y);
+        den += x * x;
+    }
+    cr_expect(sqrt(num / den) < 1e-5, "batched and single inference differ: %g", sqrt(num / den));
+    reply_free(&r);
+    reply w = wait_vector(&s, a);
+    reply_free(&w);
+    w = wait_vector(&s, c);
+    reply_free(&w);
+
+    /* search by vector: the image itself comes first with score ~1 */
+    json_t *q = json_pack("{s:O,s:i}", "vector", vec, "k", 2);
+    char *body = json_dumps(q, 0);
+    r = req(&s, "POST", "/search", "Content-Type: application/json\r\n", body, strlen(body));
+    cr_assert_eq(r.status, 200, "%s", r.raw.body);
+    json_t *res = json_object_get(r.json, "results");
+    cr_expect_eq(json_array_size(res), 2);
+    cr_expect_eq(json_integer_value(json_object_get(json_array_get(res, 0), "id")), b);
+    cr_expect(json_real_value(json_object_get(json_array_get(res, 0), "score")) > 0.9999);
+    reply_free(&r);
+    free(body);
+    json_decref(q);
+    /* search by image, neighbours (itself excluded) */
+    r = req(&s, "POST", "/search?k=1", PGM, img, n);
+    cr_expect(r.status == 200 &&
+              json_integer_value(json_object_get(
+                  json_array_get(json_object_get(r.json, "results"), 0), "id")) == b);
+    reply_free(&r);
+    snprintf(path, sizeof path, "/neighbors/%lld?k=5", (long long)b);
+    r = req(&s, "GET", path, NULL, NULL, 0);
+    cr_expect_eq(r.status, 200);
+    res = json_object_get(r.json, "results");
+    cr_expect_eq(json_array_size(res), 2);
+    for (size_t i = 0; i < json_array_size(res); i++)
+        cr_expect_neq(json_integer_value(json_object_get(json_array_get(res, i), "id")), b);
+    reply_free(&r);
+    reply_free(&v);
+
+    /* status, checkpoints, metrics */
+    r = req(&s, "GET", "/status", NULL, NULL, 0);
+    cr_expect(r.status == 200 && json_integer_value(json_object_get(r.json, "images")) == 3);
+    reply_free(&r);
+    r = req(&s, "GET", "/checkpoints", NULL, NULL, 0);
+    cr_expect(r.status == 200 && json_array_size(json_object_get(r.json, "checkpoints")) == 1);
+    reply_free(&r);
+    r = req(&s, "GET", "/metrics", NULL, NULL, 0);
+    cr_expect(r.status == 200 && strstr(r.raw.body, "barlowd_requests_total{route=\"POST /train\"") &&
+              strstr(r.raw.body, "barlowd_request_seconds_bucket") &&
+              strstr(r.raw.body, "barlowd_images 3"), "%s", r.raw.body);
+    reply_free(&r);
+
+    /* delete: gone from the store and from search at once */
+    snprintf(path, sizeof path, "/images/%lld", (long long)c);
+    r = req(&s, "DELETE", path, NULL, NULL, 0);
+    cr_expect_eq(r.status, 200);
+    reply_free(&r);
+    r = req(&s, "GET", path, NULL, NULL, 0);
+    expect_error(&r, 404, "not_found");
+    reply_free(&r);
+    snprintf(path, sizeof path, "/neighbors/%lld", (long long)a);
+    r = req(&s, "GET", path, NULL, NULL, 0);
+    res = json_object_get(r.json, "results");
+    for (size_t i = 0; i < json_array_size(res); i++)
+        cr_expect_neq(json_integer_value(json_object_get(json_array_get(res, i), "id")), c);
+    reply_free(&r);
+
+    /* bad requests: each a JSON error with the right status */
+    static const struct {
+        const char *method, *path, *headers, *body;
+        int status;
+        const char *code;
+    } bad[] = {
+        {"GET", "/nope", NULL, NULL, 404, "not_found"},
+        {"PUT", "/train", NULL, NULL, 405, "method_not_allowed"},
+        {"GET", "/images/abc", NULL, NULL, 400, "bad_id"},
+        {"GET", "/images/-1", NULL, NULL, 400, "bad_id"},
+        {"GET", "/images/99999999999999999999", NULL, NULL, 400, "bad_id"},
+        {"GET", "/images/424242", NULL, NULL, 404, "not_found"},
+        {"GET", "/images/../status", NULL, NULL, 404, "not_found"},
+        {"GET", "/images/1%00/raw", NULL, NULL, 400, "bad_id"},
+        {"GET", "/neighbors/1?k=0", NULL, NULL, 400, "bad_k"},
+        {"GET", "/neighbors/1?k=abc", NULL, NULL, 400, "bad_k"},
+        {"GET", "/neighbors/1?k=1000000000000", NULL, NULL, 400, "bad_k"},
+        {"POST", "/train", "Content-Type: text/plain\r\n", "hello", 415, NULL},
+        {"POST", "/train", "Content-Type: image/png\r\n", "not a png at all", 415, NULL},
+        {"POST", "/train", "Content-Type: image/png\r\n", "", 400, "empty_body"},
+        {"POST", "/train", "Content-Type: image/x-portable-graymap\r\n", "P5\n28 28\n255\nabc",
+         422, "invalid_image"},
+        {"POST", "/search", "Content-Type: application/json\r\n", "{\"vector\": [1, 2", 400,
+         "bad_json"},
+        {"POST", "/search", "Content-Type: application/json\r\n", "{\"vector\": [1, 2]}", 422,
+         "bad_dimension"},
+        {"POST", "/search", "Content-Type: application/json\r\n", "[1, 2, 3]", 400, NULL},
+        {"POST", "/train?meta=%5B1%5D", "Content-Type: image/x-portable-graymap\r\n",
+         "P5\n1 1\n255\nx", 400, "bad_meta"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        r = req(&s, bad[i].method, bad[i].path, bad[i].headers, bad[i].body,
+                bad[i].body ? strlen(bad[i].body) : 0);
+        cr_expect_eq(r.status, bad[i].status, "%s %s: %d %s", bad[i].method, bad[i].path,
+                     r.status, r.raw.body);
+        expect_error(&r, bad[i].status, bad[i].code);
+        reply_free(&r);
+    }
+    /* nothing above changed the data */
+    r = req(&s, "GET", "/status", NULL, NULL, 0);
+    cr_expect_eq(json_integer_value(json_object_get(r.json, "images")), 2);
+    reply_free(&r);
+    stop(&s);
+}
+
+Test(server, the_api_key_guards_writes_and_optionally_reads) {
+    const char *flags[] = {"--train", "no", "--api-key", "s3cret", NULL};
+    server s = start(flags);
+    unsigned char img[1024];
+    size_t n = make_pgm(5, img);
+    reply r = req(&s, "POST", "/train", PGM, img, n);
+    expect_error(&r, 401, "unauthorized");
+    reply_free(&r);
+    r = req(&s, "POST", "/train", "Content-Type: image/x-portable-graymap\r\n"
+                                  "Authorization: Bearer wrong\r\n", img, n);
+    expect_error(&r, 401, "unauthorized");
+    reply_free(&r);
+    r = req(&s, "POST", "/train", "Content-Type: image/x-portable-graymap\r\n"
+                                  "Authorization: Bearer s3cret\r\n", img, n);
+    cr_expect_eq(r.status, 201);
+    cr_expect(!strstr(r.raw.body, "s3cret"));
+    reply_free(&r);
+    r = req(&s, "DELETE", "/images/1", NULL, NULL, 0);
+    expect_error(&r, 401, "unauthorized");
+    reply_free(&r);
+    r = req(&s, "GET", "/status", NULL, NULL, 0);
+    cr_expect_eq(r.status, 200, "reads stay open without --api-key-reads");
+    reply_free(&r);
+    stop(&s);
+
+    const char *flags2[] = {"--train", "no", "--api-key", "s3cret", "--api-key-reads", "yes",
+                            NULL};
+    s = start(flags2);
+    r = req(&s, "GET", "/status", NULL, NULL, 0);
+    expect_error(&r, 401, "unauthorized");
+    reply_free(&r);
+    r = req(&s, "GET", "/images/1", "Authorization: Bearer s3cret\r\n", NULL, 0);
+    cr_expect_eq(r.status, 200);
+    reply_free(&r);
+    r = req(&s, "GET", "/healthz", NULL, NULL, 0);
+    cr_expect_eq(r.status, 200, "health probes never need the key");
+    reply_free(&r);
+    stop(&s);
+}
+
+Test(server, limits_on_body_size_and_pixels_are_413) {
+    const char *flags[] = {"--train", "no", "--max-body", "2048", "--max-pixels", "500", NULL};
+    server s = start(flags);
+    unsigned char big[4096] = "P5\n64 64\n255\n";
+    reply r = req(&s, "POST", "/train", PGM, big, sizeof big);
+    expect_error(&r, 413, NULL);
+    reply_free(&r);
+    unsigned char img[1024];
+    size_t n = make_pgm(9, img); /* 784 pixels > 500 */
+    r = req(&s, "POST", "/train", PGM, img, n);
+    expect_error(&r, 413, "too_large");
+    reply_free(&r);
+    r = req(&s, "GET", "/status", NULL, NULL, 0);
+    cr_expect_eq(json_integer_value(json_object_get(r.json, "images")), 0);
+    reply_free(&r);
+    stop(&s);
+}
+
+/* A multipart body of several PGM parts plus a meta part. */
+static size_t multipart(unsigned first, int count, char *out, size_t cap) {
+    size_t n = 0;
+    for (int i = 0; i < count; i++) {
+        unsigned char img[1024];
+        size_t len = make_pgm(first + (unsigned)i, img);
+        n += (size_t)snprintf(out + n, cap - n,
+                              "--XyZ\r\nContent-Disposition: form-data; name=\"img%d\"; "
+                              "filename=\"%d.pgm\"\r\nContent-Type: image/x-portable-graymap\r\n\r\n",
+                              i, i);
+        memcpy(out + n, img, len);
+        n += len;
+        n += (size_t)snprintf(out + n, cap - n, "\r\n");
+    }
+    n += (size_t)snprintf(out + n, cap - n,
+                          "--XyZ\r\nContent-Disposition: form-data; name=\"meta\"\r\n\r\n"
+                          "{\"batch\": %u}\r\n--XyZ--\r\n", first);
+    return n;
+}
+
+static json_t *get_json(const server *s, const char *path) {
+    reply r = req(s, "GET", path, NULL, NULL, 0);
+    cr_assert_eq(r.status, 200, "GET %s: %d %s", path, r.status, r.raw.body);
+    json_t *j = json_incref(r.json);
+    reply_free(&r);
+    return j;
+}
+
+Test(server, training_publishes_versions_swapped_in_atomically_and_restarts_resume) {
+    const char *flags[] = {"--batch", "8", "--min-images", "16", "--publish-every", "15",
+                           "--embed-batch", "8", NULL};
+    server s = start(flags);
+    static char body[64 * 1024];
+    const char *mp = "Content-Type: multipart/form-data; boundary=XyZ\r\n";
+    int64_t ids[24];
+    for (int chunk = 0; chunk < 3; chunk++) {
+        size_t n = multipart(100 + 8 * (unsigned)chunk, 8, body, sizeof body);
+        reply r = req(&s, "POST", "/train", mp, body, n);
+        cr_assert_eq(r.status, 201, "%s", r.raw.body);
+        json_t *arr = json_object_get(r.json, "ids");
+        cr_assert_eq(json_array_size(arr), 8);
+        for (int i = 0; i < 8; i++) ids[chunk * 8 + i] = json_integer_value(json_array_get(arr, (size_t)i));
+        reply_free(&r);
+    }
+    json_t *im = get_json(&s, "/images/1");
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(im, "meta"), "batch")), 100);
+    json_decref(im);
+
+    /* versions only move forward, and every vector answer names the version it came from */
+    int64_t last = 0;
+    double until = now_s() + 180;
+    for (;;) {
+        reply r = req(&s, "GET", "/neighbors/1?k=3", NULL, NULL, 0);
+        if (r.status == 200) {
+            int64_t v = json_integer_value(json_object_get(r.json, "model_version"));
+            cr_expect(v >= last, "version went back from %lld to %lld", (long long)last,
+                      (long long)v);
+            last = v;
+        }
+        reply_free(&r);
+        if (last >= 3) break;
+        cr_assert(now_s() < until, "no third version within 180 s (serving %lld)",
+                  (long long)last);
+        usleep(50000);
+    }
+    /* once a version serves, every live image has its vector of that version */
+    json_t *st = get_json(&s, "/status");
+    int64_t serving = json_integer_value(json_object_get(json_object_get(st, "models"),
+                                                         "serving_version"));
+    json_decref(st);
+    cr_assert(serving >= 3);
+    int64_t newer = 0;
+    for (int i = 0; i < 24; i++) {
+        reply r = wait_vector(&s, ids[i]);
+        int64_t v = json_integer_value(json_object_get(r.json, "model_version"));
+        cr_expect(v >= serving, "image %lld answered by version %lld < %lld", (long long)ids[i],
+                  (long long)v, (long long)serving);
+        newer = v > newer ? v : newer;
+        reply_free(&r);
+    }
+    json_t *ck = get_json(&s, "/checkpoints");
+    cr_expect(json_array_size(json_object_get(ck, "checkpoints")) >= 2);
+    json_decref(ck);
+    st = get_json(&s, "/status");
+    json_t *tr = json_object_get(st, "training");
+    long step = (long)json_integer_value(json_object_get(tr, "step"));
+    cr_expect(step >= 30, "step %ld", step);
+    cr_expect(json_real_value(json_object_get(tr, "loss")) > 0);
+    json_decref(st);
+    stop(&s);
+
+    /* the restart resumes from the final checkpoint: the step count never goes back */
+    const char *flags2[] = {"--train", "no", NULL};
+    s = start(flags2);
+    st = get_json(&s, "/checkpoints");
+    json_t *newest = json_array_get(json_object_get(st, "checkpoints"), 0);
+    long final_step = (long)json_integer_value(json_object_get(newest, "step"));
+    cr_expect(final_step >= step, "the final checkpoint holds step %ld < %ld", final_step, step);
+    json_decref(st);
+    st = get_json(&s, "/status");
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(st, "training"), "step")),
+                 final_step, "the trainer resumed at the final checkpoint's step");
+    json_decref(st);
+    /* and the version saved at shutdown is brought into service by re-embedding */
+    until = now_s() + 60;
+    for (;;) {
+        st = get_json(&s, "/status");
+        int64_t v = json_integer_value(json_object_get(json_object_get(st, "models"),
+                                                       "serving_version"));
+        json_decref(st);
+        if (v >= newer) break;
+        cr_assert(now_s() < until, "serving version %lld did not reach %lld", (long long)v,
+                  (long long)newer);
+        usleep(50000);
+    }
+    stop(&s);
+}
