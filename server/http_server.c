@@ -241,11 +241,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         *upload_size = 0;
         return MHD_YES;
     }
-    /* the whole request is in */
+    /* the whole request is in; a multipart body must have ended with its closing boundary */
+    int multipart = c->pp != NULL;
+    if (c->pp) {
+        enum MHD_Result complete = MHD_destroy_post_processor(c->pp);
+        c->pp = NULL;
+        if (complete != MHD_YES)
+            reject(c, 400, "bad_multipart", "the multipart body ended before its last boundary");
+    }
     if (c->reject_status)
         return reply_error(con, c, method, url, c->reject_status, c->reject_code, c->reject_msg);
     api_part *parts = NULL;
-    if (c->pp) {
+    if (multipart) {
         parts = calloc((size_t)c->n_parts + 1, sizeof *parts);
         if (!parts) return reply_error(con, c, method, url, 500, "internal", "out of memory");
         for (int i = 0; i < c->n_parts; i++)
@@ -263,7 +270,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         .has_body = c->has_body,
         .body = c->body ? c->body : (const uint8_t *)"",
         .body_len = c->len,
-        .multipart = c->pp != NULL,
+        .multipart = multipart,
         .parts = parts,
         .n_parts = c->n_parts,
     };

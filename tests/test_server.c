@@ -321,6 +321,10 @@ Test(server, every_route_answers_and_bad_requests_get_json_errors) {
         {"POST", "/search", "Content-Type: application/json\r\n", "{\"vector\": [1, 2]}", 422,
          "bad_dimension"},
         {"POST", "/search", "Content-Type: application/json\r\n", "[1, 2, 3]", 400, NULL},
+        {"POST", "/train", "Content-Type: multipart/form-data\r\n", "abc", 400, "bad_multipart"},
+        {"POST", "/train", "Content-Type: multipart/form-data; boundary=XyZ\r\n",
+         "--XyZ\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a\"\r\n\r\nabc", 400,
+         "bad_multipart"},
         {"POST", "/train?meta=%5B1%5D", "Content-Type: image/x-portable-graymap\r\n",
          "P5\n1 1\n255\nx", 400, "bad_meta"},
     };

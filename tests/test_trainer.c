@@ -88,11 +88,19 @@ Test(trainer, reports_statistics_and_learns_on_a_small_set) {
     tc.opt.warmup = 5;
     cr_assert(eng_trainer_create(&t, &cfg, &tc, eng_source_fill, seek_source, &src, &err) == 0,
               "%s", err.msg);
-    double first = 0, last = 0;
+    double first = 0, last = 0, diag0 = 0, diag1 = 0, off0 = 0, off1 = 0;
     for (int s = 0; s < 150; s++) {
         cr_assert(eng_trainer_step(&t, &err) == 0, "%s", err.msg);
-        if (s < 5) first += t.stats.loss / 5;
-        if (s >= 145) last += t.stats.loss / 5;
+        if (s < 5) {
+            first += t.stats.loss / 5;
+            diag0 += t.stats.diag_mean / 5;
+            off0 += t.stats.offdiag_abs_mean / 5;
+        }
+        if (s >= 145) {
+            last += t.stats.loss / 5;
+            diag1 += t.stats.diag_mean / 5;
+            off1 += t.stats.offdiag_abs_mean / 5;
+        }
         cr_assert(isfinite(t.stats.loss) && t.stats.images_per_s > 0);
         cr_assert(t.stats.diag_mean > -1.01 && t.stats.diag_mean < 1.01);
     }
@@ -100,6 +108,11 @@ Test(trainer, reports_statistics_and_learns_on_a_small_set) {
     double want_lr = eng_lars_lr_scale(&t.cfg.opt, 149) * t.cfg.opt.lr_weights;
     cr_expect(fabs(t.stats.lr - want_lr) < 1e-12, "lr %.6g, schedule says %.6g", t.stats.lr, want_lr);
     cr_expect(last < 0.8 * first, "loss went from %.3f to %.3f over 150 steps", first, last);
+    /* the cross-correlation matrix moves toward the identity: the diagonal toward 1, the rest
+     * toward 0 */
+    cr_expect(diag1 > diag0 + 0.05 && diag1 <= 1.0, "mean c_ii went from %.3f to %.3f", diag0,
+              diag1);
+    cr_expect(off1 < off0, "mean |c_ij| went from %.4f to %.4f", off0, off1);
     eng_trainer_free(&t);
     eng_source_free(&src);
 }
