@@ -274,43 +274,81 @@ static void get_neighbors(api *a, const api_request *rq, int64_t id, api_respons
     free(hits);
 }
 
-/* {"vector": [...], "k": 10} → query vector and k. 0 ok, -1 response set. */
-static int parse_search_json(api *a, const api_request *rq, float *v, int *k, api_response *rs) {
-    json_error_t je;
-    json_t *root = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
-    int rc = -1;
-    if (!root) {
-        api_error(rs, 400, "bad_json", "invalid JSON: %s (line %d)", je.text, je.line);
+/* One JSON array of dim finite numbers into v. 0 ok, -1 response set. */
+static int parse_vector(api *a, json_t *vec, const char *what, float *v, api_response *rs) {
+    if (!json_is_array(vec)) {
+        api_error(rs, 400, "bad_request", "%s must be an array of numbers", what);
         return -1;
     }
-    json_t *vec = json_object_get(root, "vector"), *jk = json_object_get(root, "k");
-    const char *key;
-    json_t *val;
-    json_object_foreach(root, key, val) {
-        if (strcmp(key, "vector") && strcmp(key, "k")) {
-            api_error(rs, 400, "bad_request", "unknown field \"%.64s\" (vector, k)", key);
-            goto done;
-        }
-    }
-    if (!json_is_object(root) || !json_is_array(vec)) {
-        api_error(rs, 400, "bad_request", "the body must be {\"vector\": [numbers], \"k\": n}");
-        goto done;
-    }
     if ((int)json_array_size(vec) != a->s->dim) {
-        api_error(rs, 422, "bad_dimension", "the vector has %zu numbers; this model's have %d",
-                  json_array_size(vec), a->s->dim);
-        goto done;
+        api_error(rs, 422, "bad_dimension", "%s has %zu numbers; this model's vectors have %d",
+                  what, json_array_size(vec), a->s->dim);
+        return -1;
     }
     for (int i = 0; i < a->s->dim; i++) {
         json_t *x = json_array_get(vec, (size_t)i);
         double d = json_number_value(x);
         if (!json_is_number(x) || !isfinite(d) || fabs(d) > 3.4e38) {
-            api_error(rs, 422, "bad_vector", "vector[%d] is not a finite float", i);
-            goto done;
+            api_error(rs, 422, "bad_vector", "%s[%d] is not a finite float", what, i);
+            return -1;
         }
         v[i] = (float)d;
     }
+    return 0;
+}
+
+#define MAX_BATCH_QUERIES 1024
+
+/* {"vector": [...], "k": 10} or {"vectors": [[...], ...], "k": 10} → *v (malloc'd, nq rows),
+ * *nq (-1 for the single form) and k. 0 ok, -1 response set. */
+static int parse_search_json(api *a, const api_request *rq, float **v, int *nq, int *k,
+                             api_response *rs) {
+    json_error_t je;
+    *v = NULL;
+    json_t *root = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        api_error(rs, 400, "bad_json", "invalid JSON: %s (line %d)", je.text, je.line);
+        return -1;
+    }
+    int rc = -1;
+    if (!json_is_object(root)) {
+        api_error(rs, 400, "bad_request",
+                  "the body must be {\"vector\": [numbers], \"k\": n} or {\"vectors\": [...]}");
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        if (strcmp(key, "vector") && strcmp(key, "vectors") && strcmp(key, "k")) {
+            api_error(rs, 400, "bad_request", "unknown field \"%.64s\" (vector, vectors, k)", key);
+            goto done;
+        }
+    }
+    json_t *one = json_object_get(root, "vector"), *many = json_object_get(root, "vectors");
+    if (!!one == !!many) {
+        api_error(rs, 400, "bad_request", "give either \"vector\" or \"vectors\"");
+        goto done;
+    }
+    size_t n = one ? 1 : json_array_size(many);
+    if (many && (!json_is_array(many) || n < 1 || n > MAX_BATCH_QUERIES)) {
+        api_error(rs, 400, "bad_request", "\"vectors\" must hold 1 to %d vectors",
+                  MAX_BATCH_QUERIES);
+        goto done;
+    }
+    *v = malloc(n * (size_t)a->s->dim * sizeof **v);
+    if (!*v) {
+        api_error(rs, 500, "internal", "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char what[48];
+        snprintf(what, sizeof what, one ? "vector" : "vectors[%zu]", i);
+        if (parse_vector(a, one ? one : json_array_get(many, i), what, *v + i * a->s->dim, rs))
+            goto done;
+    }
+    *nq = one ? -1 : (int)n;
     *k = 10;
+    json_t *jk = json_object_get(root, "k");
     if (jk) {
         if (!json_is_integer(jk) || json_integer_value(jk) < 1 ||
             json_integer_value(jk) > a->opts.max_k) {
@@ -321,8 +359,43 @@ static int parse_search_json(api *a, const api_request *rq, float *v, int *k, ap
     }
     rc = 0;
 done:
+    if (rc) {
+        free(*v);
+        *v = NULL;
+    }
     json_decref(root);
     return rc;
+}
+
+static void search_json(api *a, const api_request *rq, api_response *rs) {
+    float *v;
+    int nq, k, n;
+    int64_t version;
+    svc_err e = {0};
+    if (parse_search_json(a, rq, &v, &nq, &k, rs)) return;
+    int rows = nq < 0 ? 1 : nq;
+    eng_hit *hits = malloc((size_t)rows * k * sizeof *hits);
+    int *counts = malloc((size_t)rows * sizeof *counts);
+    if (!hits || !counts) {
+        api_error(rs, 500, "internal", "out of memory");
+    } else if (nq < 0) {
+        if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
+            api_error(rs, 422, "bad_vector", "%s", e.msg);
+        } else {
+            search_reply(a, rs, hits, n, version);
+        }
+    } else if (svc_search_batch(a->s, v, nq, k, hits, counts, &version, &e)) {
+        api_error(rs, 422, "bad_vector", "%s", e.msg);
+    } else {
+        json_t *all = json_array();
+        for (int i = 0; i < nq; i++)
+            json_array_append_new(all, results_json(a, hits + (size_t)i * k, counts[i]));
+        api_json(rs, 200, json_pack("{s:I,s:o}", "model_version", (json_int_t)version,
+                                    "results", all));
+    }
+    free(hits);
+    free(counts);
+    free(v);
 }
 
 static void post_search(api *a, const api_request *rq, api_response *rs) {
@@ -338,15 +411,7 @@ static void post_search(api *a, const api_request *rq, api_response *rs) {
         return;
     }
     if (!strcmp(type, "application/json")) {
-        if (parse_search_json(a, rq, v, &k, rs)) goto done;
-        if (!(hits = malloc((size_t)k * sizeof *hits))) goto oom;
-        if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
-            e.kind = SVC_BAD_INPUT;
-            api_svc_error(rs, &e, "");
-            rs->status = 422;
-            goto done;
-        }
-        search_reply(a, rs, hits, n, version);
+        search_json(a, rq, rs);
         goto done;
     }
     if (query_k(a, rq, &k, rs)) goto done;

@@ -160,6 +160,10 @@ int svc_delete(svc *s, int64_t id, svc_err *err);
  * the version the answer comes from. */
 int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_t *version,
                svc_err *err);
+/* nq query vectors at once ([nq, dim]); out holds nq * k hits (query i's at out + i * k) and
+ * n_out[i] their number. One GEMM per block of stored rows. */
+int svc_search_batch(svc *s, const float *vecs, int nq, int k, eng_hit *out, int *n_out,
+                     int64_t *version, svc_err *err);
 int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *version,
                   svc_err *err);
 /* The serving vector of an image (from the index), dim floats. 0 found, 1 not found/not yet. */

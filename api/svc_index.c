@@ -17,6 +17,17 @@ int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_
     return 0;
 }
 
+int svc_search_batch(svc *s, const float *vecs, int nq, int k, eng_hit *out, int *n_out,
+                     int64_t *version, svc_err *err) {
+    eng_err e = {{0}};
+    pthread_rwlock_rdlock(&s->index_lock);
+    *version = s->index_version;
+    int rc = eng_index_search_batch(s->index, vecs, nq, k, out, n_out, &e);
+    pthread_rwlock_unlock(&s->index_lock);
+    if (rc) return svc_fail(err, SVC_BAD_INPUT, "%s", e.msg);
+    return 0;
+}
+
 int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *version,
                   svc_err *err) {
     eng_err e = {{0}};

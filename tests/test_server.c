@@ -250,6 +250,19 @@ Test(server, every_route_answers_and_bad_requests_get_json_errors) {
     reply_free(&r);
     free(body);
     json_decref(q);
+    /* a batch of queries: one list of results per query, in order */
+    q = json_pack("{s:[O,O],s:i}", "vectors", vec, vec, "k", 1);
+    body = json_dumps(q, 0);
+    r = req(&s, "POST", "/search", "Content-Type: application/json\r\n", body, strlen(body));
+    cr_assert_eq(r.status, 200, "%s", r.raw.body);
+    res = json_object_get(r.json, "results");
+    cr_expect_eq(json_array_size(res), 2);
+    for (size_t i = 0; i < 2; i++)
+        cr_expect_eq(json_integer_value(json_object_get(
+                         json_array_get(json_array_get(res, i), 0), "id")), b);
+    reply_free(&r);
+    free(body);
+    json_decref(q);
     /* search by image, neighbours (itself excluded) */
     r = req(&s, "POST", "/search?k=1", PGM, img, n);
     cr_expect(r.status == 200 &&
@@ -321,6 +334,10 @@ Test(server, every_route_answers_and_bad_requests_get_json_errors) {
         {"POST", "/search", "Content-Type: application/json\r\n", "{\"vector\": [1, 2]}", 422,
          "bad_dimension"},
         {"POST", "/search", "Content-Type: application/json\r\n", "[1, 2, 3]", 400, NULL},
+        {"POST", "/search", "Content-Type: application/json\r\n", "{\"vectors\": []}", 400,
+         "bad_request"},
+        {"POST", "/search", "Content-Type: application/json\r\n",
+         "{\"vector\": [1], \"vectors\": [[1]]}", 400, "bad_request"},
         {"POST", "/train", "Content-Type: multipart/form-data\r\n", "abc", 400, "bad_multipart"},
         {"POST", "/train", "Content-Type: multipart/form-data; boundary=XyZ\r\n",
          "--XyZ\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a\"\r\n\r\nabc", 400,
