@@ -5,12 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "api/api_internal.h"
 
-/* Route labels, in the order /metrics lists them. */
-static const char *const route_names[API_ROUTES] = {
+/* Route labels for logs and /metrics (indexed by the R_* enum). */
+_Static_assert(R_OTHER + 1 == API_ROUTES, "one label per route");
+const char *const api_route_label[API_ROUTES] = {
     "POST /train",    "GET /embed/{id}", "POST /embed",     "GET /neighbors/{id}",
     "POST /search",   "GET /images/{id}", "GET /images/{id}/raw", "DELETE /images/{id}",
     "GET /status",    "GET /checkpoints", "GET /healthz",    "GET /readyz",
@@ -24,17 +24,11 @@ void api_init(api *a, svc *s, const api_opts *opts) {
     a->s = s;
     a->opts = *opts;
     if (a->opts.max_k < 1) a->opts.max_k = 1000;
-    a->started = api_now();
+    a->started = svc_now();
     pthread_mutex_init(&a->metrics_mu, NULL);
 }
 
 void api_free(api *a) { pthread_mutex_destroy(&a->metrics_mu); }
-
-double api_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void api_json(api_response *rs, int status, json_t *body) {
     rs->status = status;
@@ -99,7 +93,7 @@ int api_authorized(const api *a, const api_request *rq) {
 
 static int route_index(const char *route) {
     for (int i = 0; i < API_ROUTES; i++)
-        if (route && !strcmp(route, route_names[i])) return i;
+        if (route && !strcmp(route, api_route_label[i])) return i;
     return API_ROUTES - 1;
 }
 
@@ -149,19 +143,19 @@ void api_metrics_text(api *a, buf *b) {
         for (int c = 1; c <= 5; c++)
             if (copy[r].by_class[c])
                 buf_printf(b, "barlowd_requests_total{route=\"%s\",code=\"%dxx\"} %llu\n",
-                           route_names[r], c, (unsigned long long)copy[r].by_class[c]);
+                           api_route_label[r], c, (unsigned long long)copy[r].by_class[c]);
     buf_printf(b, "# HELP barlowd_request_seconds Time from request to response by route.\n"
                   "# TYPE barlowd_request_seconds histogram\n");
     for (int r = 0; r < API_ROUTES; r++) {
         if (!copy[r].count) continue;
         for (int k = 0; k < API_BUCKETS; k++)
             buf_printf(b, "barlowd_request_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-                       route_names[r], bucket_le[k], (unsigned long long)copy[r].buckets[k]);
+                       api_route_label[r], bucket_le[k], (unsigned long long)copy[r].buckets[k]);
         buf_printf(b, "barlowd_request_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
-                   route_names[r], (unsigned long long)copy[r].count);
-        buf_printf(b, "barlowd_request_seconds_sum{route=\"%s\"} %.6f\n", route_names[r],
+                   api_route_label[r], (unsigned long long)copy[r].count);
+        buf_printf(b, "barlowd_request_seconds_sum{route=\"%s\"} %.6f\n", api_route_label[r],
                    copy[r].sum);
-        buf_printf(b, "barlowd_request_seconds_count{route=\"%s\"} %llu\n", route_names[r],
+        buf_printf(b, "barlowd_request_seconds_count{route=\"%s\"} %llu\n", api_route_label[r],
                    (unsigned long long)copy[r].count);
     }
 }

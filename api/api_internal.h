@@ -13,7 +13,10 @@ typedef struct buf {
 } buf;
 
 int buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-double api_now(void);
+/* Routes, in the order of api_route_label (and of /metrics). */
+enum { R_TRAIN, R_EMBED_ID, R_EMBED, R_NEIGHBORS, R_SEARCH, R_IMAGE, R_IMAGE_RAW, R_IMAGE_DEL,
+       R_STATUS, R_CHECKPOINTS, R_HEALTHZ, R_READYZ, R_METRICS, R_NONE, R_REJECTED, R_OTHER };
+extern const char *const api_route_label[API_ROUTES];
 /* Sets a JSON response (takes the reference to body). */
 void api_json(api_response *rs, int status, json_t *body);
 /* The error response of a service failure (status from its kind), message after prefix. */

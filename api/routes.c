@@ -522,7 +522,7 @@ static void get_status(api *a, api_response *rs) {
         "last_published_version", (json_int_t)t.last_published, "models", "serving_version",
         (json_int_t)serving, "training_version", (json_int_t)t.last_published, "pending_version",
         pending > 0 ? json_integer(pending) : json_null(), "reembedding", "done",
-        (json_int_t)done, "total", (json_int_t)total, "uptime_s", api_now() - a->started);
+        (json_int_t)done, "total", (json_int_t)total, "uptime_s", svc_now() - a->started);
     if (t.state == 3 && t.error[0])
         json_object_set_new(json_object_get(j, "training"), "error", json_string(t.error));
     api_json(rs, 200, j);
@@ -583,7 +583,7 @@ static void get_metrics(api *a, api_response *rs) {
                (long long)store_image_count(s->st), vectors, svc_queue_length(s),
                (long long)serving, (long long)done, (long long)total, t.stats.step,
                t.stats.loss, t.stats.lr, t.stats.images_per_s, t.stats.diag_mean,
-               t.stats.offdiag_abs_mean, api_now() - a->started);
+               t.stats.offdiag_abs_mean, svc_now() - a->started);
     if (!b.p) {
         api_error(rs, 500, "internal", "out of memory");
         return;
@@ -621,17 +621,9 @@ static int seg_is(const char *seg, size_t n, const char *word) {
     return strlen(word) == n && !memcmp(seg, word, n);
 }
 
-enum { R_TRAIN, R_EMBED_ID, R_EMBED, R_NEIGHBORS, R_SEARCH, R_IMAGE, R_IMAGE_RAW, R_IMAGE_DEL,
-       R_STATUS, R_CHECKPOINTS, R_HEALTHZ, R_READYZ, R_METRICS, R_NONE };
-
-static const char *const labels[] = {
-    "POST /train",  "GET /embed/{id}", "POST /embed",     "GET /neighbors/{id}", "POST /search",
-    "GET /images/{id}", "GET /images/{id}/raw", "DELETE /images/{id}", "GET /status",
-    "GET /checkpoints", "GET /healthz", "GET /readyz",    "GET /metrics",        "unmatched"};
-
 void api_handle(api *a, const api_request *rq, api_response *rs) {
     memset(rs, 0, sizeof *rs);
-    rs->route = labels[R_NONE];
+    rs->route = api_route_label[R_NONE];
     const char *seg[4];
     size_t sl[4];
     if (strlen(rq->path) != rq->path_len) {
@@ -679,7 +671,7 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
         }
         return;
     }
-    rs->route = labels[route];
+    rs->route = api_route_label[route];
     int mutating = route == R_TRAIN || route == R_IMAGE_DEL;
     int health = route == R_HEALTHZ || route == R_READYZ;
     if (!health && (mutating || a->opts.key_reads) && !api_authorized(a, rq)) {

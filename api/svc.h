@@ -62,6 +62,9 @@ typedef struct svc_opts {
 
 svc_opts svc_defaults(void);
 
+/* Unix seconds (wall clock), as the store and the API report times. */
+double svc_now(void);
+
 /* One model version in memory. Immutable once loaded. */
 typedef struct svc_model {
     int64_t version;

@@ -6,7 +6,6 @@
 
 /* Formats into err with a kind and returns -1. */
 int svc_fail(svc_err *err, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-double svc_now(void);
 
 /* Loads the training copies of ids into imgs/srcs (imgs owned by the caller: free each with
  * eng_image_free) and writes the ids that were found (still live) to kept. Returns how many. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const char *cli_flag(int argc, char **argv, const char *name) {
     for (int i = 0; i + 1 < argc; i++)
@@ -112,4 +113,10 @@ int cli_write_floats(const char *path, const float *data, size_t count) {
         return -1;
     }
     return 0;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }

@@ -10,6 +10,9 @@
 #error "barlowd's .bin files are little-endian float32; this port assumes a little-endian host"
 #endif
 
+/* Seconds on the monotonic clock (for durations). */
+double cli_now(void);
+
 /* Exit codes of subcommands. */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_BAD_INPUT = 2 };
 

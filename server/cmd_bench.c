@@ -15,12 +15,6 @@
 #include "server/cli_util.h"
 #include "server/commands.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -45,12 +39,12 @@ int cmd_bench_step(int argc, char **argv) {
         return CLI_BAD_INPUT;
     }
     eng_model m;
-    double t0 = now_s();
+    double t0 = cli_now();
     if (eng_model_build(&m, &cfg, (int)batch, 1, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         return CLI_FAIL;
     }
-    double build_s = now_s() - t0;
+    double build_s = cli_now() - t0;
     eng_model_init_params(&m, 1);
     eng_rng rng;
     eng_rng_seed(&rng, 7);
@@ -68,13 +62,13 @@ int cmd_bench_step(int argc, char **argv) {
         goto done;
     }
     for (long s = 0; s < warmup + steps; s++) {
-        double t = now_s();
+        double t = cli_now();
         if (eng_model_train_step(&m, &opt, s, &err)) {
             fprintf(stderr, "error: step %ld: %s\n", s, err.msg);
             rc = CLI_FAIL;
             goto done;
         }
-        t = (now_s() - t) * 1e3;
+        t = (cli_now() - t) * 1e3;
         if (s >= warmup) ms[s - warmup] = t;
         fprintf(stderr, "step %ld loss %.4f %.1f ms\n", s, m.last_loss, t);
     }

@@ -83,12 +83,6 @@ static int encode_png(const unsigned char *pixels, int side, png_buf *out) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Holds the writers until every one is running: go is 0 (wait), 1 (start) or -1 (abort). */
 typedef struct start_gate {
     pthread_mutex_t mu;
@@ -175,10 +169,10 @@ static int run_config(const char *path, int writers, int sync_full, const png_bu
         fprintf(stderr, "error: could not start %d writer threads\n", writers);
         rc = -1;
     }
-    double t0 = now_s();
+    double t0 = cli_now();
     gate_open(&gate, rc ? -1 : 1);
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    double secs = now_s() - t0;
+    double secs = cli_now() - t0;
     pthread_mutex_destroy(&gate.mu);
     pthread_cond_destroy(&gate.cv);
     long saved = 0, dups = 0;

@@ -31,12 +31,6 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Writes bytes to path atomically: path.tmp, fsync, rename. */
 static int write_atomic(const char *path, const void *bytes, size_t len) {
     char tmp[4096];
@@ -120,13 +114,13 @@ int cmd_train(int argc, char **argv) {
         return CLI_BAD_INPUT;
     }
     eng_source src;
-    double t_load = now_s();
+    double t_load = cli_now();
     /* training copies twice the model's input side: room for crops at several scales */
     if (eng_source_open(&src, data, cfg.in_channels, 2 * cfg.input_size, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         return CLI_BAD_INPUT;
     }
-    fprintf(stderr, "loaded %zu images from %s in %.1f s\n", src.n, data, now_s() - t_load);
+    fprintf(stderr, "loaded %zu images from %s in %.1f s\n", src.n, data, cli_now() - t_load);
     eng_trainer_cfg tc = eng_trainer_defaults(&cfg, (int)batch);
     tc.seed = (uint64_t)seed;
     tc.opt.warmup = warmup;
@@ -153,19 +147,19 @@ int cmd_train(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     int tty = isatty(2);
-    double start = now_s(), last_save = start, last_print = 0, ips_avg = 0;
+    double start = cli_now(), last_save = start, last_print = 0, ips_avg = 0;
     long first_step = t.stats.step, target = has_steps ? first_step + steps : -1;
     double budget = 60.0 * (double)minutes + (double)seconds;
     double deadline = budget > 0 ? start + budget : -1;
     while (!stop_requested) {
         if (target >= 0 && t.stats.step >= target) break;
-        if (deadline >= 0 && now_s() >= deadline) break;
+        if (deadline >= 0 && cli_now() >= deadline) break;
         if (eng_trainer_step(&t, &err)) {
             fprintf(stderr, "\nerror: step %ld: %s\n", t.stats.step, err.msg);
             goto done;
         }
         ips_avg = ips_avg ? 0.9 * ips_avg + 0.1 * t.stats.images_per_s : t.stats.images_per_s;
-        double now = now_s();
+        double now = cli_now();
         double left = deadline >= 0 ? deadline - now
                                     : (double)(target - t.stats.step) * batch / (ips_avg + 1e-9);
         if (now - last_print >= (tty ? 0.5 : 10.0)) {
@@ -182,7 +176,7 @@ int cmd_train(int argc, char **argv) {
             last_save = now;
         }
     }
-    double took = now_s() - start;
+    double took = cli_now() - start;
     fprintf(stderr, "%strained %ld steps (%ld in this run) in %.1f s; loss %.4f; %.1f images/s\n",
             tty ? "\n" : "", t.stats.step, t.stats.step - first_step, took, t.stats.loss,
             took > 0 ? (double)(t.stats.step - first_step) * (double)batch / took : 0.0);
@@ -232,7 +226,7 @@ int cmd_embed(int argc, char **argv) {
         fprintf(stderr, "error: cannot write %s: %s\n", out_path, out ? "out of memory" : strerror(errno));
         goto done;
     }
-    double t0 = now_s();
+    double t0 = cli_now();
     for (size_t first = 0; first < src.n; first += (size_t)batch) {
         size_t n = src.n - first < (size_t)batch ? src.n - first : (size_t)batch;
         for (size_t i = 0; i < n; i++) imgs[i] = eng_source_image(&src, first + i);
@@ -252,7 +246,7 @@ int cmd_embed(int argc, char **argv) {
     }
     out = NULL;
     fprintf(stderr, "embedded %zu images (%d floats each) in %.1f s into %s\n", src.n, inf.dim,
-            now_s() - t0, out_path);
+            cli_now() - t0, out_path);
     rc = CLI_OK;
 done:
     if (out) fclose(out);

@@ -1,6 +1,7 @@
 /* http_client.c — one HTTP/1.1 request per connection, "Connection: close", whole response
  * read into memory (bodies here are small: JSON and test images). */
 #include "server/http_client.h"
+#include "server/cli_util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,14 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int wait_fd(int fd, short ev, double until) {
-    int ms = (int)((until - now_s()) * 1e3);
+    int ms = (int)((until - cli_now()) * 1e3);
     if (ms < 0) return -1;
     struct pollfd p = {fd, ev, 0};
     return poll(&p, 1, ms) == 1 ? 0 : -1;
@@ -44,7 +39,7 @@ int http_request(const char *host, int port, const char *method, const char *pat
                  const char *extra_headers, const void *body, size_t len, double timeout_s,
                  http_reply *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
-    double until = now_s() + timeout_s;
+    double until = cli_now() + timeout_s;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     socklen_t sl;

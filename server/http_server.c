@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "engine/eng_ctx.h"
+#include "server/cli_util.h"
 
 typedef struct part {
     char *name, *filename, *content_type; /* owned */
@@ -37,12 +38,6 @@ typedef struct conn {
     const char *reject_code;
     char reject_msg[160];
 } conn;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void reject(conn *c, int status, const char *code, const char *msg) {
     if (c->reject_status) return;
@@ -159,7 +154,7 @@ static enum MHD_Result send_response(struct MHD_Connection *con, conn *c, const 
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     enum MHD_Result ok = MHD_queue_response(con, (unsigned)rs->status, r);
     MHD_destroy_response(r);
-    double secs = now_s() - c->t0;
+    double secs = cli_now() - c->t0;
     api_observe(c->h->a, rs->route, rs->status, secs);
     char m[16], u[200];
     sanitize(method, m, sizeof m);
@@ -197,7 +192,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         }
         c = calloc(1, sizeof *c);
         if (!c) return MHD_NO;
-        c->t0 = now_s();
+        c->t0 = cli_now();
         c->h = h;
         *con_cls = c;
         atomic_fetch_add(&h->inflight, 1);
@@ -363,8 +358,8 @@ int http_start(http_server *h, api *a, const char *host, int port, const http_li
 void http_stop(http_server *h, double grace_s) {
     if (!h->daemon) return;
     MHD_socket s = MHD_quiesce_daemon(h->daemon); /* no new connections from here on */
-    double until = now_s() + grace_s;
-    while (atomic_load(&h->inflight) > 0 && now_s() < until) usleep(10000);
+    double until = cli_now() + grace_s;
+    while (atomic_load(&h->inflight) > 0 && cli_now() < until) usleep(10000);
     MHD_stop_daemon(h->daemon);
     if (s != MHD_INVALID_SOCKET) close(s);
     h->daemon = NULL;

@@ -14,12 +14,7 @@
 #include <unistd.h>
 
 #include "engine/eng_checkpoint.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "server/cli_util.h"
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -149,7 +144,7 @@ static void *train_main(void *arg) {
     train_worker *w = arg;
     background_priority();
     long published_step = w->t.stats.step, idle = 0;
-    double published_at = now_s();
+    double published_at = cli_now();
     int64_t seen = store_image_count(w->st);
     svc_report_training(w->s, 0, &w->t.stats, NULL);
     while (!atomic_load(&w->stop)) {
@@ -185,10 +180,10 @@ static void *train_main(void *arg) {
                 fprintf(stderr, "trainer: training log: %s\n", se.msg);
         }
         if ((w->publish_steps && w->t.stats.step - published_step >= w->publish_steps) ||
-            (w->publish_seconds > 0 && now_s() - published_at >= w->publish_seconds)) {
+            (w->publish_seconds > 0 && cli_now() - published_at >= w->publish_seconds)) {
             publish(w);
             published_step = w->t.stats.step;
-            published_at = now_s();
+            published_at = cli_now();
         }
     }
     if (w->t.stats.step > published_step) publish(w); /* the final checkpoint */
@@ -243,13 +238,13 @@ static void *reembed_main(void *arg) {
     train_worker *w = e->tw;
     while (!atomic_load(&e->s->stopping)) {
         svc_err err = {0};
-        double t0 = now_s();
+        double t0 = cli_now();
         int r = svc_reembed_newest(e->s, &err);
         if (r < 0 && !atomic_load(&e->s->stopping))
             fprintf(stderr, "re-embedder: %s\n", err.msg);
         if (r == 1)
             fprintf(stderr, "re-embedder: now serving model version %lld (%.1f s)\n",
-                    (long long)e->s->index_version, now_s() - t0);
+                    (long long)e->s->index_version, cli_now() - t0);
         pthread_mutex_lock(&w->wake_mu);
         if (!w->wake && !atomic_load(&e->s->stopping)) {
             struct timespec until;
