@@ -218,6 +218,9 @@ void train_worker_free(train_worker *w) {
 
 static void *fresh_main(void *arg) {
     embed_workers *e = arg;
+    /* below request threads (an upload is acknowledged before its vector exists), above the
+     * trainer: under a burst of uploads the acks come first and the vectors catch up after */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 5);
     int b = e->s->opts.embed_batch;
     int64_t *ids = malloc((size_t)b * sizeof *ids);
     if (!ids) return NULL;
