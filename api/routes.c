@@ -502,27 +502,21 @@ static const char *const train_states[] = {"waiting_for_images", "training", "st
                                            "failed", "paused"};
 
 static void get_status(api *a, api_response *rs) {
-    svc *s = a->s;
-    pthread_mutex_lock(&s->stat_mu);
-    svc_train_status t = s->train;
-    int64_t done = s->reembed_done, total = s->reembed_total;
-    pthread_mutex_unlock(&s->stat_mu);
-    pthread_rwlock_rdlock(&s->index_lock);
-    int64_t serving = s->index_version, pending = s->pending_version;
-    size_t vectors = s->index->n;
-    pthread_rwlock_unlock(&s->index_lock);
+    svc_status st;
+    svc_get_status(a->s, &st);
+    svc_train_status t = st.train;
     json_t *j = json_pack(
         "{s:I,s:I,s:I,s:{s:s,s:I,s:f,s:f,s:f,s:{s:f,s:f},s:I},s:{s:I,s:I,s:o,s:{s:I,s:I}},s:f}",
-        "images", (json_int_t)store_image_count(s->st), "vectors", (json_int_t)vectors,
-        "embed_queue", (json_int_t)svc_queue_length(s), "training", "state",
+        "images", (json_int_t)st.images, "vectors", (json_int_t)st.vectors,
+        "embed_queue", (json_int_t)st.queue, "training", "state",
         train_states[t.state >= 0 && t.state <= 4 ? t.state : 3], "step",
         (json_int_t)t.stats.step, "loss", isfinite(t.stats.loss) ? t.stats.loss : 0.0,
         "learning_rate", t.stats.lr, "images_per_s", t.stats.images_per_s, "c_matrix",
         "diag_mean", t.stats.diag_mean, "offdiag_abs_mean", t.stats.offdiag_abs_mean,
         "last_published_version", (json_int_t)t.last_published, "models", "serving_version",
-        (json_int_t)serving, "training_version", (json_int_t)t.last_published, "pending_version",
-        pending > 0 ? json_integer(pending) : json_null(), "reembedding", "done",
-        (json_int_t)done, "total", (json_int_t)total, "uptime_s", svc_now() - a->started);
+        (json_int_t)st.serving_version, "training_version", (json_int_t)t.last_published,
+        "pending_version", st.pending_version > 0 ? json_integer(st.pending_version) : json_null(),
+        "reembedding", "done", (json_int_t)st.reembed_done, "total", (json_int_t)st.reembed_total, "uptime_s", svc_now() - a->started);
     if (t.state == 3 && t.error[0])
         json_object_set_new(json_object_get(j, "training"), "error", json_string(t.error));
     api_json(rs, 200, j);
@@ -536,9 +530,9 @@ static void get_checkpoints(api *a, api_response *rs) {
         api_error(rs, 500, "internal", "%s", se.msg);
         return;
     }
-    pthread_rwlock_rdlock(&a->s->index_lock);
-    int64_t serving = a->s->index_version;
-    pthread_rwlock_unlock(&a->s->index_lock);
+    svc_status st;
+    svc_get_status(a->s, &st);
+    int64_t serving = st.serving_version;
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(
@@ -555,15 +549,9 @@ static void get_checkpoints(api *a, api_response *rs) {
 static void get_metrics(api *a, api_response *rs) {
     buf b = {0};
     api_metrics_text(a, &b);
-    svc *s = a->s;
-    pthread_mutex_lock(&s->stat_mu);
-    svc_train_status t = s->train;
-    int64_t done = s->reembed_done, total = s->reembed_total;
-    pthread_mutex_unlock(&s->stat_mu);
-    pthread_rwlock_rdlock(&s->index_lock);
-    int64_t serving = s->index_version;
-    size_t vectors = s->index->n;
-    pthread_rwlock_unlock(&s->index_lock);
+    svc_status st;
+    svc_get_status(a->s, &st);
+    svc_train_status t = st.train;
     buf_printf(&b,
                "# TYPE barlowd_images gauge\nbarlowd_images %lld\n"
                "# TYPE barlowd_index_vectors gauge\nbarlowd_index_vectors %zu\n"
@@ -580,8 +568,8 @@ static void get_metrics(api *a, api_response *rs) {
                "# TYPE barlowd_train_c_offdiag_abs_mean gauge\n"
                "barlowd_train_c_offdiag_abs_mean %g\n"
                "# TYPE barlowd_uptime_seconds gauge\nbarlowd_uptime_seconds %.3f\n",
-               (long long)store_image_count(s->st), vectors, svc_queue_length(s),
-               (long long)serving, (long long)done, (long long)total, t.stats.step,
+               (long long)st.images, st.vectors, st.queue, (long long)st.serving_version,
+               (long long)st.reembed_done, (long long)st.reembed_total, t.stats.step,
                t.stats.loss, t.stats.lr, t.stats.images_per_s, t.stats.diag_mean,
                t.stats.offdiag_abs_mean, svc_now() - a->started);
     if (!b.p) {

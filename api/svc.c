@@ -281,3 +281,18 @@ void svc_report_training(svc *s, int state, const eng_train_stats *stats, const 
     if (error) snprintf(s->train.error, sizeof s->train.error, "%s", error);
     pthread_mutex_unlock(&s->stat_mu);
 }
+
+void svc_get_status(svc *s, svc_status *out) {
+    pthread_mutex_lock(&s->stat_mu);
+    out->train = s->train;
+    out->reembed_done = s->reembed_done;
+    out->reembed_total = s->reembed_total;
+    pthread_mutex_unlock(&s->stat_mu);
+    pthread_rwlock_rdlock(&s->index_lock);
+    out->serving_version = s->index_version;
+    out->pending_version = s->pending_version;
+    out->vectors = s->index->n;
+    pthread_rwlock_unlock(&s->index_lock);
+    out->images = store_image_count(s->st);
+    out->queue = svc_queue_length(s);
+}

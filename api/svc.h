@@ -189,6 +189,18 @@ int svc_publish(svc *s, const uint8_t *blob, size_t len, uint64_t step, double l
  * -1 on error (serving stays as it was). Checks svc->stopping between batches. */
 int svc_reembed_newest(svc *s, svc_err *err);
 
+/* A consistent copy of what /status and /metrics report. */
+typedef struct svc_status {
+    svc_train_status train;
+    int64_t reembed_done, reembed_total;
+    int64_t serving_version, pending_version; /* pending -1 when none */
+    size_t vectors;                           /* in the serving index */
+    int64_t images;                           /* live images */
+    size_t queue;                             /* uploads waiting for their vector */
+} svc_status;
+
+void svc_get_status(svc *s, svc_status *out);
+
 /* Trainer reports. */
 void svc_report_training(svc *s, int state, const eng_train_stats *stats, const char *error);
 
