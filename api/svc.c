@@ -58,8 +58,8 @@ svc_model *svc_model_load(const svc *s, int64_t version, const void *blob, size_
     eng_err e = {{0}};
     int bad = 0;
     for (int i = 0; i < SVC_ONE_POOL && !bad; i++)
-        bad = eng_infer_create(&m->one[i], blob, len, 1, &e);
-    if (!bad) bad = eng_infer_create(&m->many, blob, len, s->opts.embed_batch, &e);
+        bad = eng_infer_create(&m->one[i], blob, len, 1, 1, &e); /* request threads: 1 core each */
+    if (!bad) bad = eng_infer_create(&m->many, blob, len, s->opts.embed_batch, 0, &e);
     if (!bad && m->many.dim != s->dim) {
         bad = 1;
         snprintf(e.msg, sizeof e.msg, "its vectors have %d floats, the service's %d",

@@ -104,3 +104,5 @@ void eng_ctx_free(eng_ctx *ctx) {
 }
 
 void eng_set_threads(int n) { omp_set_num_threads(n >= 1 ? n : omp_get_num_procs()); }
+
+int eng_get_threads(void) { return omp_get_max_threads(); }

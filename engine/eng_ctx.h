@@ -53,6 +53,9 @@ void eng_set_flush_denormals(void);
  * thread each so concurrent requests do not oversubscribe the cores. */
 void eng_set_threads(int n);
 
+/* The calling thread's current OpenMP team size (what eng_set_threads last set, or the default). */
+int eng_get_threads(void);
+
 void eng_ctx_free(eng_ctx *ctx);
 
 #endif

@@ -6,12 +6,17 @@
 
 #include "engine/eng_checkpoint.h"
 
-int eng_infer_create(eng_infer *inf, const void *blob, size_t len, int batch, eng_err *err) {
+int eng_infer_create(eng_infer *inf, const void *blob, size_t len, int batch, int threads,
+                     eng_err *err) {
     memset(inf, 0, sizeof *inf);
     if (batch < 1) return eng_fail(err, "infer: batch must be at least 1 (got %d)", batch);
     eng_ckpt_meta meta;
     if (eng_checkpoint_peek(blob, len, &inf->cfg, &meta, err)) return -1;
-    if (eng_model_build(&inf->model, &inf->cfg, batch, 0, err)) return -1;
+    int team = eng_get_threads();
+    if (threads >= 1) eng_set_threads(threads);
+    int built = eng_model_build(&inf->model, &inf->cfg, batch, 0, err);
+    eng_set_threads(team);
+    if (built) return -1;
     if (eng_checkpoint_load(&inf->model, blob, len, NULL, err)) {
         eng_model_free(&inf->model);
         memset(inf, 0, sizeof *inf);

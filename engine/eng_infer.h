@@ -26,8 +26,12 @@ typedef struct eng_infer {
 } eng_infer;
 
 /* Builds an inference model of `batch` rows from a checkpoint blob (validated completely first).
+ * `threads` is how many threads its kernels are planned for (oneDNN fixes a convolution's
+ * thread count when the primitive is made, whatever the caller's team at run time): 1 for a
+ * model that request threads run side by side; < 1 for the calling thread's current team.
  * On error returns -1 and inf is empty. */
-int eng_infer_create(eng_infer *inf, const void *blob, size_t len, int batch, eng_err *err);
+int eng_infer_create(eng_infer *inf, const void *blob, size_t len, int batch, int threads,
+                     eng_err *err);
 
 /* Representations of n prepared images (training copies: channels = cfg.in_channels) into
  * out[n * dim]. */

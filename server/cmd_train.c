@@ -206,7 +206,7 @@ int cmd_embed(int argc, char **argv) {
     if (cli_read_bytes(ckpt, "checkpoint", &blob, &len)) return CLI_BAD_INPUT;
     eng_err err = {{0}};
     eng_infer inf;
-    if (eng_infer_create(&inf, blob, len, (int)batch, &err)) {
+    if (eng_infer_create(&inf, blob, len, (int)batch, 0, &err)) {
         fprintf(stderr, "error: %s: %s\n", ckpt, err.msg);
         free(blob);
         return CLI_BAD_INPUT;
