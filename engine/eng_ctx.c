@@ -6,6 +6,8 @@
 #include <string.h>
 #include <xmmintrin.h>
 
+#include "engine/eng_alloc.h"
+
 void eng_set_flush_denormals(void) {
     /* MXCSR bit 15 = flush-to-zero, bit 6 = denormals-are-zero. Denormals slow training badly and
      * change no result that matters at float32. */
@@ -43,7 +45,7 @@ int eng_ctx_finish_build(eng_ctx *ctx, eng_err *err) {
     if (ctx->scratch_mem) return 0;
     size_t bytes = ctx->scratch_bytes ? ctx->scratch_bytes : 64;
     bytes = (bytes + 63) / 64 * 64;
-    ctx->scratch = aligned_alloc(64, bytes);
+    ctx->scratch = eng_alloc_zeroed(bytes);
     if (!ctx->scratch) return eng_fail(err, "out of memory for a %zu-byte scratchpad", bytes);
     dnnl_dims_t dims = {(dnnl_dim_t)bytes};
     dnnl_memory_desc_t md;

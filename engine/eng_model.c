@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/eng_alloc.h"
 #include "engine/eng_rng.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -157,10 +158,9 @@ static int diff_view(eng_model *m, eng_tensor *t, const dnnl_memory_desc_t *md, 
 static int bind_diff_views(eng_model *m, eng_err *err) {
     for (int r = 0; r < ENG_DIFF_ROLES; r++) {
         if (!m->diff_bytes[r]) continue;
-        size_t bytes = (m->diff_bytes[r] + 63) / 64 * 64;
-        m->diff_buf[r] = aligned_alloc(64, bytes);
-        if (!m->diff_buf[r]) return eng_fail(err, "out of memory for %zu gradient bytes", bytes);
-        memset(m->diff_buf[r], 0, bytes);
+        m->diff_buf[r] = eng_alloc_zeroed(m->diff_bytes[r]);
+        if (!m->diff_buf[r])
+            return eng_fail(err, "out of memory for %zu gradient bytes", m->diff_bytes[r]);
     }
     for (int i = 0; i < m->n_diff_views; i++)
         if (eng_tensor_point(m->diff_views[i].t, m->diff_buf[m->diff_views[i].role], err))

@@ -4,14 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/eng_alloc.h"
+
 int eng_tensor_alloc(eng_tensor *t, eng_ctx *ctx, const dnnl_memory_desc_t *md, eng_err *err) {
     memset(t, 0, sizeof *t);
     size_t bytes = dnnl_memory_desc_get_size(md);
-    size_t rounded = (bytes + 63) / 64 * 64;
-    if (rounded == 0) rounded = 64;
-    float *data = aligned_alloc(64, rounded);
+    float *data = eng_alloc_zeroed(bytes);
     if (!data) return eng_fail(err, "out of memory for a %zu-byte tensor", bytes);
-    memset(data, 0, rounded);
     if (eng_tensor_wrap(t, ctx, md, data, err) != 0) {
         free(data);
         return -1;

@@ -1,6 +1,8 @@
 /* main.c — the barlowd binary: dispatches to subcommands. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/commands.h"
 
@@ -48,6 +50,19 @@ static const struct {
      "        images saved per second into a SQLite store by concurrent writers"},
 };
 
+/* glibc reads its malloc tunables once, at start-up. The long-running commands re-execute
+ * themselves once with glibc.malloc.hugetlb=1, which puts malloc's own heaps (every small buffer:
+ * decoded images, JSON, small tensors) on transparent huge pages as eng_alloc does for large
+ * ones. On our machines the host scans page tables every 500 ms (DAMON) and inference on 4 KiB
+ * pages stalls for 10-50 ms while it does; docs/BENCHMARKS.md has the figures. A user who sets
+ * GLIBC_TUNABLES (to anything, even empty) keeps exactly that. If exec fails we go on as we are. */
+static void reexec_with_huge_page_malloc(char **argv) {
+    if (getenv("GLIBC_TUNABLES")) return;
+    if (setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", 1)) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("GLIBC_TUNABLES");
+}
+
 static void usage(FILE *out) {
     fprintf(out, "barlowd — an embedding server that keeps learning (Barlow Twins on oneDNN)\n\n"
                  "usage: barlowd <command> [flags]\n\ncommands:\n");
@@ -62,6 +77,7 @@ int main(int argc, char **argv) {
         usage(stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "serve") || !strcmp(argv[1], "train")) reexec_with_huge_page_malloc(argv);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 2, argv + 2);
     fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);

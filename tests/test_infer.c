@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/eng_alloc.h"
 #include "engine/eng_checkpoint.h"
 #include "engine/eng_ctx.h"
 #include "engine/eng_infer.h"
@@ -92,4 +93,50 @@ Test(infer, a_model_planned_for_one_thread_runs_on_the_request_thread_alone) {
     eng_infer_free(&one.inf);
     eng_infer_free(&two.inf);
     free(blob);
+}
+
+/* The VmFlags line of the mapping that holds p in /proc/self/smaps. */
+static void vm_flags_of(const void *p, char *out, size_t n) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    cr_assert(f != NULL);
+    char line[512];
+    int inside = 0;
+    out[0] = 0;
+    uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = a >= lo && a < hi;
+            continue;
+        }
+        if (inside && !strncmp(line, "VmFlags:", 8)) {
+            snprintf(out, n, "%s", line);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+Test(alloc, large_buffers_are_zeroed_2mib_aligned_and_advised_for_huge_pages) {
+    size_t bytes = 5u << 20; /* 5 MiB */
+    unsigned char *p = eng_alloc_zeroed(bytes);
+    cr_assert(p != NULL);
+    cr_expect_eq((uintptr_t)p % (2u << 20), 0, "not 2 MiB aligned: %p", (void *)p);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < bytes; i++) nonzero += p[i] != 0;
+    cr_expect_eq(nonzero, 0);
+    char flags[512];
+    vm_flags_of(p, flags, sizeof flags);
+    cr_expect(strstr(flags, " hg") != NULL, "no MADV_HUGEPAGE on the buffer: %s", flags);
+    p[bytes - 1] = 1; /* all of it is ours */
+    free(p);
+
+    unsigned char *s = eng_alloc_zeroed(1000);
+    cr_assert(s != NULL);
+    cr_expect_eq((uintptr_t)s % 64, 0);
+    nonzero = 0;
+    for (size_t i = 0; i < 1000; i++) nonzero += s[i] != 0;
+    cr_expect_eq(nonzero, 0);
+    free(s);
+    cr_expect_eq(eng_alloc_zeroed((size_t)-1), NULL, "an impossible size must fail, not wrap");
 }
