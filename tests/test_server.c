@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -126,6 +129,31 @@ static reply req(const server *s, const char *method, const char *path, const ch
 static void reply_free(reply *r) {
     json_decref(r->json);
     http_reply_free(&r->raw);
+}
+
+/* Sends raw bytes (a request the client above would never write, e.g. without
+ * Content-Length), reads until the server closes, and returns the response (status, body). */
+static reply raw_req(const server *s, const char *bytes) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    cr_assert(send(fd, bytes, strlen(bytes), 0) == (ssize_t)strlen(bytes));
+    char *buf = calloc(1, 65536);
+    size_t n = 0;
+    for (ssize_t got; n < 65535 && (got = recv(fd, buf + n, 65535 - n, 0)) > 0;) n += (size_t)got;
+    close(fd);
+    reply r = {0};
+    cr_assert(sscanf(buf, "HTTP/1.1 %d", &r.status) == 1, "no status line: %s", buf);
+    char *body = strstr(buf, "\r\n\r\n");
+    cr_assert(body != NULL);
+    r.json = json_loads(body + 4, 0, NULL);
+    r.raw.body = buf;
+    r.raw.len = n;
+    return r;
 }
 
 /* The error body must be {"error": {"code": "...", "message": "..."}}. */
@@ -351,6 +379,18 @@ Test(server, every_route_answers_and_bad_requests_get_json_errors) {
         cr_expect_eq(r.status, bad[i].status, "%s %s: %d %s", bad[i].method, bad[i].path,
                      r.status, r.raw.body);
         expect_error(&r, bad[i].status, bad[i].code);
+        reply_free(&r);
+    }
+    /* a body-taking route without Content-Length or chunked encoding */
+    const char *no_length[] = {"/train", "/embed", "/search"};
+    for (int i = 0; i < 3; i++) {
+        char raw[256];
+        snprintf(raw, sizeof raw,
+                 "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                 "Connection: close\r\n\r\n",
+                 no_length[i]);
+        r = raw_req(&s, raw);
+        expect_error(&r, 411, "length_required");
         reply_free(&r);
     }
     /* nothing above changed the data */
