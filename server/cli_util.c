@@ -15,7 +15,7 @@ const char *cli_flag(int argc, char **argv, const char *name) {
 }
 
 int cli_check_flags(int argc, char **argv, const char *const *known) {
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i += 2) { /* flag, value */
         int ok = 0;
         for (const char *const *k = known; *k; k++) ok |= !strcmp(argv[i], *k);
         if (!ok) {
@@ -26,7 +26,6 @@ int cli_check_flags(int argc, char **argv, const char *const *known) {
             fprintf(stderr, "error: flag %s needs a value\n", argv[i]);
             return -1;
         }
-        i++;
     }
     return 0;
 }

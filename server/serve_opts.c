@@ -123,7 +123,7 @@ int serve_opts_parse(serve_opts *o, int argc, char **argv) {
         const char *v = getenv(env);
         if (v && *v && set(o, &defs[i], v, env)) return -1;
     }
-    for (int a = 0; a < argc; a++) {
+    for (int a = 0; a < argc; a += 2) { /* flag, value */
         if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) {
             serve_opts_help(stdout);
             return 1;
@@ -139,7 +139,6 @@ int serve_opts_parse(serve_opts *o, int argc, char **argv) {
             return -1;
         }
         if (set(o, &defs[i], argv[a + 1], argv[a])) return -1;
-        a++;
     }
     if (o->api_key && !*o->api_key) o->api_key = NULL;
     if (o->api_key_reads && !o->api_key) {
