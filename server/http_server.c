@@ -344,7 +344,9 @@ int http_start(http_server *h, api *a, const char *host, int port, const http_li
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)lim->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)lim->timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        /* strict HTTP/1.1 parsing: e.g. a request without Host is a 400 */
+        MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(msg, msg_len, "cannot listen on %s:%d (in use, or not an address of this host?)",
                  host, port);

@@ -1,0 +1,59 @@
+/* server_util.h — helpers for tests that drive the real `barlowd serve` over HTTP. The
+ * server runs from BARLOWD_BIN with its database under `dir` (a temporary directory made by
+ * make_dir, a Criterion suite's .init; remove_dir is its .fini). */
+#ifndef SERVER_UTIL_H
+#define SERVER_UTIL_H
+
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "server/http_client.h"
+
+extern char dir[64];
+void make_dir(void);
+void remove_dir(void);
+
+typedef struct server {
+    pid_t pid;
+    int port;
+    char log[128];
+} server;
+
+typedef struct reply {
+    int status;
+    json_t *json; /* NULL when the body is not JSON */
+    http_reply raw;
+} reply;
+
+double now_s(void);
+
+/* Starts barlowd serve (port 0: the kernel picks) with extra flags (NULL-terminated); waits for
+ * its "listening" line to learn the port. */
+server start(const char *const *extra);
+/* SIGTERM, then the exit status must be 0 and the log free of sanitizer reports. */
+void stop(server *s);
+
+/* A request through the tests' client (it always sends Content-Length). */
+reply req(const server *s, const char *method, const char *path, const char *headers,
+          const void *body, size_t len);
+/* Raw bytes on a new connection (requests the client would never write), read until the
+ * server closes; status 0 when no status line came back. */
+reply raw_req(const server *s, const char *bytes);
+/* The same for len bytes; the write side is shut after sending (the server sees the end). */
+reply raw_req_n(const server *s, const void *bytes, size_t len);
+void reply_free(reply *r);
+/* The status must be `status` and the body {"error": {"code": code (NULL: any), "message"}}. */
+void expect_error(reply *r, int status, const char *code);
+
+/* A 28x28 binary PGM from seed (distinct seeds, distinct images); returns its size (< 1024). */
+size_t make_pgm(unsigned seed, unsigned char *out);
+extern const char *PGM; /* its Content-Type header line */
+/* POST /train of make_pgm(seed): the id (existed: whether it was a duplicate). */
+int64_t upload(const server *s, unsigned seed, int *existed);
+/* GET /embed/{id} until it has a vector (the embedder runs in the background). */
+reply wait_vector(const server *s, int64_t id);
+
+#endif
