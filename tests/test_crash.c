@@ -105,10 +105,11 @@ static long long newest_checkpoint_step(const server *s) {
     return step;
 }
 
-/* Every acknowledged upload is there, byte for byte. */
-static void all_acked_present(const server *s, const uploads *u) {
+/* Acknowledged uploads are there, byte for byte: every one from index `from` on (those the
+ * last kill could have hit) and every `stride`-th before it (all of them when stride is 1). */
+static void acked_present(const server *s, const uploads *u, size_t from, size_t stride) {
     unsigned char img[1024];
-    for (size_t i = 0; i < u->n; i++) {
+    for (size_t i = 0; i < u->n; i += i < from ? stride : 1) {
         char path[64];
         snprintf(path, sizeof path, "/images/%lld/raw", (long long)u->list[i].id);
         reply r = req(s, "GET", path, NULL, NULL, 0);
@@ -167,6 +168,7 @@ Test(crash, kill_9_while_uploading_training_and_reembedding_loses_nothing) {
     int trained_cycles = 0, reembedded_cycles = 0;
     long long last_serving = 1;
     int pending_cycles = 0;
+    size_t last_from = 0; /* uploads acknowledged before the last cycle began */
     for (int c = 0; c < cycles; c++) {
         server s = start(flags);
         /* came back on the newest checkpoint, at its step */
@@ -179,8 +181,9 @@ Test(crash, kill_9_while_uploading_training_and_reembedding_loses_nothing) {
         cr_expect_geq(ck, max_step, "cycle %d: the newest checkpoint (step %lld) is older than "
                       "one seen before (%lld)", c, ck, max_step);
         max_step = ck;
-        all_acked_present(&s, &u);
+        acked_present(&s, &u, last_from, 37);
         index_matches_store(&s, &u);
+        last_from = u.n;
 
         /* now load it: three uploaders while it trains and re-embeds, then kill -9 */
         u.port = s.port;
@@ -208,7 +211,7 @@ Test(crash, kill_9_while_uploading_training_and_reembedding_loses_nothing) {
         integrity_ok(db);
     }
     server s = start(flags);
-    all_acked_present(&s, &u);
+    acked_present(&s, &u, 0, 1);
     index_matches_store(&s, &u);
     stop(&s);
     integrity_ok(db);
