@@ -66,18 +66,24 @@ int svc_vector(svc *s, int64_t id, float *out, int64_t *version) {
 }
 
 void svc_index_insert(svc *s, int64_t version, const int64_t *ids, const float *vecs, int n) {
+    /* member_mu keeps deletes out until the vectors are in; liveness is asked before the write
+     * lock, so searches wait only for the copies, never for the store's sampler lock (which a
+     * background thread may hold while the scheduler has it waiting) */
     pthread_mutex_lock(&s->member_mu);
+    char *live = malloc(n > 0 ? (size_t)n : 1);
+    for (int i = 0; live && i < n; i++) live[i] = (char)store_image_live(s->st, ids[i]);
     pthread_rwlock_wrlock(&s->index_lock);
     eng_index *ix = s->index_version == version                              ? s->index
                     : s->pending_index && s->pending_version == version ? s->pending_index
                                                                               : NULL;
     for (int i = 0; ix && i < n; i++) {
         eng_err e;
-        if (store_image_live(s->st, ids[i]))
+        if (live ? live[i] : store_image_live(s->st, ids[i]))
             (void)eng_index_put(ix, ids[i], vecs + (size_t)i * s->dim, &e);
     }
     pthread_rwlock_unlock(&s->index_lock);
     pthread_mutex_unlock(&s->member_mu);
+    free(live);
 }
 
 /* Embeds prepared images with m, stores the vectors, and indexes them. */
