@@ -27,8 +27,47 @@ static void background_priority(void) {
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
 }
 
+/* ---- calls that take shared locks, made on the proxy (see proxy_thread.h) ---- */
+
+typedef struct fill_job {
+    train_worker *w;
+    int from, n;  /* fill imgs[from, n) */
+    int filled;   /* out: how many from `from` on */
+} fill_job;
+
+/* Draws live images and loads their training copies until n are in or the store has none. */
+static void fill_on_proxy(void *arg) {
+    fill_job *j = arg;
+    train_worker *w = j->w;
+    j->filled = 0;
+    for (int i = j->from, misses = 0; i < j->n && misses < 64;) {
+        int64_t id;
+        if (store_sample(w->st, &id, 1, &w->rng, 0.0) != 1) return; /* none yet */
+        void *bytes;
+        size_t len;
+        store_err se;
+        int r = store_image_data(w->st, id, 1, &bytes, &len, &se);
+        if (r != 0) { /* deleted since the draw (1), or e.g. a busy database (-1) */
+            misses++;
+            if (r < 0) return;
+            continue;
+        }
+        eng_err e;
+        int bad = eng_train_copy_unpack(bytes, len, &w->imgs[i], &e);
+        free(bytes);
+        if (bad || w->imgs[i].channels != w->t.model.cfg.in_channels) {
+            eng_image_free(&w->imgs[i]);
+            misses++;
+            continue;
+        }
+        i++;
+        j->filled++;
+    }
+}
+
 /* The trainer's source of images: n random live images from the store (on the prefetch
- * thread). Waits while there are none; fails only when the worker stops. */
+ * thread, which runs under SCHED_IDLE; the store is read on the proxy). Waits while there are
+ * none; fails only when the worker stops. */
 static int store_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
     train_worker *w = ctx;
     static _Thread_local int prio_set;
@@ -36,33 +75,58 @@ static int store_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
         background_priority();
         prio_set = 1;
     }
-    for (int i = 0; i < n; i++) {
-        eng_image_free(&w->imgs[i]);
-        for (;;) {
-            if (atomic_load(&w->stop)) return eng_fail(err, "stopping");
-            int64_t id;
-            if (store_sample(w->st, &id, 1, &w->rng, 0.0) != 1) {
-                sleep_ms(100);
-                continue;
-            }
-            void *bytes;
-            size_t len;
-            store_err se;
-            int r = store_image_data(w->st, id, 1, &bytes, &len, &se);
-            if (r == 1) continue; /* deleted since the draw */
-            if (r < 0) {
-                sleep_ms(100);    /* e.g. a busy database: try again */
-                continue;
-            }
-            eng_err e;
-            int bad = eng_train_copy_unpack(bytes, len, &w->imgs[i], &e);
-            free(bytes);
-            if (!bad && w->imgs[i].channels == w->t.model.cfg.in_channels) break;
-            eng_image_free(&w->imgs[i]);
-        }
-        srcs[i] = eng_image_as_src(&w->imgs[i]);
+    for (int i = 0; i < n; i++) eng_image_free(&w->imgs[i]);
+    for (int from = 0; from < n;) {
+        if (atomic_load(&w->stop)) return eng_fail(err, "stopping");
+        fill_job j = {w, from, n, 0};
+        proxy_call(&w->proxy, fill_on_proxy, &j);
+        from += j.filled;
+        if (from < n) sleep_ms(100);
     }
+    for (int i = 0; i < n; i++) srcs[i] = eng_image_as_src(&w->imgs[i]);
     return 0;
+}
+
+typedef struct report_job {
+    train_worker *w;
+    int state;
+    const char *error;
+} report_job;
+
+static void report_on_proxy(void *arg) {
+    report_job *j = arg;
+    svc_report_training(j->w->s, j->state, &j->w->t.stats, j->error);
+}
+
+/* The training state and statistics for /status (the stats are read while the trainer waits). */
+static void report(train_worker *w, int state, const char *error) {
+    report_job j = {w, state, error};
+    proxy_call(&w->proxy, report_on_proxy, &j);
+}
+
+typedef struct count_job {
+    store *st;
+    int64_t count;
+} count_job;
+
+static void count_on_proxy(void *arg) {
+    count_job *j = arg;
+    j->count = store_image_count(j->st);
+}
+
+static int64_t live_images(train_worker *w) {
+    count_job j = {w->st, 0};
+    proxy_call(&w->proxy, count_on_proxy, &j);
+    return j.count;
+}
+
+static void log_on_proxy(void *arg) {
+    train_worker *w = arg;
+    store_log_row row = {w->t.stats.step, (double)time(NULL), w->t.stats.loss, w->t.stats.lr,
+                         w->t.stats.images_per_s, w->t.stats.diag_mean,
+                         w->t.stats.offdiag_abs_mean};
+    store_err se;
+    if (store_log_append(w->st, &row, &se)) fprintf(stderr, "trainer: training log: %s\n", se.msg);
 }
 
 int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int batch,
@@ -81,6 +145,8 @@ int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int b
         snprintf(msg, n, "out of memory");
         return -1;
     }
+    if (proxy_start(&w->proxy))
+        fprintf(stderr, "trainer: no proxy thread; store calls run on the trainer's threads\n");
     eng_trainer_cfg tc = eng_trainer_defaults(cfg, batch);
     tc.seed = seed;
     eng_err e = {{0}};
@@ -115,20 +181,20 @@ int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int b
     return 0;
 }
 
-static void publish(train_worker *w) {
+typedef struct publish_job {
+    train_worker *w;
     uint8_t *blob;
     size_t len;
-    eng_err e = {{0}};
+} publish_job;
+
+/* Stores the checkpoint as a new model version and wakes the re-embedder. */
+static void publish_on_proxy(void *arg) {
+    publish_job *j = arg;
+    train_worker *w = j->w;
     svc_err se = {0};
     int64_t version;
-    if (eng_trainer_save(&w->t, &blob, &len, &e)) {
-        fprintf(stderr, "trainer: saving a checkpoint failed: %s\n", e.msg);
-        return;
-    }
-    int bad = svc_publish(w->s, blob, len, (uint64_t)w->t.stats.step, w->t.stats.loss, &version,
-                          &se);
-    free(blob);
-    if (bad) {
+    if (svc_publish(w->s, j->blob, j->len, (uint64_t)w->t.stats.step, w->t.stats.loss, &version,
+                    &se)) {
         fprintf(stderr, "trainer: publishing failed: %s\n", se.msg);
         return;
     }
@@ -140,24 +206,35 @@ static void publish(train_worker *w) {
     pthread_mutex_unlock(&w->wake_mu);
 }
 
+static void publish(train_worker *w) {
+    publish_job j = {w, NULL, 0};
+    eng_err e = {{0}};
+    if (eng_trainer_save(&w->t, &j.blob, &j.len, &e)) { /* serialising: no shared locks */
+        fprintf(stderr, "trainer: saving a checkpoint failed: %s\n", e.msg);
+        return;
+    }
+    proxy_call(&w->proxy, publish_on_proxy, &j);
+    free(j.blob);
+}
+
 static void *train_main(void *arg) {
     train_worker *w = arg;
     background_priority();
     long published_step = w->t.stats.step, idle = 0;
     double published_at = cli_now();
-    int64_t seen = store_image_count(w->st);
-    svc_report_training(w->s, 0, &w->t.stats, NULL);
+    int64_t seen = live_images(w);
+    report(w, 0, NULL);
     while (!atomic_load(&w->stop)) {
-        int64_t count = store_image_count(w->st);
+        int64_t count = live_images(w);
         if (count != seen) idle = 0;
         seen = count;
         if (count < w->min_images) {
-            svc_report_training(w->s, 0, &w->t.stats, NULL);
+            report(w, 0, NULL);
             sleep_ms(200);
             continue;
         }
         if (w->idle_steps && idle >= w->idle_steps) {
-            svc_report_training(w->s, 4, &w->t.stats, NULL);
+            report(w, 4, NULL);
             sleep_ms(200);
             continue;
         }
@@ -166,19 +243,12 @@ static void *train_main(void *arg) {
             if (atomic_load(&w->stop)) break;
             fprintf(stderr, "trainer: step %ld failed, training stops: %s\n", w->t.stats.step,
                     e.msg);
-            svc_report_training(w->s, 3, &w->t.stats, e.msg);
+            report(w, 3, e.msg);
             return NULL;
         }
         idle++;
-        svc_report_training(w->s, 1, &w->t.stats, NULL);
-        if (w->t.stats.step % 10 == 0) {
-            store_log_row row = {w->t.stats.step, (double)time(NULL), w->t.stats.loss,
-                                 w->t.stats.lr, w->t.stats.images_per_s, w->t.stats.diag_mean,
-                                 w->t.stats.offdiag_abs_mean};
-            store_err se;
-            if (store_log_append(w->st, &row, &se))
-                fprintf(stderr, "trainer: training log: %s\n", se.msg);
-        }
+        report(w, 1, NULL);
+        if (w->t.stats.step % 10 == 0) proxy_call(&w->proxy, log_on_proxy, w);
         if ((w->publish_steps && w->t.stats.step - published_step >= w->publish_steps) ||
             (w->publish_seconds > 0 && cli_now() - published_at >= w->publish_seconds)) {
             publish(w);
@@ -187,7 +257,7 @@ static void *train_main(void *arg) {
         }
     }
     if (w->t.stats.step > published_step) publish(w); /* the final checkpoint */
-    svc_report_training(w->s, 2, &w->t.stats, NULL);
+    report(w, 2, NULL);
     return NULL;
 }
 
@@ -207,6 +277,7 @@ void train_worker_stop(train_worker *w) {
 void train_worker_free(train_worker *w) {
     atomic_store(&w->stop, 1);
     if (w->created) eng_trainer_free(&w->t); /* joins the prefetch thread (fill sees stop) */
+    proxy_stop(&w->proxy);                   /* after its last caller */
     for (int i = 0; w->imgs && i < w->batch; i++) eng_image_free(&w->imgs[i]);
     free(w->imgs);
     pthread_mutex_destroy(&w->wake_mu);

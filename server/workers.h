@@ -3,8 +3,9 @@
  *
  * Priorities: request threads run at normal priority; the trainer (and its augmentation and
  * OpenMP threads, which inherit it) runs under SCHED_IDLE, so an inference request gets a core
- * at once and training takes whatever the requests leave; the embedders run at normal (fresh
- * uploads) and lowered (re-embedding) priority. */
+ * at once and training takes whatever the requests leave; the embedders run at nice 5 (fresh
+ * uploads) and nice 10 (re-embedding). The SCHED_IDLE threads take no lock that a request
+ * needs: their store and service calls go through a proxy thread (proxy_thread.h). */
 #ifndef WORKERS_H
 #define WORKERS_H
 
@@ -13,6 +14,7 @@
 
 #include "api/svc.h"
 #include "engine/eng_trainer.h"
+#include "server/proxy_thread.h"
 
 typedef struct train_worker {
     svc *s;                       /* borrowed (set by train_worker_start) */
@@ -35,6 +37,8 @@ typedef struct train_worker {
     eng_image *imgs;              /* owned [batch] */
     int batch;
     int64_t uploads_seen;         /* live images at the last step (idle detection) */
+    proxy_thread proxy;           /* makes the store and service calls of the trainer's
+                                   * SCHED_IDLE threads (proxy_thread.h) */
 } train_worker;
 
 /* Builds the trainer for the service's model: resumes from the newest checkpoint when one
