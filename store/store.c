@@ -33,13 +33,25 @@ double store_now(void) {
 }
 
 reader_conn *store_reader_get(store *s) {
-    for (int i = 0; i < STORE_READERS; i++)
-        if (pthread_mutex_trylock(&s->readers[i].mu) == 0) return &s->readers[i];
-    pthread_mutex_lock(&s->readers[0].mu);
-    return &s->readers[0];
+    pthread_mutex_lock(&s->rmu);
+    for (;;) {
+        for (int i = 0; i < STORE_READERS; i++)
+            if (!s->readers[i].busy) {
+                s->readers[i].busy = 1;
+                pthread_mutex_unlock(&s->rmu);
+                return &s->readers[i];
+            }
+        pthread_cond_wait(&s->rcv, &s->rmu);
+    }
 }
 
-void store_reader_put(reader_conn *r) { pthread_mutex_unlock(&r->mu); }
+void store_reader_put(reader_conn *r) {
+    store *s = r->owner;
+    pthread_mutex_lock(&s->rmu);
+    r->busy = 0;
+    pthread_cond_signal(&s->rcv);
+    pthread_mutex_unlock(&s->rmu);
+}
 
 static int open_conn(const char *path, int flags, const store_opts *o, sqlite3 **db,
                      store_err *err) {
@@ -65,7 +77,9 @@ int store_open(const char *path, const store_opts *opts, store **out, store_err 
     pthread_mutex_init(&s->gmu, NULL);
     pthread_cond_init(&s->gcv, NULL);
     pthread_mutex_init(&s->smu, NULL);
-    for (int i = 0; i < STORE_READERS; i++) pthread_mutex_init(&s->readers[i].mu, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_cond_init(&s->rcv, NULL);
+    for (int i = 0; i < STORE_READERS; i++) s->readers[i].owner = s;
 
     if (open_conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &s->opts, &s->wdb, err))
         goto fail;
@@ -89,10 +103,9 @@ fail:
 
 void store_close(store *s) {
     if (!s) return;
-    for (int i = 0; i < STORE_READERS; i++) {
-        sqlite3_close(s->readers[i].db);
-        pthread_mutex_destroy(&s->readers[i].mu);
-    }
+    for (int i = 0; i < STORE_READERS; i++) sqlite3_close(s->readers[i].db);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_cond_destroy(&s->rcv);
     sqlite3_close(s->wdb);
     pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->gmu);

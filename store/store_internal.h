@@ -7,13 +7,14 @@
 
 #include "store/store.h"
 
-#define STORE_READERS 4
+#define STORE_READERS 8 /* as many as the server's default HTTP threads */
 
 typedef struct put_req put_req; /* a queued image upload (store_images.c) */
 
 typedef struct reader_conn {
-    pthread_mutex_t mu;  /* held while a call uses db */
+    int busy;            /* 1 while a call uses db (guarded by the store's rmu) */
     sqlite3 *db;         /* read-only connection */
+    struct store *owner;
 } reader_conn;
 
 struct store {
@@ -21,6 +22,8 @@ struct store {
     sqlite3 *wdb;              /* the one writer connection */
     pthread_mutex_t wmu;       /* serialises every use of wdb */
     reader_conn readers[STORE_READERS];
+    pthread_mutex_t rmu;       /* guards the readers' busy flags (held for a moment only) */
+    pthread_cond_t rcv;        /* a reader became free */
 
     /* group commit of uploads */
     pthread_mutex_t gmu;
@@ -40,7 +43,9 @@ struct store {
 int store_fail(store_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Formats a SQLite failure of db (with what was being done) and returns -1. */
 int store_sql_fail(store_err *err, sqlite3 *db, const char *what);
-/* Takes a reader connection (blocks until one is free); release with store_reader_put. */
+/* Takes a free reader connection, waiting for whichever is released first when all are in
+ * use (never for one particular holder, who may be a slow background thread); release with
+ * store_reader_put. */
 reader_conn *store_reader_get(store *s);
 void store_reader_put(reader_conn *r);
 double store_now(void);
