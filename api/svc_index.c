@@ -67,8 +67,8 @@ int svc_vector(svc *s, int64_t id, float *out, int64_t *version) {
 
 void svc_index_insert(svc *s, int64_t version, const int64_t *ids, const float *vecs, int n) {
     /* member_mu keeps deletes out until the vectors are in; liveness is asked before the write
-     * lock, so searches wait only for the copies, never for the store's sampler lock (which a
-     * background thread may hold while the scheduler has it waiting) */
+     * lock, so searches wait only for the copies, not for the store's sampler lock (except when
+     * the small array below cannot be allocated: then it is asked under the lock, as before) */
     pthread_mutex_lock(&s->member_mu);
     char *live = malloc(n > 0 ? (size_t)n : 1);
     for (int i = 0; live && i < n; i++) live[i] = (char)store_image_live(s->st, ids[i]);

@@ -58,6 +58,14 @@ static const struct {
  * GLIBC_TUNABLES (to anything, even empty) keeps exactly that. If exec fails we go on as we are. */
 static void reexec_with_huge_page_malloc(char **argv) {
     if (getenv("GLIBC_TUNABLES")) return;
+    /* started through the dynamic loader (ld.so barlowd ...): /proc/self/exe is the loader,
+     * which would not know what to run */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return;
+    self[n] = 0;
+    const char *base = strrchr(self, '/') ? strrchr(self, '/') + 1 : self;
+    if (!strncmp(base, "ld-", 3) || strstr(base, "ld.so")) return;
     if (setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", 1)) return;
     execv("/proc/self/exe", argv);
     unsetenv("GLIBC_TUNABLES");

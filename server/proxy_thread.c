@@ -51,6 +51,12 @@ void proxy_call(proxy_thread *p, void (*fn)(void *), void *arg) {
     proxy_job j = {fn, arg, 0};
     pthread_mutex_lock(&p->callers);
     pthread_mutex_lock(&p->mu);
+    if (p->stop) { /* the proxy has gone (or is going): make the call here */
+        pthread_mutex_unlock(&p->mu);
+        pthread_mutex_unlock(&p->callers);
+        fn(arg);
+        return;
+    }
     p->job = &j;
     pthread_cond_broadcast(&p->cv);
     while (!j.done) pthread_cond_wait(&p->cv, &p->mu);

@@ -28,7 +28,8 @@ typedef struct proxy_thread {
 /* Starts the proxy. Returns 0, or -1 (then proxy_call runs calls on the caller's thread). */
 int proxy_start(proxy_thread *p);
 /* Runs fn(arg) on the proxy and returns when it has finished (on the calling thread when the
- * proxy is not running). Any number of threads may call; calls run one at a time. */
+ * proxy is not running or has been told to stop). Any number of threads may call; calls on
+ * the proxy run one at a time. */
 void proxy_call(proxy_thread *p, void (*fn)(void *), void *arg);
 /* Stops and joins the proxy (after its last call). */
 void proxy_stop(proxy_thread *p);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <math.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,13 +141,13 @@ int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int b
     pthread_mutex_init(&w->wake_mu, NULL);
     pthread_cond_init(&w->wake_cv, NULL);
     *initial = NULL;
+    if (proxy_start(&w->proxy)) /* first: train_worker_free stops it whatever fails below */
+        fprintf(stderr, "trainer: no proxy thread; store calls run on the trainer's threads\n");
     w->imgs = calloc((size_t)batch, sizeof *w->imgs);
     if (!w->imgs) {
         snprintf(msg, n, "out of memory");
         return -1;
     }
-    if (proxy_start(&w->proxy))
-        fprintf(stderr, "trainer: no proxy thread; store calls run on the trainer's threads\n");
     eng_trainer_cfg tc = eng_trainer_defaults(cfg, batch);
     tc.seed = seed;
     eng_err e = {{0}};
@@ -206,11 +207,29 @@ static void publish_on_proxy(void *arg) {
     pthread_mutex_unlock(&w->wake_mu);
 }
 
+typedef struct say_job {
+    const char *text;
+} say_job;
+
+static void say_on_proxy(void *arg) { fputs(((say_job *)arg)->text, stderr); }
+
+/* A message from a SCHED_IDLE thread: stderr's lock is taken by every request's log line. */
+static void say(train_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(train_worker *w, const char *fmt, ...) {
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    say_job j = {text};
+    proxy_call(&w->proxy, say_on_proxy, &j);
+}
+
 static void publish(train_worker *w) {
     publish_job j = {w, NULL, 0};
     eng_err e = {{0}};
     if (eng_trainer_save(&w->t, &j.blob, &j.len, &e)) { /* serialising: no shared locks */
-        fprintf(stderr, "trainer: saving a checkpoint failed: %s\n", e.msg);
+        say(w, "trainer: saving a checkpoint failed: %s\n", e.msg);
         return;
     }
     proxy_call(&w->proxy, publish_on_proxy, &j);
@@ -241,8 +260,7 @@ static void *train_main(void *arg) {
         eng_err e = {{0}};
         if (eng_trainer_step(&w->t, &e)) {
             if (atomic_load(&w->stop)) break;
-            fprintf(stderr, "trainer: step %ld failed, training stops: %s\n", w->t.stats.step,
-                    e.msg);
+            say(w, "trainer: step %ld failed, training stops: %s\n", w->t.stats.step, e.msg);
             report(w, 3, e.msg);
             return NULL;
         }

@@ -109,7 +109,7 @@ static long long newest_checkpoint_step(const server *s) {
  * last kill could have hit) and every `stride`-th before it (all of them when stride is 1). */
 static void acked_present(const server *s, const uploads *u, size_t from, size_t stride) {
     unsigned char img[1024];
-    for (size_t i = 0; i < u->n; i += i < from ? stride : 1) {
+    for (size_t i = 0; i < u->n; i = i >= from ? i + 1 : i + stride < from ? i + stride : from) {
         char path[64];
         snprintf(path, sizeof path, "/images/%lld/raw", (long long)u->list[i].id);
         reply r = req(s, "GET", path, NULL, NULL, 0);

@@ -5,7 +5,14 @@
  * on a loopback port — so header handling, multipart through the post processor, JSON bodies,
  * query strings, ids and image uploads are all exercised, with the fuzzer's coverage counters
  * seeing our callbacks in the server threads. Each input is written to a new connection, the
- * write side is closed, and the response read to the end. Built by `bench/fuzz`. */
+ * write side is closed, and the first response is read (50 ms at most: an incomplete request
+ * waits for bytes that never come and is left to the server's 1 s idle timeout). Built by
+ * `bench/fuzz`.
+ *
+ * Limits: requests still running in the server when the next input starts can make libFuzzer
+ * blame a crash on the wrong input (re-run a saved crasher alone to confirm it); no embedder
+ * thread runs, so fresh uploads never get vectors here (POST /embed and searches still run
+ * inference on the serving model). */
 #define _GNU_SOURCE /* strcasestr */
 #include <arpa/inet.h>
 #include <math.h>
@@ -25,7 +32,20 @@
 #include "server/http_server.h"
 #include "store/store.h"
 
-static int port; /* the in-process server's */
+static int port;       /* the in-process server's */
+static char dir[] = "/tmp/barlowd-fuzz-http-XXXXXX";
+static char db[64];
+
+/* The temporary database goes when the fuzzer exits normally (its time is up). */
+static void remove_db(void) {
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[96];
+        snprintf(p, sizeof p, "%s%s", db, suffix[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
 
 static void die(const char *what, const char *msg) {
     fprintf(stderr, "fuzz_http: %s: %s\n", what, msg);
@@ -35,8 +55,6 @@ static void die(const char *what, const char *msg) {
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     /* These live until the process ends: the fuzzer never returns from its loop. */
-    static char dir[] = "/tmp/barlowd-fuzz-http-XXXXXX";
-    static char db[64];
     static store *st;
     static svc s;
     static api a;
@@ -44,6 +62,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     eng_set_threads(1);
     if (!mkdtemp(dir)) die("mkdtemp", "failed");
     snprintf(db, sizeof db, "%s/fuzz.db", dir);
+    atexit(remove_db);
     store_opts so = store_defaults();
     so.synchronous_full = 0;
     store_err se = {{0}};

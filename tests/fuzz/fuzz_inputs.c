@@ -21,6 +21,7 @@ static void prepare(const eng_image *img) {
         if (!eng_train_copy_pack(&copy, &bytes, &len, &err)) {
             if (!eng_train_copy_unpack(bytes, len, &back, &err)) {
                 if (back.width != copy.width || back.height != copy.height ||
+                    back.channels != copy.channels ||
                     memcmp(back.pixels, copy.pixels,
                            (size_t)copy.width * copy.height * copy.channels))
                     abort(); /* a round trip that changes the image is a bug */
