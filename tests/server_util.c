@@ -111,6 +111,14 @@ reply req(const server *s, const char *method, const char *path, const char *hea
     return r;
 }
 
+json_t *get_json(const server *s, const char *path) {
+    reply r = req(s, "GET", path, NULL, NULL, 0);
+    cr_assert_eq(r.status, 200, "GET %s: %d %s", path, r.status, r.raw.body);
+    json_t *j = json_incref(r.json);
+    reply_free(&r);
+    return j;
+}
+
 void reply_free(reply *r) {
     json_decref(r->json);
     http_reply_free(&r->raw);

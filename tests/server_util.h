@@ -45,6 +45,8 @@ reply raw_req(const server *s, const char *bytes);
 /* The same for len bytes; the write side is shut after sending (the server sees the end). */
 reply raw_req_n(const server *s, const void *bytes, size_t len);
 void reply_free(reply *r);
+/* GET path, which must answer 200 with JSON; the caller owns the returned value. */
+json_t *get_json(const server *s, const char *path);
 /* The status must be `status` and the body {"error": {"code": code (NULL: any), "message"}}. */
 void expect_error(reply *r, int status, const char *code);
 

@@ -79,14 +79,6 @@ static void integrity_ok(const char *db) {
     sqlite3_close(h);
 }
 
-static json_t *get_json(const server *s, const char *path) {
-    reply r = req(s, "GET", path, NULL, NULL, 0);
-    cr_assert_eq(r.status, 200, "GET %s: %d %s", path, r.status, r.raw.body);
-    json_t *j = json_incref(r.json);
-    reply_free(&r);
-    return j;
-}
-
 /* The newest checkpoint's step (0 when there is none beyond the initial weights). */
 static long long newest_checkpoint_step(const server *s) {
     json_t *j = get_json(s, "/checkpoints");

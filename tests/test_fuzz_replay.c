@@ -12,19 +12,7 @@
 
 #include "engine/eng_ctx.h"
 #include "tests/fuzz/fuzz_inputs.h"
-
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    cr_assert(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    cr_assert(fread(b, 1, (size_t)n, f) == (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
+#include "tests/test_util.h"
 
 /* Runs every file of dir through fn; returns how many (0 if dir does not exist). */
 static int replay_dir(const char *dir, int (*fn)(const uint8_t *, size_t)) {
@@ -36,7 +24,7 @@ static int replay_dir(const char *dir, int (*fn)(const uint8_t *, size_t)) {
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         size_t len;
-        uint8_t *b = slurp(path, &len);
+        uint8_t *b = (uint8_t *)tu_read_file(path, &len);
         cr_expect_eq(fn(b, len), 0, "%s", path);
         free(b);
         n++;

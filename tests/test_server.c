@@ -288,14 +288,6 @@ static size_t multipart(unsigned first, int count, char *out, size_t cap) {
     return n;
 }
 
-static json_t *get_json(const server *s, const char *path) {
-    reply r = req(s, "GET", path, NULL, NULL, 0);
-    cr_assert_eq(r.status, 200, "GET %s: %d %s", path, r.status, r.raw.body);
-    json_t *j = json_incref(r.json);
-    reply_free(&r);
-    return j;
-}
-
 Test(server, training_publishes_versions_swapped_in_atomically_and_restarts_resume) {
     const char *flags[] = {"--batch", "8", "--min-images", "16", "--publish-every", "15",
                            "--embed-batch", "8", NULL};

@@ -9,7 +9,7 @@
 
 #include "engine/eng_rng.h"
 
-static char *read_all(const char *path, size_t *len) {
+char *tu_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     cr_assert(f != NULL, "cannot open fixture %s", path);
     fseek(f, 0, SEEK_END);
@@ -28,7 +28,7 @@ float *tu_fixture_floats(const char *dir, const char *name, size_t *count) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s/%s", BARLOWD_FIXTURES, dir, name);
     size_t len;
-    char *buf = read_all(path, &len);
+    char *buf = tu_read_file(path, &len);
     cr_assert(len % 4 == 0, "%s: size %zu is not a multiple of 4", path, len);
     *count = len / 4;
     return (float *)buf;
@@ -38,7 +38,7 @@ char *tu_fixture_text(const char *dir, const char *name) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s/%s", BARLOWD_FIXTURES, dir, name);
     size_t len;
-    return read_all(path, &len);
+    return tu_read_file(path, &len);
 }
 
 double tu_rel_l2(const float *got, const float *want, size_t n) {

@@ -7,6 +7,8 @@
 #include "engine/eng_tensor.h"
 
 /* Reads tests/fixtures/<dir>/<name> as float32; aborts the test (cr_assert) when missing. */
+/* A whole file, NUL-terminated after its len bytes (malloc'd; caller frees). */
+char *tu_read_file(const char *path, size_t *len);
 float *tu_fixture_floats(const char *dir, const char *name, size_t *count);
 /* Reads a whole fixture text file (NUL-terminated, malloc'd). */
 char *tu_fixture_text(const char *dir, const char *name);
