@@ -36,13 +36,15 @@ static int make_parent_dirs(const char *path) {
 }
 
 /* The model of an existing database (its newest version), else the --model flag's. *batch
- * becomes the checkpoint's training batch when there is one. */
-static int choose_model(store *st, const serve_opts *o, eng_config *cfg, int *batch) {
+ * becomes the checkpoint's training batch when there is one; that checkpoint's blob is left in
+ * *blob (malloc'd, the caller frees; NULL for a new database) for the trainer to resume from. */
+static int choose_model(store *st, const serve_opts *o, eng_config *cfg, int *batch, void **blob,
+                        size_t *len) {
     store_checkpoint_info info;
-    void *blob;
-    size_t len;
     store_err se = {{0}};
-    int r = store_checkpoint_latest(st, &info, &blob, &len, &se);
+    *blob = NULL;
+    *len = 0;
+    int r = store_checkpoint_latest(st, &info, blob, len, &se);
     if (r < 0) {
         fprintf(stderr, "error: %s\n", se.msg);
         return -1;
@@ -50,9 +52,9 @@ static int choose_model(store *st, const serve_opts *o, eng_config *cfg, int *ba
     eng_err e = {{0}};
     if (r == 0) {
         eng_ckpt_meta meta;
-        int bad = eng_checkpoint_peek(blob, len, cfg, &meta, &e);
-        free(blob);
-        if (bad) {
+        if (eng_checkpoint_peek(*blob, *len, cfg, &meta, &e)) {
+            free(*blob);
+            *blob = NULL;
             fprintf(stderr, "error: model version %lld: %s\n", (long long)info.version, e.msg);
             return -1;
         }
@@ -109,14 +111,18 @@ int cmd_serve(int argc, char **argv) {
     http_server http;
     embed_workers ew;
     memset(&http, 0, sizeof http);
-    if (choose_model(st, &o, &cfg, &batch)) goto done;
+    void *newest = NULL;
+    size_t newest_len = 0;
+    if (choose_model(st, &o, &cfg, &batch, &newest, &newest_len)) goto done;
 
     uint8_t *initial = NULL;
     size_t initial_len = 0;
     char msg[512];
     tw_made = 1;
-    if (train_worker_create(&tw, st, &cfg, batch, (uint64_t)o.seed, &initial, &initial_len, msg,
-                            sizeof msg)) {
+    int tw_bad = train_worker_create(&tw, st, &cfg, batch, (uint64_t)o.seed, newest, newest_len,
+                                     &initial, &initial_len, msg, sizeof msg);
+    free(newest);
+    if (tw_bad) {
         fprintf(stderr, "error: %s\n", msg);
         goto done;
     }

@@ -131,8 +131,8 @@ static void log_on_proxy(void *arg) {
 }
 
 int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int batch,
-                        uint64_t seed, uint8_t **initial, size_t *initial_len, char *msg,
-                        size_t n) {
+                        uint64_t seed, const void *newest, size_t newest_len,
+                        uint8_t **initial, size_t *initial_len, char *msg, size_t n) {
     memset(w, 0, sizeof *w);
     w->st = st;
     w->batch = batch;
@@ -156,21 +156,9 @@ int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int b
         return -1;
     }
     w->created = 1;
-    store_checkpoint_info info;
-    void *blob;
-    size_t len;
-    store_err se = {{0}};
-    int r = store_checkpoint_latest(st, &info, &blob, &len, &se);
-    if (r < 0) {
-        snprintf(msg, n, "%s", se.msg);
-        return -1;
-    }
-    if (r == 0) {
-        int bad = eng_trainer_resume(&w->t, blob, len, &e);
-        free(blob);
-        if (bad) {
-            snprintf(msg, n, "resuming from model version %lld: %s", (long long)info.version,
-                     e.msg);
+    if (newest) {
+        if (eng_trainer_resume(&w->t, newest, newest_len, &e)) {
+            snprintf(msg, n, "resuming from the newest model version: %s", e.msg);
             return -1;
         }
         return 0;

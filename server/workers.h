@@ -41,12 +41,12 @@ typedef struct train_worker {
                                    * SCHED_IDLE threads (proxy_thread.h) */
 } train_worker;
 
-/* Builds the trainer for the service's model: resumes from the newest checkpoint when one
- * exists; else a new model from seed (its step-0 checkpoint in *initial, malloc'd, for
- * svc_open). Called before svc_open (s is not yet usable: only s->st is read). */
+/* Builds the trainer for the service's model: resumes from `newest` (the store's newest
+ * checkpoint, borrowed) when there is one; else a new model from seed (its step-0 checkpoint
+ * in *initial, malloc'd, for svc_open). Called before svc_open. */
 int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int batch,
-                        uint64_t seed, uint8_t **initial, size_t *initial_len, char *msg,
-                        size_t n);
+                        uint64_t seed, const void *newest, size_t newest_len,
+                        uint8_t **initial, size_t *initial_len, char *msg, size_t n);
 int train_worker_start(train_worker *w, svc *s);
 /* Stops training and writes a final checkpoint when steps were taken since the last one. */
 void train_worker_stop(train_worker *w);
