@@ -74,11 +74,20 @@ static void check_kernel(const char *kernel) {
     eng_err err = {{0}};
     eng_index ix;
     cr_assert(eng_index_init(&ix, dim, &err) == 0, "%s", err.msg);
-    if (eng_index_use_kernel(&ix, kernel) != 0) {
-        cr_log_warn("kernel %s not available on this CPU; checked the others", kernel);
+    int usable = eng_index_use_kernel(&ix, kernel) == 0;
+    /* the kernel is offered exactly when the CPU has what it needs: a wrong answer either way
+     * would crash (SIGILL) or leave the fast path unused */
+    int has = !strcmp(kernel, "avx512") ? tu_cpu_has("avx512f")
+              : !strcmp(kernel, "avx2") ? tu_cpu_has("avx2") && tu_cpu_has("fma")
+                                        : 1;
+    cr_expect_eq(usable, has, "kernel %s: offered %d, /proc/cpuinfo says %d", kernel, usable, has);
+    if (!usable) {
+        tu_coverage("index kernel %s: not run, this CPU lacks it (no emulator here runs it)",
+                    kernel);
         eng_index_free(&ix);
         return;
     }
+    tu_coverage("index kernel %s: ran", kernel);
     ref_set r = {dim, n, malloc(sizeof(int64_t) * n), malloc(sizeof(float) * (size_t)n * dim),
                  calloc((size_t)n, 1)};
     eng_rng rng;
@@ -439,10 +448,20 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
         cr_assert(eng_index_search_fast(&ix, qf + t * dim, 10, INT64_MIN, 1, ref[t], &nref[t],
                                         &err) == 0);
     for (size_t kk = 0; kk < sizeof kernels / sizeof *kernels; kk++) {
-        if (eng_index_use_kernel8(&ix, kernels[kk]) != 0) {
-            cr_log_warn("int8 kernel %s not available on this CPU; checked the others", kernels[kk]);
+        int usable = eng_index_use_kernel8(&ix, kernels[kk]) == 0;
+        int has = kk == 0   ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw") &&
+                                tu_cpu_has("avx512_vnni")
+                  : kk == 1 ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw")
+                  : kk == 2 ? tu_cpu_has("avx2")
+                            : 1;
+        cr_expect_eq(usable, has, "int8 kernel %s: offered %d, /proc/cpuinfo says %d",
+                     kernels[kk], usable, has);
+        if (!usable) {
+            tu_coverage("int8 kernel %s: not run, this CPU lacks it (no emulator here runs it)",
+                        kernels[kk]);
             continue;
         }
+        tu_coverage("int8 kernel %s: ran", kernels[kk]);
         cr_expect_str_eq(ix.kernel8, kernels[kk]);
         memset(got, 0x55, sizeof(int32_t) * n);
         ix.dot8(q, ix.rows8, ix.rsum8, ix.stride8, (size_t)n, got);

@@ -3,6 +3,7 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,4 +113,34 @@ void tu_randn(float *x, size_t n, unsigned long long seed, double scale) {
     eng_rng r;
     eng_rng_seed(&r, seed);
     for (size_t i = 0; i < n; i++) x[i] = (float)(scale * eng_rng_normal(&r));
+}
+
+void tu_coverage(const char *fmt, ...) {
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "coverage: %s\n", text);
+}
+
+int tu_cpu_has(const char *flag) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    cr_assert(f != NULL, "cannot read /proc/cpuinfo");
+    char line[8192];
+    int found = 0;
+    size_t n = strlen(flag);
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5)) continue;
+        for (char *p = strchr(line, ':'); p && *p; p++) {
+            if ((p[-1] == ' ' || p[-1] == ':') && !strncmp(p, flag, n) &&
+                (p[n] == ' ' || p[n] == '\n' || p[n] == 0)) {
+                found = 1;
+                break;
+            }
+        }
+        break; /* every core lists the same flags */
+    }
+    fclose(f);
+    return found;
 }

@@ -25,6 +25,15 @@ void tu_from_plain(eng_ctx *ctx, eng_tensor *t, const float *plain);
 /* Number of logical elements of t. */
 size_t tu_numel(const eng_tensor *t);
 
+/* Prints "coverage: <text>" on stderr: which kernel or ISA a test exercised, or that the CPU lacks
+ * one. scripts/dev test collects these lines from every test's log into the suite's summary. (Not
+ * cr_log_warn: Criterion 2.4 makes a binary whose tests all pass exit 1 after any warning.) */
+void tu_coverage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* 1 when /proc/cpuinfo's flags list `flag` (e.g. "avx512f"), independently of the compiler's
+ * CPU detection that the engine uses; 0 otherwise. */
+int tu_cpu_has(const char *flag);
+
 /* Fills with deterministic pseudo-random normals. */
 void tu_randn(float *x, size_t n, unsigned long long seed, double scale);
 
