@@ -1,7 +1,10 @@
 /* eng_ctx.c — oneDNN engine, stream, attribute and shared scratchpad of one model. */
 #include "engine/eng_ctx.h"
 
+#include <assert.h>
+#include <oneapi/dnnl/dnnl_debug.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xmmintrin.h>
@@ -29,7 +32,18 @@ fail:
     return -1;
 }
 
+static void note_impl(eng_ctx *ctx, const_dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
+        return;
+    for (int i = 0; i < ctx->n_impls; i++)
+        if (!strcmp(ctx->impls[i], impl)) return;
+    if (ctx->n_impls == ENG_CTX_MAX_IMPLS) return;
+    snprintf(ctx->impls[ctx->n_impls++], sizeof ctx->impls[0], "%s", impl);
+}
+
 int eng_ctx_note_scratch(eng_ctx *ctx, const_dnnl_primitive_desc_t pd, eng_err *err) {
+    note_impl(ctx, pd);
     const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     if (!md) return 0;
     size_t need = dnnl_memory_desc_get_size(md);
@@ -87,6 +101,22 @@ int eng_ctx_make_prim(eng_ctx *ctx, const void *op_desc, const_dnnl_primitive_at
 fail:
     if (pd) dnnl_primitive_desc_destroy(pd);
     return -1;
+}
+
+const char *eng_cpu_isa(void) {
+    const char *name = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
+    return strncmp(name, "cpu_isa_", 8) ? name : name + 8;
+}
+
+void eng_ctx_impls(const eng_ctx *ctx, char *buf, size_t size) {
+    assert(size > 0);
+    size_t at = 0;
+    buf[0] = 0;
+    for (int i = 0; i < ctx->n_impls && at < size; i++) {
+        int n = snprintf(buf + at, size - at, "%s%s", i ? ", " : "", ctx->impls[i]);
+        if (n < 0) break;
+        at += (size_t)n;
+    }
 }
 
 int eng_pd_is_ref(const_dnnl_primitive_desc_t pd) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "engine/eng_model.h"
 #include "tests/test_util.h"
@@ -34,6 +35,12 @@ static void check_fixture(const char *name) {
     memcpy(m.params, params, np * sizeof(float));
     memcpy(eng_model_input(&m), views, nv * sizeof(float));
     cr_assert(eng_model_forward_backward(&m, &err) == 0, "%s", err.msg);
+    char impls[1024];
+    eng_ctx_impls(&m.ctx, impls, sizeof impls);
+    tu_coverage("model %s under oneDNN ISA %s: %s", name, eng_cpu_isa(), impls);
+    if (!strcmp(name, "wide64") && !strncmp(eng_cpu_isa(), "avx512", 6))
+        cr_expect(strstr(impls, "wino") != NULL, "no Winograd convolution on %s: %s",
+                  eng_cpu_isa(), impls); /* the point of this fixture where oneDNN has one */
 
     double loss_err = fabs(m.last_loss - out[0]) / fabs(out[0]);
     cr_expect(loss_err < 1e-4, "%s: loss %.8g, PyTorch %.8g (rel %.3g)", name, m.last_loss, out[0],
@@ -64,6 +71,35 @@ Test(model, matches_pytorch_with_three_channels_two_blocks_per_stage_and_3_layer
 Test(model, matches_pytorch_with_odd_sizes_and_widths_and_three_stages) { check_fixture("odd"); }
 Test(model, matches_pytorch_with_wide_layers_where_convolutions_run_as_winograd) {
     check_fixture("wide64");
+}
+
+/* The ISA pass this binary runs in (scripts/dev test runs the engine's tests once as the CPU is and,
+ * on an AVX-512 CPU, again under ONEDNN_MAX_CPU_ISA=AVX2): oneDNN's kernels must really be the
+ * ones that pass is for, else the second pass would test the first one's code twice. */
+Test(model, onednn_kernels_are_those_of_the_isa_this_pass_allows) {
+    eng_err err = {{0}};
+    eng_config cfg;
+    cr_assert(eng_config_resolve(&cfg, "tiny", &err) == 0, "%s", err.msg);
+    eng_model m;
+    cr_assert(eng_model_build(&m, &cfg, 4, 1, &err) == 0, "%s", err.msg);
+    char impls[1024];
+    eng_ctx_impls(&m.ctx, impls, sizeof impls);
+    const char *isa = eng_cpu_isa(), *max = getenv("ONEDNN_MAX_CPU_ISA");
+    int cpu512 = tu_cpu_has("avx512f") && tu_cpu_has("avx512bw") && tu_cpu_has("avx512vl") &&
+                 tu_cpu_has("avx512dq");
+    tu_coverage("oneDNN ISA %s (CPU %s AVX-512, ONEDNN_MAX_CPU_ISA=%s)", isa,
+                cpu512 ? "has" : "lacks", max ? max : "unset");
+    cr_expect(m.ctx.n_impls > 0, "no implementation recorded");
+    if ((max && !strcasecmp(max, "AVX2")) || !cpu512) {
+        cr_expect(!strncmp(isa, "avx2", 4), "oneDNN runs %s in an AVX2 pass", isa);
+        cr_expect(strstr(impls, "avx512") == NULL, "AVX-512 kernels in an AVX2 pass: %s", impls);
+        cr_expect(strstr(impls, "avx2") != NULL, "no AVX2 kernel in an AVX2 pass: %s", impls);
+    } else {
+        cr_expect(!strncmp(isa, "avx512", 6), "oneDNN runs %s on an AVX-512 CPU", isa);
+        cr_expect(strstr(impls, "avx512") != NULL, "no AVX-512 kernel on an AVX-512 CPU: %s",
+                  impls);
+    }
+    eng_model_free(&m);
 }
 
 /* Helper: a training model of a preset with a seeded init and random input. */
