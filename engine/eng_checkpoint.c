@@ -101,6 +101,11 @@ static uint32_t crc_of(const void *p, size_t n) {
 
 int eng_checkpoint_save(const eng_model *m, const eng_ckpt_meta *meta, uint8_t **blob,
                         size_t *len, eng_err *err) {
+    return eng_checkpoint_save_stats(m, m->stats, meta, blob, len, err);
+}
+
+int eng_checkpoint_save_stats(const eng_model *m, const float *stats, const eng_ckpt_meta *meta,
+                              uint8_t **blob, size_t *len, eng_err *err) {
     *blob = NULL;
     *len = 0;
     if (meta->n_rng < 0 || meta->n_rng > ENG_CKPT_MAX_RNG)
@@ -138,7 +143,7 @@ int eng_checkpoint_save(const eng_model *m, const eng_ckpt_meta *meta, uint8_t *
     put_u32(&w, (uint32_t)meta->n_rng);
     put_bytes(&w, json, json_len);
     put_floats(&w, m->params, m->n_floats);
-    put_floats(&w, m->stats, m->n_stats);
+    put_floats(&w, stats, m->n_stats);
     if (n_mom) put_floats(&w, m->momentum, n_mom);
     for (int i = 0; i < meta->n_rng; i++)
         for (int k = 0; k < 4; k++) put_u64(&w, meta->rng[i].s[k]);

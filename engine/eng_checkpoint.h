@@ -36,6 +36,10 @@ typedef struct eng_ckpt_meta {
  * when m is a training model. On error returns -1 and *blob is NULL. */
 int eng_checkpoint_save(const eng_model *m, const eng_ckpt_meta *meta, uint8_t **blob,
                         size_t *len, eng_err *err);
+/* The same with the running statistics taken from `stats` ([m->n_stats]) instead of m->stats:
+ * for saving the last completed step while the next one is updating m->stats. */
+int eng_checkpoint_save_stats(const eng_model *m, const float *stats, const eng_ckpt_meta *meta,
+                              uint8_t **blob, size_t *len, eng_err *err);
 
 /* Validates a blob completely and returns its config and meta without loading weights (e.g. to
  * build a model of the right shape first). cfg or meta may be NULL. */

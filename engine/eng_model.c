@@ -437,6 +437,17 @@ void eng_model_init_params(eng_model *m, uint64_t seed) {
 float *eng_model_input(eng_model *m) { return m->input.data; }
 const float *eng_model_rep(const eng_model *m) { return m->h[0].data; }
 
+int eng_model_stopped(const eng_model *m) { return m->stop && atomic_load(m->stop); }
+
+/* Between layers of a training step: gives up once the owner asked the model to stop. */
+#define STOP_POINT(m)                                                                           \
+    do {                                                                                        \
+        if (eng_model_stopped(m)) {                                                             \
+            eng_fail(err, "model: training step interrupted");                                  \
+            goto fail;                                                                          \
+        }                                                                                       \
+    } while (0)
+
 static int block_forward(eng_model *m, eng_block *b, eng_err *err) {
     eng_ctx *ctx = &m->ctx;
     ENG_TRY(eng_conv_forward(&b->conv1, ctx, b->x, &b->c1, err));
@@ -476,7 +487,10 @@ static int encoder_forward(eng_model *m, eng_err *err) {
     eng_ctx *ctx = &m->ctx;
     ENG_TRY(eng_conv_forward(&m->stem_conv, ctx, &m->input, &m->c0, err));
     ENG_TRY(eng_bnorm_forward(&m->stem_bn, ctx, &m->c0, &m->a0, err));
-    for (int i = 0; i < m->n_blocks; i++) ENG_TRY(block_forward(m, &m->blocks[i], err));
+    for (int i = 0; i < m->n_blocks; i++) {
+        if (m->training) STOP_POINT(m);
+        ENG_TRY(block_forward(m, &m->blocks[i], err));
+    }
     eng_tensor *last = m->n_blocks ? &m->blocks[m->n_blocks - 1].y : &m->a0;
     return eng_pool_forward(&m->pool, ctx, last, m->h[0].data, err);
 fail:
@@ -497,6 +511,7 @@ int eng_model_forward_backward(eng_model *m, eng_err *err) {
     int np = m->cfg.n_proj, n = m->batch;
     ENG_TRY(encoder_forward(m, err));
     for (int i = 0; i < np; i++) {
+        STOP_POINT(m);
         eng_tensor *out = i + 1 == np ? &m->z : &m->h[i + 1];
         ENG_TRY(eng_linear_forward(&m->lin[i], ctx, &m->h[i], &m->l[i], err));
         ENG_TRY(eng_bnorm_forward(&m->pbn[i], ctx, &m->l[i], out, err));
@@ -505,13 +520,17 @@ int eng_model_forward_backward(eng_model *m, eng_err *err) {
     ENG_TRY(eng_bt_loss_run(&m->loss, ctx, m->z.data, m->z.data + half, m->dz.data,
                             m->dz.data + half, &m->last_loss, err));
     for (int i = np - 1; i >= 0; i--) {
+        STOP_POINT(m);
         eng_tensor *dout = i + 1 == np ? &m->dz : &m->dh[i + 1];
         ENG_TRY(eng_bnorm_backward(&m->pbn[i], ctx, &m->l[i], dout, &m->dl[i], err));
         ENG_TRY(eng_linear_backward(&m->lin[i], ctx, &m->h[i], &m->dl[i], &m->dh[i], err));
     }
     eng_tensor *last_dy = m->n_blocks ? &m->blocks[m->n_blocks - 1].dy : &m->da0;
     ENG_TRY(eng_pool_backward(&m->pool, ctx, m->dh[0].data, last_dy, err));
-    for (int i = m->n_blocks - 1; i >= 0; i--) ENG_TRY(block_backward(m, &m->blocks[i], err));
+    for (int i = m->n_blocks - 1; i >= 0; i--) {
+        STOP_POINT(m);
+        ENG_TRY(block_backward(m, &m->blocks[i], err));
+    }
     ENG_TRY(eng_bnorm_backward(&m->stem_bn, ctx, &m->c0, &m->da0, &m->dc0, err));
     ENG_TRY(eng_conv_backward(&m->stem_conv, ctx, &m->input, &m->dc0, NULL, err));
     ENG_DNNL(dnnl_stream_wait(ctx->stream));

@@ -15,6 +15,7 @@
 #ifndef ENG_MODEL_H
 #define ENG_MODEL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "engine/eng_bnorm.h"
@@ -98,6 +99,9 @@ typedef struct eng_model {
     } *diff_views;                     /* owned [n_diff_views] */
 
     double last_loss;       /* loss of the last forward_backward */
+    const atomic_int *stop; /* borrowed, may be NULL: once it reads non-zero, forward_backward
+                             * gives up between layers (returns -1, eng_model_stopped says so);
+                             * grads and running statistics are then partly updated */
 } eng_model;
 
 /* The canonical parameter table of a config, without building anything (for validating files).
@@ -117,6 +121,9 @@ void eng_model_init_params(eng_model *m, uint64_t seed);
 float *eng_model_input(eng_model *m);
 /* The representation rows [R, E] after a forward (training: view A rows first). */
 const float *eng_model_rep(const eng_model *m);
+
+/* 1 when m->stop is set: the last failure of forward_backward was that interruption. */
+int eng_model_stopped(const eng_model *m);
 
 /* Training: forward both views, loss, backward; fills grads and last_loss, updates running stats. */
 int eng_model_forward_backward(eng_model *m, eng_err *err);

@@ -1,7 +1,9 @@
 /* eng_trainer.c — the training loop over an augmentation prefetcher. */
 #include "engine/eng_trainer.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -48,6 +50,14 @@ int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_traine
     t->fill_ctx = fill_ctx;
     if (eng_model_build(&t->model, model, cfg->batch, 1, err)) return -1;
     eng_model_init_params(&t->model, cfg->seed);
+    pthread_mutex_init(&t->commit_mu, NULL);
+    t->stats_done = malloc(t->model.n_stats * sizeof(float) + 1);
+    if (!t->stats_done) {
+        eng_fail(err, "trainer: out of memory");
+        eng_trainer_free(t);
+        return -1;
+    }
+    memcpy(t->stats_done, t->model.stats, t->model.n_stats * sizeof(float));
     if (start_stream(t, 0, err)) {
         eng_trainer_free(t);
         return -1;
@@ -64,7 +74,14 @@ int eng_trainer_step(eng_trainer *t, eng_err *err) {
     memcpy(in, a, half);
     memcpy((char *)in + half, b, half);
     long step = t->stats.step;
-    if (eng_model_train_step(&t->model, &t->cfg.opt, step, err)) return -1;
+    eng_model *m = &t->model;
+    if (eng_model_forward_backward(m, err)) { /* the running statistics are half-way */
+        memcpy(m->stats, t->stats_done, m->n_stats * sizeof(float));
+        return -1;
+    }
+    pthread_mutex_lock(&t->commit_mu);
+    eng_lars_step(&t->cfg.opt, m->tab, m->n_params, m->params, m->grads, m->momentum, step);
+    memcpy(t->stats_done, m->stats, m->n_stats * sizeof(float));
     double dt = now_s() - t0;
     t->stats.step = step + 1;
     t->stats.loss = t->model.last_loss;
@@ -72,10 +89,14 @@ int eng_trainer_step(eng_trainer *t, eng_err *err) {
     t->stats.images_per_s = dt > 0 ? t->cfg.batch / dt : 0;
     t->stats.diag_mean = t->model.loss.diag_mean;
     t->stats.offdiag_abs_mean = t->model.loss.offdiag_abs_mean;
+    pthread_mutex_unlock(&t->commit_mu);
     return 0;
 }
 
-int eng_trainer_save(const eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err) {
+void eng_trainer_interrupt_on(eng_trainer *t, const atomic_int *flag) { t->model.stop = flag; }
+
+/* The checkpoint of the last completed step; commit_mu held by the caller. */
+static int save_locked(const eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err) {
     eng_ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
     meta.step = (uint64_t)t->stats.step;
@@ -84,7 +105,31 @@ int eng_trainer_save(const eng_trainer *t, uint8_t **blob, size_t *len, eng_err 
     /* the seed travels as a generator state: everything random derives from it and the step */
     meta.n_rng = 1;
     meta.rng[0].s[0] = t->cfg.seed;
-    return eng_checkpoint_save(&t->model, &meta, blob, len, err);
+    return eng_checkpoint_save_stats(&t->model, t->stats_done, &meta, blob, len, err);
+}
+
+int eng_trainer_save(eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err) {
+    pthread_mutex_lock(&t->commit_mu);
+    int r = save_locked(t, blob, len, err);
+    pthread_mutex_unlock(&t->commit_mu);
+    return r;
+}
+
+int eng_trainer_save_within(eng_trainer *t, double wait_s, uint8_t **blob, size_t *len,
+                            eng_err *err) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    double s = (double)until.tv_sec + until.tv_nsec * 1e-9 + (wait_s > 0 ? wait_s : 0);
+    until.tv_sec = (time_t)s;
+    until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
+    *blob = NULL;
+    *len = 0;
+    int r = pthread_mutex_timedlock(&t->commit_mu, &until);
+    if (r == ETIMEDOUT) return eng_fail(err, "trainer: busy (a step's update held it %.1f s)", wait_s);
+    if (r) return eng_fail(err, "trainer: cannot lock its state (%s)", strerror(r));
+    r = save_locked(t, blob, len, err);
+    pthread_mutex_unlock(&t->commit_mu);
+    return r;
 }
 
 int eng_trainer_resume(eng_trainer *t, const void *blob, size_t len, eng_err *err) {
@@ -94,7 +139,13 @@ int eng_trainer_resume(eng_trainer *t, const void *blob, size_t len, eng_err *er
     if (meta.opt.batch != t->cfg.batch)
         return eng_fail(err, "trainer: checkpoint trained at batch %d, this trainer runs %d",
                         meta.opt.batch, t->cfg.batch);
-    if (eng_checkpoint_load(&t->model, blob, len, NULL, err)) return -1;
+    pthread_mutex_lock(&t->commit_mu);
+    if (eng_checkpoint_load(&t->model, blob, len, NULL, err)) {
+        pthread_mutex_unlock(&t->commit_mu);
+        return -1;
+    }
+    memcpy(t->stats_done, t->model.stats, t->model.n_stats * sizeof(float));
+    pthread_mutex_unlock(&t->commit_mu);
     t->cfg.opt = meta.opt;
     t->cfg.seed = meta.rng[0].s[0];
     memset(&t->stats, 0, sizeof t->stats);
@@ -106,5 +157,7 @@ int eng_trainer_resume(eng_trainer *t, const void *blob, size_t len, eng_err *er
 void eng_trainer_free(eng_trainer *t) {
     eng_aug_prefetch_free(t->prefetch);
     eng_model_free(&t->model);
+    if (t->stats_done) pthread_mutex_destroy(&t->commit_mu);
+    free(t->stats_done);
     memset(t, 0, sizeof *t);
 }

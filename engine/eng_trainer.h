@@ -10,6 +10,8 @@
 #ifndef ENG_TRAINER_H
 #define ENG_TRAINER_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "engine/eng_augment.h"
@@ -49,6 +51,11 @@ typedef struct eng_trainer {
     eng_seek_fn seek;
     void *fill_ctx;                /* borrowed */
     eng_train_stats stats;
+    /* Held while a step writes what a checkpoint reads (LARS's update of the weights and
+     * momentum, stats, stats_done), so that another thread can save the last completed step
+     * while the trainer's thread is in the middle of the next one. */
+    pthread_mutex_t commit_mu;
+    float *stats_done;             /* owned [model.n_stats]: running statistics as of `stats.step` */
 } eng_trainer;
 
 /* Builds the model (initialised from cfg->seed), seeks the source to batch 0 and starts the
@@ -56,11 +63,24 @@ typedef struct eng_trainer {
 int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_trainer_cfg *cfg,
                        eng_aug_fill_fn fill, eng_seek_fn seek, void *fill_ctx, eng_err *err);
 
-/* One training step. On error returns -1; a non-finite loss is an error. */
+/* One training step. On error returns -1 and the step counts for nothing (weights, momentum and
+ * running statistics stay as the last completed step left them); a non-finite loss is an error.
+ * An interrupted step (eng_trainer_interrupt_on) consumed its batch: resume from a checkpoint (or
+ * free the trainer) before stepping again. */
 int eng_trainer_step(eng_trainer *t, eng_err *err);
 
-/* A checkpoint of the current state (blob malloc'd; caller frees). */
-int eng_trainer_save(const eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err);
+/* From now on a step gives up between layers once *flag reads non-zero (NULL: never). The flag
+ * is borrowed and must outlive the trainer's steps. */
+void eng_trainer_interrupt_on(eng_trainer *t, const atomic_int *flag);
+
+/* A checkpoint of the last completed step (blob malloc'd; caller frees). Safe from any thread,
+ * also while the trainer's own thread is in a step. */
+int eng_trainer_save(eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err);
+
+/* eng_trainer_save, waiting at most wait_s seconds for a running step to finish its update (the
+ * update is short, but a starved thread may hold it longer); -1 with "busy" on timeout. */
+int eng_trainer_save_within(eng_trainer *t, double wait_s, uint8_t **blob, size_t *len,
+                            eng_err *err);
 
 /* Restores weights, statistics, optimiser state and step from a checkpoint of the same model,
  * and restarts the data stream at that step. The trainer's seed and schedule come from the

@@ -57,7 +57,7 @@ static int write_atomic(const char *path, const void *bytes, size_t len) {
     return 0;
 }
 
-static int save_checkpoint(const eng_trainer *t, const char *path) {
+static int save_checkpoint(eng_trainer *t, const char *path) {
     uint8_t *blob;
     size_t len;
     eng_err err = {{0}};

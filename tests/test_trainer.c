@@ -76,6 +76,54 @@ Test(trainer, resuming_from_a_checkpoint_reproduces_the_run_bit_for_bit) {
     eng_source_free(&src);
 }
 
+/* A stop request (SIGTERM in the server) gives up inside the step: the step counts for nothing,
+ * and the checkpoint is the last completed step's exactly, although the interrupted forward pass
+ * had already moved the stem's running statistics. */
+Test(trainer, an_interrupted_step_leaves_the_last_completed_step_to_save) {
+    eng_err err = {{0}};
+    eng_source src;
+    synthetic_source(&src, 40, 24);
+    eng_trainer t;
+    make_trainer(&t, &src, 5);
+    for (int s = 0; s < 2; s++) cr_assert(eng_trainer_step(&t, &err) == 0, "%s", err.msg);
+    uint8_t *before, *after, *within;
+    size_t n_before, n_after, n_within;
+    cr_assert(eng_trainer_save(&t, &before, &n_before, &err) == 0, "%s", err.msg);
+    float *stats = malloc(t.model.n_stats * sizeof(float));
+    memcpy(stats, t.model.stats, t.model.n_stats * sizeof(float));
+    atomic_int stop = 1;
+    eng_trainer_interrupt_on(&t, &stop);
+    cr_expect(eng_trainer_step(&t, &err) != 0, "a step ran to the end although told to stop");
+    cr_expect(eng_model_stopped(&t.model));
+    cr_expect(strstr(err.msg, "interrupted") != NULL, "%s", err.msg);
+    cr_expect_eq(t.stats.step, 2, "the interrupted step counted (%ld)", t.stats.step);
+    cr_expect(memcmp(stats, t.model.stats, t.model.n_stats * sizeof(float)) == 0,
+              "the interrupted step left its running statistics behind");
+    cr_assert(eng_trainer_save(&t, &after, &n_after, &err) == 0, "%s", err.msg);
+    cr_assert(eng_trainer_save_within(&t, 0.5, &within, &n_within, &err) == 0, "%s", err.msg);
+    cr_expect(n_before == n_after && !memcmp(before, after, n_before),
+              "the checkpoint after an interrupted step differs from the one before it");
+    cr_expect(n_before == n_within && !memcmp(before, within, n_before));
+    /* a step's update in progress (the lock held) makes save_within give up, not hang */
+    pthread_mutex_lock(&t.commit_mu);
+    uint8_t *busy;
+    size_t n_busy;
+    cr_expect(eng_trainer_save_within(&t, 0.05, &busy, &n_busy, &err) != 0);
+    cr_expect(busy == NULL && strstr(err.msg, "busy") != NULL, "%s", err.msg);
+    pthread_mutex_unlock(&t.commit_mu);
+    /* resumed from that checkpoint, it trains on */
+    eng_trainer_interrupt_on(&t, NULL);
+    cr_assert(eng_trainer_resume(&t, after, n_after, &err) == 0, "%s", err.msg);
+    cr_expect(eng_trainer_step(&t, &err) == 0, "%s", err.msg);
+    cr_expect_eq(t.stats.step, 3);
+    free(before);
+    free(after);
+    free(within);
+    free(stats);
+    eng_trainer_free(&t);
+    eng_source_free(&src);
+}
+
 Test(trainer, reports_statistics_and_learns_on_a_small_set) {
     eng_err err = {{0}};
     eng_source src;
