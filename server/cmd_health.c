@@ -1,5 +1,9 @@
 /* cmd_health.c — `barlowd health`: the container's health probe. GETs /healthz from the local
- * server and exits 0 on 200, 1 otherwise (no curl in the image). */
+ * server and exits 0 on 200, 1 otherwise (no curl in the image).
+ *
+ * Which address: --listen when given; else the address the server wrote to its --addr-file
+ * (BARLOWD_ADDR_FILE: the one it really listens on, whatever flag or variable chose it); else
+ * BARLOWD_LISTEN; else 127.0.0.1:8080. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +14,27 @@
 #include "server/serve_opts.h"
 
 int cmd_health(int argc, char **argv) {
-    static const char *const known[] = {"--listen", "--timeout", NULL};
+    static const char *const known[] = {"--listen", "--addr-file", "--timeout", NULL};
     if (cli_check_flags(argc, argv, known)) return CLI_BAD_INPUT;
     const char *listen = cli_flag(argc, argv, "--listen");
+    const char *addr_file = cli_flag(argc, argv, "--addr-file");
+    if (!addr_file) addr_file = getenv("BARLOWD_ADDR_FILE");
+    char written[300];
+    if (!listen && addr_file && *addr_file) {
+        FILE *f = fopen(addr_file, "r");
+        if (f) {
+            if (fgets(written, sizeof written, f)) {
+                written[strcspn(written, "\r\n")] = 0;
+                listen = written;
+            }
+            fclose(f);
+        }
+        if (!listen) { /* not (yet) ready, or not running */
+            fprintf(stderr, "unhealthy: no address in %s (the server writes it once ready)\n",
+                    addr_file);
+            return CLI_FAIL;
+        }
+    }
     if (!listen) listen = getenv("BARLOWD_LISTEN");
     if (!listen || !*listen) listen = "127.0.0.1:8080";
     long timeout = cli_flag_long(argc, argv, "--timeout", 5, 1, 3600);

@@ -1,13 +1,15 @@
 /* cmd_serve.c — `barlowd serve`: the server process. Opens the store, builds (or resumes) the
  * trainer, brings the serving model and index up, starts HTTP and the workers, and on
- * SIGTERM/SIGINT stops accepting, lets requests finish, writes a checkpoint and closes the
- * database before exiting 0. */
+ * SIGTERM/SIGINT stops accepting, lets requests finish (2 s at most), interrupts the running
+ * training step, checkpoints the last completed one and closes the database before exiting 0,
+ * within Docker's default 10 s grace with room to spare (SHUTDOWN_* below). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "engine/eng_checkpoint.h"
@@ -32,6 +34,55 @@ static int make_parent_dirs(const char *path) {
         *p = '/';
     }
     if (mkdir(dir, 0750) && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* Seconds a shutdown gives requests in flight, then the trainer's thread (counted from the
+ * signal), then a step's update when the trainer is starved: at most ~4 s before the exit. */
+#define SHUTDOWN_DRAIN_S 2.0
+#define SHUTDOWN_TRAINER_S 2.5
+
+/* The database's directory (and the file, when it exists) must be writable by this process: in
+ * a container, a bind mount owned by root is not, and SQLite would only say "unable to open
+ * database file". Returns -1 with the reason and the fix printed. */
+static int check_writable(const char *db) {
+    char dir[4096];
+    if (strlen(db) >= sizeof dir) return 0; /* store_open will say */
+    strcpy(dir, db);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    const char *what = NULL;
+    if (access(dir, W_OK | X_OK))
+        what = dir;
+    else if (access(db, F_OK) == 0 && access(db, R_OK | W_OK))
+        what = db;
+    if (!what) return 0;
+    int e = errno;
+    fprintf(stderr,
+            "error: %s is not writable by uid %d (gid %d): %s. The database %s needs it. Make it "
+            "writable by this user (for a Docker bind mount: chown -R %d:%d on the host "
+            "directory), or use a named volume (docker run -v barlowd-data:/data ...).\n",
+            what, (int)getuid(), (int)getgid(), strerror(e), db, (int)getuid(), (int)getgid());
+    return -1;
+}
+
+/* Writes "HOST:PORT\n" to path atomically (a temporary file renamed over it). */
+static int write_addr_file(const char *path, const char *host, int port) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    int bad = fprintf(f, strchr(host, ':') ? "[%s]:%d\n" : "%s:%d\n", host, port) < 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        unlink(tmp);
+        return -1;
+    }
     return 0;
 }
 
@@ -90,9 +141,12 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     if (make_parent_dirs(o.db)) {
-        fprintf(stderr, "error: cannot create the directory of %s: %s\n", o.db, strerror(errno));
+        int e = errno;
+        fprintf(stderr, "error: cannot create the directory of %s as uid %d: %s\n", o.db,
+                (int)getuid(), strerror(e));
         return CLI_FAIL;
     }
+    if (check_writable(o.db)) return CLI_FAIL;
     store_opts so = store_defaults();
     so.synchronous_full = o.sync_full;
     so.keep_versions = (int)o.keep_versions;
@@ -160,6 +214,10 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "error: cannot start the trainer\n");
         goto done;
     }
+    if (o.addr_file && write_addr_file(o.addr_file, host, http.port)) {
+        fprintf(stderr, "error: cannot write --addr-file %s: %s\n", o.addr_file, strerror(errno));
+        goto done;
+    }
     a.ready = 1;
     fprintf(stderr,
             "barlowd: listening on %s:%d; database %s; model version %lld serving (%lld images, "
@@ -169,19 +227,39 @@ int cmd_serve(int argc, char **argv) {
             o.train ? "on" : "off");
     int sig = 0;
     sigwait(&sigs, &sig);
-    fprintf(stderr, "barlowd: %s: finishing requests, saving a checkpoint\n",
-            sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fprintf(stderr, "barlowd: %s: finishing requests, interrupting the training step, saving a "
+                    "checkpoint\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     rc = CLI_OK;
-done:
+done:;
+    double stop_from = cli_now();
+    if (tw_made) train_worker_signal_stop(&tw); /* the step gives up while requests drain */
     if (api_made) a.ready = 0;
-    http_stop(&http, 10.0);
-    if (tw_made) train_worker_stop(&tw);
+    http_stop(&http, SHUTDOWN_DRAIN_S);
+    if (o.addr_file) unlink(o.addr_file);
+    /* the embedders stop after their current batch; the final checkpoint below then starts no
+     * re-embedding pass (the next start brings its version into service) */
     if (svc_made) svc_stop(&s);
+    int abandoned = 0;
+    if (tw_made) {
+        double left = SHUTDOWN_TRAINER_S - (cli_now() - stop_from);
+        abandoned = train_worker_stop(&tw, left > 0.2 ? left : 0.2);
+    }
     if (embed_made) embed_workers_join(&ew);
+    if (abandoned) {
+        /* The trainer's thread is still inside a step (SCHED_IDLE, starved by other work): its
+         * last completed step is published above, every acknowledged upload is committed, and
+         * SQLite needs no close to keep them. Freeing what that thread still uses would be
+         * unsafe, and so would exit()'s destructors: leave at once. */
+        fprintf(stderr, "barlowd: the trainer's thread did not stop within %.1f s (starved of "
+                        "CPU); its last completed step is saved; stopped after %.1f s\n",
+                SHUTDOWN_TRAINER_S, cli_now() - stop_from);
+        _exit(rc == CLI_OK ? 0 : 1);
+    }
     if (tw_made) train_worker_free(&tw);
     if (api_made) api_free(&a);
     if (svc_made) svc_close(&s);
     store_close(st);
-    if (rc == CLI_OK) fprintf(stderr, "barlowd: stopped cleanly\n");
+    if (rc == CLI_OK)
+        fprintf(stderr, "barlowd: stopped cleanly in %.2f s\n", cli_now() - stop_from);
     return rc;
 }

@@ -49,6 +49,8 @@ static const opt_def defs[] = {
     {"--embed-batch", T_LONG, O(embed_batch), 1, 4096, "64",
      "images per forward of the background embedders"},
     {"--train", T_BOOL, O(train), 0, 1, "yes", "no: serve only, never train"},
+    {"--addr-file", T_STR, O(addr_file), 0, 0, NULL,
+     "once ready, write the HOST:PORT really listened on here (barlowd health reads it)"},
     {"--idle-steps", T_LONG, O(idle_steps), 0, 1000000000, "0",
      "pause training after N steps without a new upload (0: never pause)"},
 };

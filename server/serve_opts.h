@@ -29,6 +29,7 @@ typedef struct serve_opts {
     long embed_batch;
     int train;                 /* 0: serve only, never train */
     long idle_steps;           /* pause after this many steps without a new upload (0: never) */
+    const char *addr_file;     /* NULL: none; else where the listening address is written */
 } serve_opts;
 
 /* Fills o from defaults, environment and argv. Returns 0, 1 when --help was printed, -1 on a

@@ -138,6 +138,7 @@ int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int b
     w->batch = batch;
     w->rng = seed * 0x9e3779b97f4a7c15ULL + 7;
     atomic_init(&w->stop, 0);
+    atomic_init(&w->published_step, 0);
     pthread_mutex_init(&w->wake_mu, NULL);
     pthread_cond_init(&w->wake_cv, NULL);
     *initial = NULL;
@@ -156,11 +157,13 @@ int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int b
         return -1;
     }
     w->created = 1;
+    eng_trainer_interrupt_on(&w->t, &w->stop);
     if (newest) {
         if (eng_trainer_resume(&w->t, newest, newest_len, &e)) {
             snprintf(msg, n, "resuming from the newest model version: %s", e.msg);
             return -1;
         }
+        atomic_store(&w->published_step, w->t.stats.step);
         return 0;
     }
     if (eng_trainer_save(&w->t, initial, initial_len, &e)) {
@@ -174,6 +177,8 @@ typedef struct publish_job {
     train_worker *w;
     uint8_t *blob;
     size_t len;
+    long step;    /* the checkpoint's */
+    double loss;
 } publish_job;
 
 /* Stores the checkpoint as a new model version and wakes the re-embedder. */
@@ -182,13 +187,14 @@ static void publish_on_proxy(void *arg) {
     train_worker *w = j->w;
     svc_err se = {0};
     int64_t version;
-    if (svc_publish(w->s, j->blob, j->len, (uint64_t)w->t.stats.step, w->t.stats.loss, &version,
-                    &se)) {
+    if (j->step <= atomic_load(&w->published_step)) return; /* that step is published already */
+    if (svc_publish(w->s, j->blob, j->len, (uint64_t)j->step, j->loss, &version, &se)) {
         fprintf(stderr, "trainer: publishing failed: %s\n", se.msg);
         return;
     }
+    atomic_store(&w->published_step, j->step);
     fprintf(stderr, "trainer: published model version %lld at step %ld (loss %.3f)\n",
-            (long long)version, w->t.stats.step, w->t.stats.loss);
+            (long long)version, j->step, j->loss);
     pthread_mutex_lock(&w->wake_mu);
     w->wake = 1;
     pthread_cond_broadcast(&w->wake_cv);
@@ -213,13 +219,21 @@ static void say(train_worker *w, const char *fmt, ...) {
     proxy_call(&w->proxy, say_on_proxy, &j);
 }
 
-static void publish(train_worker *w) {
-    publish_job j = {w, NULL, 0};
+/* Saves the last completed step (waiting at most wait_s for a step's update) and publishes it.
+ * From the trainer's thread, or from the stopping thread. */
+static void publish(train_worker *w, double wait_s) {
+    publish_job j = {w, NULL, 0, 0, 0};
     eng_err e = {{0}};
-    if (eng_trainer_save(&w->t, &j.blob, &j.len, &e)) { /* serialising: no shared locks */
+    eng_ckpt_meta meta;
+    /* serialising takes no shared lock */
+    if (eng_trainer_save_within(&w->t, wait_s, &j.blob, &j.len, &e) ||
+        eng_checkpoint_peek(j.blob, j.len, NULL, &meta, &e)) {
         say(w, "trainer: saving a checkpoint failed: %s\n", e.msg);
+        free(j.blob);
         return;
     }
+    j.step = (long)meta.step;
+    j.loss = meta.loss;
     proxy_call(&w->proxy, publish_on_proxy, &j);
     free(j.blob);
 }
@@ -227,7 +241,7 @@ static void publish(train_worker *w) {
 static void *train_main(void *arg) {
     train_worker *w = arg;
     background_priority();
-    long published_step = w->t.stats.step, idle = 0;
+    long idle = 0;
     double published_at = cli_now();
     int64_t seen = live_images(w);
     report(w, 0, NULL);
@@ -247,7 +261,7 @@ static void *train_main(void *arg) {
         }
         eng_err e = {{0}};
         if (eng_trainer_step(&w->t, &e)) {
-            if (atomic_load(&w->stop)) break;
+            if (atomic_load(&w->stop)) break; /* interrupted: the step counts for nothing */
             say(w, "trainer: step %ld failed, training stops: %s\n", w->t.stats.step, e.msg);
             report(w, 3, e.msg);
             return NULL;
@@ -255,14 +269,14 @@ static void *train_main(void *arg) {
         idle++;
         report(w, 1, NULL);
         if (w->t.stats.step % 10 == 0) proxy_call(&w->proxy, log_on_proxy, w);
-        if ((w->publish_steps && w->t.stats.step - published_step >= w->publish_steps) ||
+        if ((w->publish_steps &&
+             w->t.stats.step - atomic_load(&w->published_step) >= w->publish_steps) ||
             (w->publish_seconds > 0 && cli_now() - published_at >= w->publish_seconds)) {
-            publish(w);
-            published_step = w->t.stats.step;
+            publish(w, 3600.0); /* its own thread: nothing else holds the update lock */
             published_at = cli_now();
         }
     }
-    if (w->t.stats.step > published_step) publish(w); /* the final checkpoint */
+    /* the final checkpoint is train_worker_stop's, at the stopping thread's priority */
     report(w, 2, NULL);
     return NULL;
 }
@@ -274,10 +288,30 @@ int train_worker_start(train_worker *w, svc *s) {
     return 0;
 }
 
-void train_worker_stop(train_worker *w) {
+void train_worker_signal_stop(train_worker *w) { atomic_store(&w->stop, 1); }
+
+int train_worker_stop(train_worker *w, double wait_s) {
     atomic_store(&w->stop, 1);
-    if (w->running) pthread_join(w->thread, NULL);
-    w->running = 0;
+    int abandoned = 0;
+    if (w->running) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        double s = (double)until.tv_sec + until.tv_nsec * 1e-9 + wait_s;
+        until.tv_sec = (time_t)s;
+        until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
+        if (pthread_timedjoin_np(w->thread, NULL, &until) == 0)
+            w->running = 0;
+        else
+            abandoned = 1;
+    }
+    /* The last completed step, unless it is published already. When the trainer's thread is
+     * still in a step (starved of CPU), its update lock is free but for LARS's few milliseconds:
+     * wait for it a little. */
+    if (w->created && w->s && (abandoned || w->t.stats.step > atomic_load(&w->published_step))) {
+        publish(w, 1.0);
+        if (!abandoned) report(w, 2, NULL);
+    }
+    return abandoned;
 }
 
 void train_worker_free(train_worker *w) {

@@ -19,7 +19,8 @@
 typedef struct train_worker {
     svc *s;                       /* borrowed (set by train_worker_start) */
     store *st;                    /* borrowed */
-    atomic_int stop;
+    atomic_int stop;              /* also interrupts a running step (eng_trainer_interrupt_on) */
+    atomic_long published_step;   /* the step of the newest checkpoint this worker published */
     eng_trainer t;
     int created;                  /* t is built */
     long min_images;
@@ -48,8 +49,14 @@ int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int b
                         uint64_t seed, const void *newest, size_t newest_len,
                         uint8_t **initial, size_t *initial_len, char *msg, size_t n);
 int train_worker_start(train_worker *w, svc *s);
-/* Stops training and writes a final checkpoint when steps were taken since the last one. */
-void train_worker_stop(train_worker *w);
+/* Asks the trainer to stop: a running step gives up between layers. Returns at once. */
+void train_worker_signal_stop(train_worker *w);
+/* Stops training (waiting at most wait_s for the trainer's thread, which runs under SCHED_IDLE
+ * and may be starved of CPU) and publishes the last completed step when it is newer than the
+ * last checkpoint, from the caller's thread. Returns 0 when the trainer's thread has ended; 1
+ * when it has not (it is abandoned: the caller must not free the worker, the service or the
+ * store it uses, and ends the process with _exit). */
+int train_worker_stop(train_worker *w, double wait_s);
 void train_worker_free(train_worker *w);
 
 typedef struct embed_workers {
