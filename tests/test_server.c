@@ -377,3 +377,70 @@ Test(server, training_publishes_versions_swapped_in_atomically_and_restarts_resu
     }
     stop(&s);
 }
+
+/* `barlowd health` with --addr-file F (BARLOWD_ADDR_FILE), BARLOWD_LISTEN pointing elsewhere. */
+static int health_exit(const char *addr_file) {
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        setenv("BARLOWD_LISTEN", "127.0.0.1:1", 1); /* wrong on purpose: the file must win */
+        setenv("BARLOWD_ADDR_FILE", addr_file, 1);
+        freopen("/dev/null", "w", stderr);
+        execl(BARLOWD_BIN, BARLOWD_BIN, "health", "--timeout", "5", (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    cr_assert(waitpid(pid, &status, 0) == pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The container's health probe finds the port the server really listens on (the Dockerfile sets
+ * BARLOWD_ADDR_FILE; a user may pass --listen after the image name), and SIGTERM while training
+ * exits 0 with the last completed step checkpointed, which the next start resumes from. */
+Test(server, sigterm_while_training_saves_the_last_step_and_health_reads_the_addr_file) {
+    char addr_file[128];
+    snprintf(addr_file, sizeof addr_file, "%s/addr", dir);
+    const char *flags[] = {"--batch", "8", "--min-images", "16", "--publish-every", "1000",
+                           "--addr-file", addr_file, NULL};
+    server s = start(flags);
+    FILE *f = fopen(addr_file, "r");
+    cr_assert(f != NULL, "no --addr-file once listening");
+    char line[128] = {0};
+    cr_assert(fgets(line, sizeof line, f) != NULL);
+    fclose(f);
+    char want[64];
+    snprintf(want, sizeof want, "127.0.0.1:%d\n", s.port);
+    cr_expect_str_eq(line, want);
+    cr_expect_eq(health_exit(addr_file), 0, "health did not follow %s", addr_file);
+    for (unsigned i = 0; i < 20; i++) upload(&s, 500 + i, NULL);
+    long long step = 0;
+    double until = now_s() + 120;
+    while (step < 3) {
+        json_t *st = get_json(&s, "/status");
+        step = json_integer_value(json_object_get(json_object_get(st, "training"), "step"));
+        json_decref(st);
+        cr_assert(now_s() < until, "training did not reach step 3 in 120 s");
+        usleep(20000);
+    }
+    stop(&s); /* SIGTERM mid-training: exit 0, "stopped cleanly" */
+    cr_expect(access(addr_file, F_OK) != 0, "the address file outlived the server");
+    cr_expect_neq(health_exit(addr_file), 0, "healthy with no server");
+    /* publish-every 1000 published nothing while it ran: the newest version is the stop's */
+    s = start(flags);
+    json_t *ck = get_json(&s, "/checkpoints");
+    long long newest = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(ck, "checkpoints"), i, c) {
+        long long st = json_integer_value(json_object_get(c, "step"));
+        if (st > newest) newest = st;
+    }
+    json_decref(ck);
+    cr_expect_geq(newest, step, "the stop saved step %lld, training had reached %lld", newest,
+                  step);
+    json_t *st = get_json(&s, "/status");
+    cr_expect_geq(json_integer_value(json_object_get(json_object_get(st, "training"), "step")),
+                  newest, "did not resume from the stop's checkpoint");
+    json_decref(st);
+    stop(&s);
+}
