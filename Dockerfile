@@ -19,14 +19,19 @@ RUN bash /opt/barlowd/scripts/dev runtime \
     && mkdir -p /data && chown barlowd:barlowd /data
 COPY --from=build /src/build/barlowd /usr/local/bin/barlowd
 USER barlowd
+# BARLOWD_ADDR_FILE: the server writes the address it really listens on there, so the health
+# probe finds it whether the port came from BARLOWD_LISTEN or from `--listen` after the image name
 ENV BARLOWD_LISTEN=0.0.0.0:8080 \
     BARLOWD_DB=/data/barlowd.db \
-    BARLOWD_MODEL=small
+    BARLOWD_MODEL=small \
+    BARLOWD_ADDR_FILE=/tmp/barlowd.addr
 VOLUME /data
 EXPOSE 8080
 # barlowd's own probe: no curl in the image
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["barlowd", "health", "--timeout", "4"]
 STOPSIGNAL SIGTERM
-# exec form: barlowd is PID 1 and gets SIGTERM itself (it finishes requests, checkpoints, exits 0)
+# exec form: barlowd is PID 1 and gets SIGTERM itself: it drains requests (2 s at most),
+# interrupts the training step, checkpoints the last completed one and exits 0, well inside
+# `docker stop`'s default 10 s grace
 ENTRYPOINT ["barlowd", "serve"]
