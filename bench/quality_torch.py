@@ -82,8 +82,12 @@ import socket
 import sys
 import time
 
-import numpy as np
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_env import apply_to_this_process, describe  # noqa: E402
+
+apply_to_this_process()  # before numpy and torch load OpenBLAS
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, "..", "tests"))
@@ -626,6 +630,7 @@ def main(argv=None):
             f.write("\n")
         os.replace(tmp, args.out)
 
+    _log("cpu: %s" % describe())
     _log("torch %s, threads=%d, params=%d, train=%d test=%d, input=%dx%dx%d, batch=%d"
          % (torch.__version__, torch.get_num_threads(), R.param_count(config),
             tr_img.shape[0], te_img.shape[0], ch, size, size, args.batch))
