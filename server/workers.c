@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* SCHED_IDLE, syscall */
 #include "server/workers.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <sched.h>
@@ -288,7 +289,40 @@ int train_worker_start(train_worker *w, svc *s) {
     return 0;
 }
 
-void train_worker_signal_stop(train_worker *w) { atomic_store(&w->stop, 1); }
+/* Moves every SCHED_IDLE thread of this process (the trainer, its OpenMP team, the augmentation
+ * thread) back to SCHED_OTHER, so that a stop is not starved when other work fills the cores:
+ * the step reaches its next stop point, and the threads get the CPU they need to exit at all.
+ * Leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE >= 20; without either (Docker's default)
+ * it fails, which matters only when the cores are full of other work in the same CPU cgroup: the
+ * stop then falls back to abandoning a starved trainer (cmd_serve). Returns how many threads
+ * stayed SCHED_IDLE. */
+static int lift_idle_threads(int *lifted) {
+    *lifted = 0;
+    int stuck = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        pid_t tid = (pid_t)atoi(e->d_name);
+        if (sched_getscheduler(tid) != SCHED_IDLE) continue;
+        struct sched_param sp = {0};
+        if (sched_setscheduler(tid, SCHED_OTHER, &sp) == 0) {
+            setpriority(PRIO_PROCESS, (id_t)tid, 0);
+            (*lifted)++;
+        } else {
+            stuck++;
+        }
+    }
+    closedir(d);
+    return stuck;
+}
+
+void train_worker_signal_stop(train_worker *w) {
+    atomic_store(&w->stop, 1);
+    int lifted;
+    w->idle_stuck = lift_idle_threads(&lifted);
+}
 
 int train_worker_stop(train_worker *w, double wait_s) {
     atomic_store(&w->stop, 1);
@@ -299,10 +333,14 @@ int train_worker_stop(train_worker *w, double wait_s) {
         double s = (double)until.tv_sec + until.tv_nsec * 1e-9 + wait_s;
         until.tv_sec = (time_t)s;
         until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
-        if (pthread_timedjoin_np(w->thread, NULL, &until) == 0)
+        if (pthread_timedjoin_np(w->thread, NULL, &until) == 0) {
             w->running = 0;
-        else
+        } else {
             abandoned = 1;
+            if (w->idle_stuck)
+                fprintf(stderr, "barlowd: %d training threads could not leave SCHED_IDLE for the "
+                                "stop (no CAP_SYS_NICE or RLIMIT_NICE)\n", w->idle_stuck);
+        }
     }
     /* The last completed step, unless it is published already. When the trainer's thread is
      * still in a step (starved of CPU), its update lock is free but for LARS's few milliseconds:

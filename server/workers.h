@@ -21,6 +21,7 @@ typedef struct train_worker {
     store *st;                    /* borrowed */
     atomic_int stop;              /* also interrupts a running step (eng_trainer_interrupt_on) */
     atomic_long published_step;   /* the step of the newest checkpoint this worker published */
+    int idle_stuck;               /* threads left SCHED_IDLE by train_worker_signal_stop */
     eng_trainer t;
     int created;                  /* t is built */
     long min_images;
@@ -49,7 +50,9 @@ int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int b
                         uint64_t seed, const void *newest, size_t newest_len,
                         uint8_t **initial, size_t *initial_len, char *msg, size_t n);
 int train_worker_start(train_worker *w, svc *s);
-/* Asks the trainer to stop: a running step gives up between layers. Returns at once. */
+/* Asks the trainer to stop: a running step gives up between layers, and the trainer's threads
+ * leave SCHED_IDLE where the process may (CAP_SYS_NICE or RLIMIT_NICE), so that other work on the
+ * cores cannot starve the stop. Returns at once. */
 void train_worker_signal_stop(train_worker *w);
 /* Stops training (waiting at most wait_s for the trainer's thread, which runs under SCHED_IDLE
  * and may be starved of CPU) and publishes the last completed step when it is newer than the

@@ -47,7 +47,13 @@ cleanup() {
     fi
     docker volume rm -f "$VOL" >/dev/null 2>&1
     docker rmi -f "$TAG" >/dev/null 2>&1
+    # the build stage's image (the classic builder keeps it, untagged) and any other it made
+    if [ -f "$WORK/images.before" ]; then
+        docker images -aq --no-trunc | sort -u | comm -13 "$WORK/images.before" - |
+            xargs -r docker rmi -f >/dev/null 2>&1
+    fi
     [ -n "$MADE_BASE" ] && docker rmi -f "$BASE" >/dev/null 2>&1
+    say "left: $(docker images -aq | wc -l) images, $(docker ps -aq | wc -l) containers, $(docker volume ls -q | wc -l) volumes"
     if [ -n "$STARTED_DOCKERD" ]; then
         docker builder prune -f >/dev/null 2>&1 # an engine of its own: all its build cache is ours
         kill "$STARTED_DOCKERD" 2>/dev/null
@@ -128,6 +134,7 @@ EOF
 fi
 
 # ---- build ----
+docker images -aq --no-trunc | sort -u >"$WORK/images.before"
 say "docker build"
 b0=$SECONDS
 docker build -q -t "$TAG" "$ROOT" >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log" >&2; fail "docker build"; }
