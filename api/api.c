@@ -7,6 +7,12 @@
 #include <string.h>
 
 #include "api/api_internal.h"
+#include "engine/eng_ctx.h"
+
+void api_thread_init(void) {
+    eng_set_threads(1);
+    eng_set_flush_denormals();
+}
 
 /* Route labels for logs and /metrics (indexed by the R_* enum). */
 _Static_assert(R_OTHER + 1 == API_ROUTES, "one label per route");

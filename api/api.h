@@ -76,6 +76,9 @@ typedef struct api {
 } api;
 
 void api_init(api *a, svc *s, const api_opts *opts);
+/* Per-thread setup of a request thread, before its first request: its inference runs on one
+ * thread (its own core) with denormals flushed. */
+void api_thread_init(void);
 void api_free(api *a);
 
 /* Handles one complete request. Never fails: errors become error responses. */

@@ -91,13 +91,13 @@ static int image_body(const api_request *rq, char *type, size_t n, api_response 
 }
 
 /* {"id", "score", "meta"} objects for hits. */
-static json_t *results_json(api *a, const eng_hit *hits, int n) {
+static json_t *results_json(api *a, const svc_hit *hits, int n) {
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) {
-        store_image_info info;
-        store_err se;
+        svc_image info;
+        svc_err e;
         json_t *meta = json_null();
-        if (store_image_get(a->s->st, hits[i].id, &info, &se) == 0) {
+        if (svc_image_get(a->s, hits[i].id, &info, &e) == 0) {
             if (info.meta_json) {
                 json_t *m = json_loads(info.meta_json, 0, NULL);
                 if (m) {
@@ -105,7 +105,7 @@ static json_t *results_json(api *a, const eng_hit *hits, int n) {
                     meta = m;
                 }
             }
-            store_image_info_free(&info);
+            svc_image_free(&info);
         }
         json_array_append_new(arr, json_pack("{s:I,s:f,s:o}", "id", (json_int_t)hits[i].id,
                                              "score", (double)hits[i].score, "meta", meta));
@@ -205,7 +205,7 @@ static void get_embed(api *a, int64_t id, api_response *rs) {
         api_json(rs, 200, json_pack("{s:I,s:I,s:i,s:o}", "id", (json_int_t)id, "model_version",
                                     (json_int_t)version, "dim", a->s->dim,
                                     "vector", vector_json(v, a->s->dim)));
-    } else if (store_image_live(a->s->st, id)) {
+    } else if (svc_image_live(a->s, id)) {
         api_error(rs, 503, "not_ready", "image %lld has no vector yet; retry shortly",
                   (long long)id);
         rs->retry_after = 1;
@@ -215,23 +215,13 @@ static void get_embed(api *a, int64_t id, api_response *rs) {
     free(v);
 }
 
-/* Embeds a raw image body with the serving version: *m is acquired (release it). */
-static int embed_body(api *a, const api_request *rq, float *v, svc_model **m, api_response *rs) {
+/* Embeds a raw image body with the serving version; *version is the version it came from. */
+static int embed_body(api *a, const api_request *rq, float *v, int64_t *version,
+                      api_response *rs) {
     char type[128];
     if (image_body(rq, type, sizeof type, rs)) return -1;
-    eng_image img;
     svc_err e = {0};
-    if (svc_prepare(a->s, rq->body, rq->body_len, type, &img, &e)) {
-        api_svc_error(rs, &e, "");
-        return -1;
-    }
-    *m = svc_model_acquire(a->s);
-    eng_aug_src src = eng_image_as_src(&img);
-    int bad = svc_model_embed(a->s, *m, &src, 1, v, &e);
-    eng_image_free(&img);
-    if (bad) {
-        svc_model_release(*m);
-        *m = NULL;
+    if (svc_embed_bytes(a->s, rq->body, rq->body_len, type, v, version, &e)) {
         api_svc_error(rs, &e, "");
         return -1;
     }
@@ -240,20 +230,18 @@ static int embed_body(api *a, const api_request *rq, float *v, svc_model **m, ap
 
 static void post_embed(api *a, const api_request *rq, api_response *rs) {
     float *v = malloc((size_t)a->s->dim * sizeof *v);
-    svc_model *m = NULL;
+    int64_t version;
     if (!v) {
         api_error(rs, 500, "internal", "out of memory");
         return;
     }
-    if (embed_body(a, rq, v, &m, rs) == 0) {
-        api_json(rs, 200, json_pack("{s:I,s:i,s:o}", "model_version", (json_int_t)m->version,
+    if (embed_body(a, rq, v, &version, rs) == 0)
+        api_json(rs, 200, json_pack("{s:I,s:i,s:o}", "model_version", (json_int_t)version,
                                     "dim", a->s->dim, "vector", vector_json(v, a->s->dim)));
-        svc_model_release(m);
-    }
     free(v);
 }
 
-static void search_reply(api *a, api_response *rs, const eng_hit *hits, int n, int64_t version) {
+static void search_reply(api *a, api_response *rs, const svc_hit *hits, int n, int64_t version) {
     api_json(rs, 200, json_pack("{s:I,s:o}", "model_version", (json_int_t)version, "results",
                                 results_json(a, hits, n)));
 }
@@ -261,7 +249,7 @@ static void search_reply(api *a, api_response *rs, const eng_hit *hits, int n, i
 static void get_neighbors(api *a, const api_request *rq, int64_t id, api_response *rs) {
     int k;
     if (query_k(a, rq, &k, rs)) return;
-    eng_hit *hits = malloc((size_t)k * sizeof *hits);
+    svc_hit *hits = malloc((size_t)k * sizeof *hits);
     int n;
     int64_t version;
     svc_err e = {0};
@@ -374,7 +362,7 @@ static void search_json(api *a, const api_request *rq, api_response *rs) {
     svc_err e = {0};
     if (parse_search_json(a, rq, &v, &nq, &k, rs)) return;
     int rows = nq < 0 ? 1 : nq;
-    eng_hit *hits = malloc((size_t)rows * k * sizeof *hits);
+    svc_hit *hits = malloc((size_t)rows * k * sizeof *hits);
     int *counts = malloc((size_t)rows * sizeof *counts);
     if (!hits || !counts) {
         api_error(rs, 500, "internal", "out of memory");
@@ -402,7 +390,7 @@ static void post_search(api *a, const api_request *rq, api_response *rs) {
     char type[128];
     media_type(rq->content_type, type, sizeof type);
     float *v = malloc((size_t)a->s->dim * sizeof *v);
-    eng_hit *hits = NULL;
+    svc_hit *hits = NULL;
     int k = 10, n;
     int64_t version;
     svc_err e = {0};
@@ -418,10 +406,8 @@ static void post_search(api *a, const api_request *rq, api_response *rs) {
     if (!(hits = malloc((size_t)k * sizeof *hits))) goto oom;
     /* an image query: embed and search with the same version (retry if a swap came between) */
     for (int attempt = 0; attempt < 3; attempt++) {
-        svc_model *m;
-        if (embed_body(a, rq, v, &m, rs)) goto done;
-        int64_t want = m->version;
-        svc_model_release(m);
+        int64_t want;
+        if (embed_body(a, rq, v, &want, rs)) goto done;
         if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
             api_svc_error(rs, &e, "");
             goto done;
@@ -449,32 +435,32 @@ static const char *static_media_type(const char *t) {
 }
 
 static void get_image(api *a, int64_t id, int raw, api_response *rs) {
-    store_image_info info;
-    store_err se = {{0}};
-    int r = store_image_get(a->s->st, id, &info, &se);
-    if (r == 1) {
-        api_error(rs, 404, "not_found", "no image %lld", (long long)id);
-        return;
-    }
-    if (r < 0) {
-        api_error(rs, 500, "internal", "%s", se.msg);
-        return;
-    }
+    svc_err e = {0};
     if (raw) {
         void *bytes;
         size_t len;
-        r = store_image_data(a->s->st, id, 0, &bytes, &len, &se);
+        char type[64];
+        int r = svc_image_bytes(a->s, id, &bytes, &len, type, &e);
         if (r == 0) {
             rs->status = 200;
-            rs->content_type = static_media_type(info.media_type);
+            rs->content_type = static_media_type(type);
             rs->body = bytes;
             rs->len = len;
         } else if (r == 1) {
             api_error(rs, 404, "not_found", "no image %lld", (long long)id);
         } else {
-            api_error(rs, 500, "internal", "%s", se.msg);
+            api_svc_error(rs, &e, "");
         }
-        store_image_info_free(&info);
+        return;
+    }
+    svc_image info;
+    int r = svc_image_get(a->s, id, &info, &e);
+    if (r == 1) {
+        api_error(rs, 404, "not_found", "no image %lld", (long long)id);
+        return;
+    }
+    if (r < 0) {
+        api_svc_error(rs, &e, "");
         return;
     }
     json_t *meta = info.meta_json ? json_loads(info.meta_json, 0, NULL) : NULL;
@@ -484,7 +470,7 @@ static void get_image(api *a, int64_t id, int raw, api_response *rs) {
                        info.height, "bytes", (json_int_t)info.bytes, "created",
                        (json_int_t)info.created,
                        "meta", meta ? meta : json_null()));
-    store_image_info_free(&info);
+    svc_image_free(&info);
 }
 
 static void delete_image(api *a, int64_t id, api_response *rs) {
@@ -523,11 +509,11 @@ static void get_status(api *a, api_response *rs) {
 }
 
 static void get_checkpoints(api *a, api_response *rs) {
-    store_checkpoint_info list[64];
-    store_err se = {{0}};
-    int n = store_checkpoint_list(a->s->st, list, 64, &se);
+    svc_checkpoint list[64];
+    svc_err e = {0};
+    int n = svc_checkpoints(a->s, list, 64, &e);
     if (n < 0) {
-        api_error(rs, 500, "internal", "%s", se.msg);
+        api_svc_error(rs, &e, "");
         return;
     }
     svc_status st;

@@ -179,6 +179,8 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     pthread_mutex_init(&s->q_mu, NULL);
     pthread_cond_init(&s->q_cv, NULL);
     pthread_mutex_init(&s->stat_mu, NULL);
+    pthread_mutex_init(&s->bell_mu, NULL);
+    pthread_cond_init(&s->bell_cv, NULL);
     atomic_init(&s->stopping, 0);
 
     store_err se = {{0}};
@@ -254,6 +256,9 @@ void svc_stop(svc *s) {
     pthread_mutex_lock(&s->q_mu);
     pthread_cond_broadcast(&s->q_cv);
     pthread_mutex_unlock(&s->q_mu);
+    pthread_mutex_lock(&s->bell_mu);
+    pthread_cond_broadcast(&s->bell_cv);
+    pthread_mutex_unlock(&s->bell_mu);
 }
 
 void svc_close(svc *s) {
@@ -270,6 +275,8 @@ void svc_close(svc *s) {
     pthread_mutex_destroy(&s->q_mu);
     pthread_cond_destroy(&s->q_cv);
     pthread_mutex_destroy(&s->stat_mu);
+    pthread_mutex_destroy(&s->bell_mu);
+    pthread_cond_destroy(&s->bell_cv);
     memset(s, 0, sizeof *s);
 }
 

@@ -1,6 +1,7 @@
 /* svc.h — the service behind the HTTP API: the store, the serving model, the search index and
  * the queue of images waiting for their vectors. Route handlers (routes.c) and the server's
- * worker threads (server/) both work through it; it knows nothing of HTTP.
+ * worker threads (server/) both work through it and through nothing else: every store and
+ * engine use on the request and worker paths is a function here. It knows nothing of HTTP.
  *
  * Model versions. Every checkpoint in the store is a model version. The *serving* version is
  * the newest one whose vectors exist for every live image; every answer comes from it, and
@@ -37,6 +38,9 @@
 
 #define SVC_ERR_LEN 256
 #define SVC_ONE_POOL 2 /* batch-1 inference models per version (concurrent single embeds) */
+
+/* A search result: an image id and its cosine score. */
+typedef eng_hit svc_hit;
 
 /* Error kinds, so handlers can map them to HTTP statuses. */
 enum {
@@ -112,6 +116,10 @@ typedef struct svc {
     svc_train_status train;
     int64_t reembed_done, reembed_total; /* progress of the pending version */
 
+    pthread_mutex_t bell_mu;   /* the re-embedder's doorbell: rung by svc_publish */
+    pthread_cond_t bell_cv;
+    int bell;
+
     atomic_int stopping;       /* set once by svc_stop: waits end, workers return */
 } svc;
 
@@ -157,6 +165,43 @@ int svc_prepare(const svc *s, const void *bytes, size_t len, const char *declare
 /* Removes an image from the store, the sampler and both indexes. 0 deleted, 1 not found. */
 int svc_delete(svc *s, int64_t id, svc_err *err);
 
+/* What is stored of an image. */
+typedef struct svc_image {
+    int64_t id;
+    char sha256[65];        /* hex */
+    char media_type[64];
+    int width, height;
+    int64_t bytes;          /* size of the original */
+    double created;         /* unix seconds */
+    char *meta_json;        /* owned (svc_image_free), or NULL */
+} svc_image;
+
+/* An image's record. 0 found, 1 not found (or deleted), -1 error. */
+int svc_image_get(svc *s, int64_t id, svc_image *out, svc_err *err);
+void svc_image_free(svc_image *img);
+/* An image's original bytes (*bytes malloc'd; caller frees) and its media type. 0 found, 1 not
+ * found, -1 error. */
+int svc_image_bytes(svc *s, int64_t id, void **bytes, size_t *len, char media_type[64],
+                    svc_err *err);
+/* 1 when id names a live image. */
+int svc_image_live(svc *s, int64_t id);
+/* Live images. */
+int64_t svc_image_count(svc *s);
+
+/* Vector of an uploaded image's bytes with the serving version, into v (dim floats); *version is
+ * the version it came from. */
+int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_type, float *v,
+                    int64_t *version, svc_err *err);
+
+/* A stored model version. */
+typedef struct svc_checkpoint {
+    int64_t version, step, bytes;
+    double created, loss;
+} svc_checkpoint;
+
+/* Up to max versions, newest first; returns how many, -1 on error. */
+int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err);
+
 /* ---- search ---- */
 
 /* Top k by cosine for a vector (dim floats) or for a stored id (excluding itself). *version is
@@ -181,9 +226,19 @@ size_t svc_queue_length(svc *s);
 /* Computes, stores and indexes the vectors of ids with the serving and pending versions. */
 int svc_embed_fresh(svc *s, const int64_t *ids, int n, svc_err *err);
 
-/* Saves a checkpoint as a new version (the trainer's publish). */
+/* Saves a checkpoint as a new version (the trainer's publish) and rings the re-embedder's bell. */
 int svc_publish(svc *s, const uint8_t *blob, size_t len, uint64_t step, double loss,
                 int64_t *version, svc_err *err);
+/* The re-embedder's wait: returns when svc_publish rang (the ring is consumed), the service is
+ * stopping, or `seconds` have passed. */
+void svc_wait_for_publish(svc *s, double seconds);
+
+/* The trainer's source: up to n random live images' training copies into imgs (each to be freed
+ * with eng_image_free), of the model's channel count; rng is the caller's sampler state. Returns
+ * how many (0: no live image yet), -1 on a store error. */
+int svc_training_sample(svc *s, uint64_t *rng, eng_image *imgs, int n, svc_err *err);
+/* Appends the trainer's statistics at a step to the training log. */
+int svc_log_training(svc *s, const eng_train_stats *stats, svc_err *err);
 /* Re-embeds every live image with the newest version when it is newer than the serving one,
  * then swaps it in. Returns 1 when a version was swapped in, 0 when there was nothing to do,
  * -1 on error (serving stays as it was). Checks svc->stopping between batches. */

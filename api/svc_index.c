@@ -143,6 +143,7 @@ int svc_publish(svc *s, const uint8_t *blob, size_t len, uint64_t step, double l
     pthread_mutex_lock(&s->stat_mu);
     s->train.last_published = *version;
     pthread_mutex_unlock(&s->stat_mu);
+    svc_ring_reembed(s);
     return 0;
 }
 

@@ -12,6 +12,9 @@ int svc_fail(svc_err *err, int kind, const char *fmt, ...) __attribute__((format
 int svc_load_copies(svc *s, const int64_t *ids, int n, eng_image *imgs, eng_aug_src *srcs,
                     int64_t *kept, svc_err *err);
 
+/* Rings the re-embedder's doorbell (svc_wait_for_publish returns). */
+void svc_ring_reembed(svc *s);
+
 /* Adds vectors of `version` to whichever index holds that version (serving or pending), each
  * only if its image is still live; drops them when neither does (a swap overtook them). */
 void svc_index_insert(svc *s, int64_t version, const int64_t *ids, const float *vecs, int n);

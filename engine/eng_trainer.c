@@ -58,15 +58,12 @@ int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_traine
         return -1;
     }
     memcpy(t->stats_done, t->model.stats, t->model.n_stats * sizeof(float));
-    if (start_stream(t, 0, err)) {
-        eng_trainer_free(t);
-        return -1;
-    }
-    return 0;
+    return 0; /* the data stream starts with the first step */
 }
 
 int eng_trainer_step(eng_trainer *t, eng_err *err) {
     double t0 = now_s();
+    if (!t->prefetch && start_stream(t, t->stats.step, err)) return -1;
     const float *a, *b;
     if (eng_aug_prefetch_next(t->prefetch, &a, &b, err)) return -1;
     size_t half = t->model.input.bytes / 2;
@@ -151,7 +148,9 @@ int eng_trainer_resume(eng_trainer *t, const void *blob, size_t len, eng_err *er
     memset(&t->stats, 0, sizeof t->stats);
     t->stats.step = (long)meta.step;
     t->stats.loss = meta.loss;
-    return start_stream(t, t->stats.step, err);
+    eng_aug_prefetch_free(t->prefetch); /* the next step restarts the stream at this step */
+    t->prefetch = NULL;
+    return 0;
 }
 
 void eng_trainer_free(eng_trainer *t) {

@@ -58,8 +58,9 @@ typedef struct eng_trainer {
     float *stats_done;             /* owned [model.n_stats]: running statistics as of `stats.step` */
 } eng_trainer;
 
-/* Builds the model (initialised from cfg->seed), seeks the source to batch 0 and starts the
- * prefetcher. On error returns -1 and t is empty. */
+/* Builds the model (initialised from cfg->seed). The source is first called by the first step,
+ * which seeks it to that step's batch and starts the prefetcher (so a resume right after create
+ * draws nothing). On error returns -1 and t is empty. */
 int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_trainer_cfg *cfg,
                        eng_aug_fill_fn fill, eng_seek_fn seek, void *fill_ctx, eng_err *err);
 
@@ -82,8 +83,8 @@ int eng_trainer_save(eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err);
 int eng_trainer_save_within(eng_trainer *t, double wait_s, uint8_t **blob, size_t *len,
                             eng_err *err);
 
-/* Restores weights, statistics, optimiser state and step from a checkpoint of the same model,
- * and restarts the data stream at that step. The trainer's seed and schedule come from the
+/* Restores weights, statistics, optimiser state and step from a checkpoint of the same model;
+ * the next step restarts the data stream at that step. The trainer's seed and schedule come from the
  * checkpoint. On error returns -1 and the trainer is unchanged. */
 int eng_trainer_resume(eng_trainer *t, const void *blob, size_t len, eng_err *err);
 

@@ -173,7 +173,7 @@ int cmd_serve(int argc, char **argv) {
     size_t initial_len = 0;
     char msg[512];
     tw_made = 1;
-    int tw_bad = train_worker_create(&tw, st, &cfg, batch, (uint64_t)o.seed, newest, newest_len,
+    int tw_bad = train_worker_create(&tw, &cfg, batch, (uint64_t)o.seed, newest, newest_len,
                                      &initial, &initial_len, msg, sizeof msg);
     free(newest);
     if (tw_bad) {
@@ -200,12 +200,12 @@ int cmd_serve(int argc, char **argv) {
     api_init(&a, &s, &ao);
     api_made = 1;
     http_limits lim = {(int)o.threads, (int)o.max_connections, (int)o.timeout,
-                       (size_t)o.max_body, (int)o.max_parts};
+                       (size_t)o.max_body, (int)o.max_parts, api_thread_init};
     if (http_start(&http, &a, host, port, &lim, msg, sizeof msg)) {
         fprintf(stderr, "error: %s\n", msg);
         goto done;
     }
-    if (embed_workers_start(&ew, &s, &tw)) {
+    if (embed_workers_start(&ew, &s)) {
         fprintf(stderr, "error: cannot start the embedders\n");
         goto done;
     }

@@ -15,7 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/eng_ctx.h"
 #include "server/cli_util.h"
 
 typedef struct part {
@@ -185,9 +184,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     conn *c = *con_cls;
     if (!c) { /* headers are in; the body (if any) follows */
         static _Thread_local int thread_ready;
-        if (!thread_ready) { /* a request thread's inference runs on its own core */
-            eng_set_threads(1);
-            eng_set_flush_denormals();
+        if (!thread_ready) {
+            if (h->lim.thread_init) h->lim.thread_init();
             thread_ready = 1;
         }
         c = calloc(1, sizeof *c);

@@ -15,6 +15,8 @@ typedef struct http_limits {
     int timeout_s;         /* idle connections are closed after this */
     size_t max_body;       /* bytes; more is a 413 */
     int max_parts;         /* multipart parts; more is a 413 */
+    void (*thread_init)(void); /* run once on each request thread before its first request
+                                * (the service's per-thread setup); NULL: none */
 } http_limits;
 
 typedef struct http_server {

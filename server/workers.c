@@ -37,34 +37,12 @@ typedef struct fill_job {
     int filled;   /* out: how many from `from` on */
 } fill_job;
 
-/* Draws live images and loads their training copies until n are in or the store has none. */
+/* Draws live images' training copies into imgs[from, n) until n are in or there are none. */
 static void fill_on_proxy(void *arg) {
     fill_job *j = arg;
-    train_worker *w = j->w;
-    j->filled = 0;
-    for (int i = j->from, misses = 0; i < j->n && misses < 64;) {
-        int64_t id;
-        if (store_sample(w->st, &id, 1, &w->rng, 0.0) != 1) return; /* none yet */
-        void *bytes;
-        size_t len;
-        store_err se;
-        int r = store_image_data(w->st, id, 1, &bytes, &len, &se);
-        if (r != 0) { /* deleted since the draw (1), or e.g. a busy database (-1) */
-            misses++;
-            if (r < 0) return;
-            continue;
-        }
-        eng_err e;
-        int bad = eng_train_copy_unpack(bytes, len, &w->imgs[i], &e);
-        free(bytes);
-        if (bad || w->imgs[i].channels != w->t.model.cfg.in_channels) {
-            eng_image_free(&w->imgs[i]);
-            misses++;
-            continue;
-        }
-        i++;
-        j->filled++;
-    }
+    svc_err e = {0};
+    int got = svc_training_sample(j->w->s, &j->w->rng, j->w->imgs + j->from, j->n - j->from, &e);
+    j->filled = got > 0 ? got : 0;
 }
 
 /* The trainer's source of images: n random live images from the store (on the prefetch
@@ -80,6 +58,8 @@ static int store_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
     for (int i = 0; i < n; i++) eng_image_free(&w->imgs[i]);
     for (int from = 0; from < n;) {
         if (atomic_load(&w->stop)) return eng_fail(err, "stopping");
+        if (!atomic_load(&w->has_svc)) /* steps run only after train_worker_start */
+            return eng_fail(err, "trainer: no service to draw images from");
         fill_job j = {w, from, n, 0};
         proxy_call(&w->proxy, fill_on_proxy, &j);
         from += j.filled;
@@ -107,41 +87,36 @@ static void report(train_worker *w, int state, const char *error) {
 }
 
 typedef struct count_job {
-    store *st;
+    svc *s;
     int64_t count;
 } count_job;
 
 static void count_on_proxy(void *arg) {
     count_job *j = arg;
-    j->count = store_image_count(j->st);
+    j->count = svc_image_count(j->s);
 }
 
 static int64_t live_images(train_worker *w) {
-    count_job j = {w->st, 0};
+    count_job j = {w->s, 0};
     proxy_call(&w->proxy, count_on_proxy, &j);
     return j.count;
 }
 
 static void log_on_proxy(void *arg) {
     train_worker *w = arg;
-    store_log_row row = {w->t.stats.step, (double)time(NULL), w->t.stats.loss, w->t.stats.lr,
-                         w->t.stats.images_per_s, w->t.stats.diag_mean,
-                         w->t.stats.offdiag_abs_mean};
-    store_err se;
-    if (store_log_append(w->st, &row, &se)) fprintf(stderr, "trainer: training log: %s\n", se.msg);
+    svc_err e = {0};
+    if (svc_log_training(w->s, &w->t.stats, &e)) fprintf(stderr, "trainer: %s\n", e.msg);
 }
 
-int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int batch,
+int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
                         uint64_t seed, const void *newest, size_t newest_len,
                         uint8_t **initial, size_t *initial_len, char *msg, size_t n) {
     memset(w, 0, sizeof *w);
-    w->st = st;
     w->batch = batch;
     w->rng = seed * 0x9e3779b97f4a7c15ULL + 7;
     atomic_init(&w->stop, 0);
     atomic_init(&w->published_step, 0);
-    pthread_mutex_init(&w->wake_mu, NULL);
-    pthread_cond_init(&w->wake_cv, NULL);
+    atomic_init(&w->has_svc, 0);
     *initial = NULL;
     if (proxy_start(&w->proxy)) /* first: train_worker_free stops it whatever fails below */
         fprintf(stderr, "trainer: no proxy thread; store calls run on the trainer's threads\n");
@@ -182,7 +157,7 @@ typedef struct publish_job {
     double loss;
 } publish_job;
 
-/* Stores the checkpoint as a new model version and wakes the re-embedder. */
+/* Stores the checkpoint as a new model version (svc_publish wakes the re-embedder). */
 static void publish_on_proxy(void *arg) {
     publish_job *j = arg;
     train_worker *w = j->w;
@@ -196,10 +171,6 @@ static void publish_on_proxy(void *arg) {
     atomic_store(&w->published_step, j->step);
     fprintf(stderr, "trainer: published model version %lld at step %ld (loss %.3f)\n",
             (long long)version, j->step, j->loss);
-    pthread_mutex_lock(&w->wake_mu);
-    w->wake = 1;
-    pthread_cond_broadcast(&w->wake_cv);
-    pthread_mutex_unlock(&w->wake_mu);
 }
 
 typedef struct say_job {
@@ -284,6 +255,7 @@ static void *train_main(void *arg) {
 
 int train_worker_start(train_worker *w, svc *s) {
     w->s = s;
+    atomic_store(&w->has_svc, 1);
     if (pthread_create(&w->thread, NULL, train_main, w)) return -1;
     w->running = 1;
     return 0;
@@ -358,8 +330,6 @@ void train_worker_free(train_worker *w) {
     proxy_stop(&w->proxy);                   /* after its last caller */
     for (int i = 0; w->imgs && i < w->batch; i++) eng_image_free(&w->imgs[i]);
     free(w->imgs);
-    pthread_mutex_destroy(&w->wake_mu);
-    pthread_cond_destroy(&w->wake_cv);
     memset(w, 0, sizeof *w);
 }
 
@@ -387,7 +357,6 @@ static void *fresh_main(void *arg) {
 static void *reembed_main(void *arg) {
     embed_workers *e = arg;
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
-    train_worker *w = e->tw;
     while (!atomic_load(&e->s->stopping)) {
         svc_err err = {0};
         double t0 = cli_now();
@@ -397,23 +366,14 @@ static void *reembed_main(void *arg) {
         if (r == 1)
             fprintf(stderr, "re-embedder: now serving model version %lld (%.1f s)\n",
                     (long long)e->s->index_version, cli_now() - t0);
-        pthread_mutex_lock(&w->wake_mu);
-        if (!w->wake && !atomic_load(&e->s->stopping)) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += r < 0 ? 10 : 5;
-            pthread_cond_timedwait(&w->wake_cv, &w->wake_mu, &until);
-        }
-        w->wake = 0;
-        pthread_mutex_unlock(&w->wake_mu);
+        svc_wait_for_publish(e->s, r < 0 ? 10.0 : 5.0);
     }
     return NULL;
 }
 
-int embed_workers_start(embed_workers *e, svc *s, train_worker *tw) {
+int embed_workers_start(embed_workers *e, svc *s) {
     memset(e, 0, sizeof *e);
     e->s = s;
-    e->tw = tw;
     if (pthread_create(&e->fresh, NULL, fresh_main, e)) return -1;
     if (pthread_create(&e->reembed, NULL, reembed_main, e)) {
         svc_stop(s);
@@ -426,10 +386,6 @@ int embed_workers_start(embed_workers *e, svc *s, train_worker *tw) {
 
 void embed_workers_join(embed_workers *e) {
     if (!e->running) return;
-    pthread_mutex_lock(&e->tw->wake_mu);
-    e->tw->wake = 1;
-    pthread_cond_broadcast(&e->tw->wake_cv);
-    pthread_mutex_unlock(&e->tw->wake_mu);
     pthread_join(e->fresh, NULL);
     pthread_join(e->reembed, NULL);
     e->running = 0;

@@ -18,7 +18,7 @@
 
 typedef struct train_worker {
     svc *s;                       /* borrowed (set by train_worker_start) */
-    store *st;                    /* borrowed */
+    atomic_int has_svc;           /* s is set: the prefetcher may draw images */
     atomic_int stop;              /* also interrupts a running step (eng_trainer_interrupt_on) */
     atomic_long published_step;   /* the step of the newest checkpoint this worker published */
     int idle_stuck;               /* threads left SCHED_IDLE by train_worker_signal_stop */
@@ -30,15 +30,11 @@ typedef struct train_worker {
     long idle_steps;              /* 0: never pause */
     pthread_t thread;
     int running;
-    pthread_mutex_t wake_mu;      /* publish → re-embedder */
-    pthread_cond_t wake_cv;
-    int wake;
     /* the sampler's state and the images of the batch being augmented (fill runs on the
      * prefetch thread only) */
     uint64_t rng;
     eng_image *imgs;              /* owned [batch] */
     int batch;
-    int64_t uploads_seen;         /* live images at the last step (idle detection) */
     proxy_thread proxy;           /* makes the store and service calls of the trainer's
                                    * SCHED_IDLE threads (proxy_thread.h) */
 } train_worker;
@@ -46,7 +42,7 @@ typedef struct train_worker {
 /* Builds the trainer for the service's model: resumes from `newest` (the store's newest
  * checkpoint, borrowed) when there is one; else a new model from seed (its step-0 checkpoint
  * in *initial, malloc'd, for svc_open). Called before svc_open. */
-int train_worker_create(train_worker *w, store *st, const eng_config *cfg, int batch,
+int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
                         uint64_t seed, const void *newest, size_t newest_len,
                         uint8_t **initial, size_t *initial_len, char *msg, size_t n);
 int train_worker_start(train_worker *w, svc *s);
@@ -64,12 +60,11 @@ void train_worker_free(train_worker *w);
 
 typedef struct embed_workers {
     svc *s;
-    train_worker *tw;             /* where publishes are signalled */
     pthread_t fresh, reembed;
     int running;
 } embed_workers;
 
-int embed_workers_start(embed_workers *e, svc *s, train_worker *tw);
+int embed_workers_start(embed_workers *e, svc *s);
 /* Call after svc_stop. */
 void embed_workers_join(embed_workers *e);
 

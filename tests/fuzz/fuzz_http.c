@@ -95,7 +95,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    http_limits lim = {2, 4000, 1, 1 << 20, 64};
+    http_limits lim = {2, 4000, 1, 1 << 20, 64, api_thread_init};
     char msg[256];
     if (http_start(&h, &a, "127.0.0.1", 0, &lim, msg, sizeof msg)) die("http", msg);
     port = h.port;

@@ -1,0 +1,77 @@
+/* svc_reads.c — what the request paths read besides vectors: image records and bytes, liveness,
+ * the list of model versions, and the embedding of an uploaded image's bytes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/svc_internal.h"
+
+int svc_image_get(svc *s, int64_t id, svc_image *out, svc_err *err) {
+    memset(out, 0, sizeof *out);
+    store_image_info info;
+    store_err se = {{0}};
+    int r = store_image_get(s->st, id, &info, &se);
+    if (r < 0) return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
+    if (r == 1) return 1;
+    out->id = info.id;
+    memcpy(out->sha256, info.sha256, sizeof out->sha256);
+    memcpy(out->media_type, info.media_type, sizeof out->media_type);
+    out->width = info.width;
+    out->height = info.height;
+    out->bytes = info.bytes;
+    out->created = info.created;
+    out->meta_json = info.meta_json; /* ownership moves to out */
+    return 0;
+}
+
+void svc_image_free(svc_image *img) {
+    free(img->meta_json);
+    img->meta_json = NULL;
+}
+
+int svc_image_bytes(svc *s, int64_t id, void **bytes, size_t *len, char media_type[64],
+                    svc_err *err) {
+    *bytes = NULL;
+    *len = 0;
+    svc_image img;
+    int r = svc_image_get(s, id, &img, err);
+    if (r) return r;
+    memcpy(media_type, img.media_type, 64);
+    svc_image_free(&img);
+    store_err se = {{0}};
+    r = store_image_data(s->st, id, 0, bytes, len, &se);
+    if (r < 0) return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
+    return r;
+}
+
+int svc_image_live(svc *s, int64_t id) { return store_image_live(s->st, id); }
+
+int64_t svc_image_count(svc *s) { return store_image_count(s->st); }
+
+int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_type, float *v,
+                    int64_t *version, svc_err *err) {
+    eng_image img;
+    if (svc_prepare(s, bytes, len, declared_type, &img, err)) return -1;
+    svc_model *m = svc_model_acquire(s);
+    eng_aug_src src = eng_image_as_src(&img);
+    int bad = svc_model_embed(s, m, &src, 1, v, err);
+    *version = m->version;
+    svc_model_release(m);
+    eng_image_free(&img);
+    return bad ? -1 : 0;
+}
+
+int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err) {
+    store_checkpoint_info *list = malloc((size_t)(max > 0 ? max : 1) * sizeof *list);
+    if (!list) return svc_fail(err, SVC_INTERNAL, "out of memory");
+    store_err se = {{0}};
+    int n = store_checkpoint_list(s->st, list, max, &se);
+    if (n < 0) {
+        free(list);
+        return svc_fail(err, SVC_INTERNAL, "listing model versions: %s", se.msg);
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = (svc_checkpoint){list[i].version, list[i].step, list[i].bytes, list[i].created,
+                                  list[i].loss};
+    free(list);
+    return n;
+}

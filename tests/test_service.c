@@ -1,0 +1,175 @@
+/* test_service.c — the service in process: a real store in a temporary directory and the `tiny`
+ * model, called the way the route handlers and the workers call it (no HTTP, no threads of
+ * its own). The service is the only way in to the store and the engine on those paths. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/svc.h"
+#include "engine/eng_trainer.h"
+#include "tests/server_util.h"
+
+TestSuite(service, .init = make_dir, .fini = remove_dir, .timeout = 120);
+
+typedef struct fixture {
+    store *st;
+    svc s;
+} fixture;
+
+/* A fresh store and a service on it, version 1 being a seeded untrained `tiny`. */
+static void open_service(fixture *f) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/svc.db", dir);
+    store_err se = {{0}};
+    cr_assert(store_open(path, NULL, &f->st, &se) == 0, "%s", se.msg);
+    eng_err e = {{0}};
+    eng_config cfg;
+    cr_assert(eng_config_preset(&cfg, "tiny", &e) == 0, "%s", e.msg);
+    eng_trainer t;
+    eng_trainer_cfg tc = eng_trainer_defaults(&cfg, 4);
+    cr_assert(eng_trainer_create(&t, &cfg, &tc, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    uint8_t *blob;
+    size_t len;
+    cr_assert(eng_trainer_save(&t, &blob, &len, &e) == 0, "%s", e.msg);
+    eng_trainer_free(&t);
+    svc_err err = {0};
+    cr_assert(svc_open(&f->s, f->st, NULL, blob, len, &err) == 0, "%s", err.msg);
+    free(blob);
+}
+
+static void close_service(fixture *f) {
+    svc_stop(&f->s);
+    svc_close(&f->s);
+    store_close(f->st);
+}
+
+static int64_t put_image(fixture *f, unsigned seed, const char *meta) {
+    unsigned char img[1024];
+    size_t n = make_pgm(seed, img);
+    svc_blob b = {img, n, "image/x-portable-graymap"};
+    int64_t id;
+    int existed, failed = -1;
+    svc_err err = {0};
+    cr_assert(svc_upload(&f->s, &b, 1, meta, &id, &existed, &failed, &err) == 0, "%s", err.msg);
+    return id;
+}
+
+Test(service, image_records_bytes_and_liveness_come_from_the_service) {
+    fixture f;
+    open_service(&f);
+    int64_t a = put_image(&f, 1, "{\"label\":\"shirt\"}"), b = put_image(&f, 2, NULL);
+    cr_expect_eq(svc_image_count(&f.s), 2);
+    svc_image img;
+    svc_err err = {0};
+    cr_assert(svc_image_get(&f.s, a, &img, &err) == 0, "%s", err.msg);
+    cr_expect_eq(img.id, a);
+    cr_expect_eq(img.width, 28);
+    cr_expect_str_eq(img.media_type, "image/x-portable-graymap");
+    cr_expect(img.meta_json && strstr(img.meta_json, "shirt"), "meta %s", img.meta_json);
+    svc_image_free(&img);
+    cr_expect_null(img.meta_json);
+    unsigned char want[1024];
+    size_t want_len = make_pgm(2, want);
+    void *bytes;
+    size_t len;
+    char type[64];
+    cr_assert(svc_image_bytes(&f.s, b, &bytes, &len, type, &err) == 0, "%s", err.msg);
+    cr_expect(len == want_len && !memcmp(bytes, want, len), "the bytes changed");
+    cr_expect_str_eq(type, "image/x-portable-graymap");
+    free(bytes);
+    cr_expect_eq(svc_image_live(&f.s, a), 1);
+    cr_expect_eq(svc_delete(&f.s, a, &err), 0);
+    cr_expect_eq(svc_image_live(&f.s, a), 0);
+    cr_expect_eq(svc_image_get(&f.s, a, &img, &err), 1, "a deleted image is not found");
+    cr_expect_eq(svc_image_bytes(&f.s, a, &bytes, &len, type, &err), 1);
+    cr_expect_null(bytes);
+    cr_expect_eq(svc_image_count(&f.s), 1);
+    close_service(&f);
+}
+
+Test(service, embedding_bytes_uses_the_serving_version_and_refuses_bad_images) {
+    fixture f;
+    open_service(&f);
+    unsigned char img[1024];
+    size_t n = make_pgm(7, img);
+    float *v = malloc(sizeof(float) * (size_t)f.s.dim), *w = malloc(sizeof(float) * (size_t)f.s.dim);
+    int64_t version = 0, again = 0;
+    svc_err err = {0};
+    cr_assert(svc_embed_bytes(&f.s, img, n, "image/x-portable-graymap", v, &version, &err) == 0,
+              "%s", err.msg);
+    cr_expect_eq(version, 1);
+    double norm = 0;
+    for (int i = 0; i < f.s.dim; i++) norm += (double)v[i] * v[i];
+    cr_expect(norm > 0 && isfinite(norm), "vector norm %g", norm);
+    cr_assert(svc_embed_bytes(&f.s, img, n, NULL, w, &again, &err) == 0, "%s", err.msg);
+    cr_expect(!memcmp(v, w, sizeof(float) * (size_t)f.s.dim), "the same bytes, another vector");
+    cr_expect_neq(svc_embed_bytes(&f.s, "P5 nonsense", 11, NULL, v, &version, &err), 0);
+    cr_expect_eq(err.kind, SVC_BAD_INPUT, "kind %d: %s", err.kind, err.msg);
+    free(v);
+    free(w);
+    close_service(&f);
+}
+
+Test(service, training_samples_live_copies_and_a_publish_rings_the_reembedder) {
+    fixture f;
+    open_service(&f);
+    uint64_t rng = 42;
+    eng_image imgs[8];
+    svc_err err = {0};
+    cr_expect_eq(svc_training_sample(&f.s, &rng, imgs, 8, &err), 0, "images from an empty store");
+    for (unsigned i = 0; i < 5; i++) put_image(&f, 100 + i, NULL);
+    int got = svc_training_sample(&f.s, &rng, imgs, 8, &err);
+    cr_expect_eq(got, 8, "%d of 8 (%s)", got, err.msg);
+    for (int i = 0; i < got; i++) {
+        cr_expect_eq(imgs[i].channels, 1);
+        cr_expect(imgs[i].width > 0 && imgs[i].height > 0);
+        eng_image_free(&imgs[i]);
+    }
+    /* no publish: the wait ends by its timeout */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    svc_wait_for_publish(&f.s, 0.2);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    cr_expect(waited >= 0.19, "returned after %.3f s without a publish", waited);
+    /* a publish rings: the next wait returns at once, and consumes the ring */
+    svc_checkpoint list[8];
+    cr_assert_eq(svc_checkpoints(&f.s, list, 8, &err), 1, "%s", err.msg);
+    void *bytes;
+    size_t len;
+    store_err se = {{0}};
+    store_checkpoint_info info;
+    cr_assert(store_checkpoint_latest(f.st, &info, &bytes, &len, &se) == 0, "%s", se.msg);
+    int64_t version;
+    cr_assert(svc_publish(&f.s, bytes, len, 5, 1.5, &version, &err) == 0, "%s", err.msg);
+    free(bytes);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    svc_wait_for_publish(&f.s, 30.0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    cr_expect(waited < 5.0, "a rung bell still waited %.3f s", waited);
+    int n = svc_checkpoints(&f.s, list, 8, &err);
+    cr_assert_eq(n, 2, "%s", err.msg);
+    cr_expect_eq(list[0].version, version, "newest first");
+    cr_expect_eq(list[0].step, 5);
+    cr_expect(fabs(list[0].loss - 1.5) < 1e-12);
+    /* the training log takes the trainer's statistics */
+    eng_train_stats st = {7, 2.5, 0.1, 100.0, 0.9, 0.01};
+    cr_expect_eq(svc_log_training(&f.s, &st, &err), 0, "%s", err.msg);
+    store_log_row row;
+    cr_assert_eq(store_log_tail(f.st, &row, 1, &se), 1, "%s", se.msg);
+    cr_expect_eq(row.step, 7);
+    cr_expect(row.loss == 2.5);
+    /* once stopping, a wait returns at once */
+    svc_stop(&f.s);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    svc_wait_for_publish(&f.s, 30.0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    cr_expect(waited < 5.0, "a stopping service still waited %.3f s", waited);
+    svc_close(&f.s);
+    store_close(f.st);
+}
