@@ -2,8 +2,9 @@
  *
  * A source keeps one training copy per image, already converted to the model's channel count
  * and downscaled (shorter side at most `train_side`), so augmentation never needs the original
- * again. It loads from an IDX file (Fashion-MNIST) or a directory of PNG/JPEG/PGM files here;
- * the server's SQLite store will be another implementation of the same fill callback.
+ * again. It loads from an IDX file (Fashion-MNIST) or a directory of PNG/JPEG/PGM files; the
+ * server's SQLite-backed source (api/svc_training.c, called by server/workers.c) is another
+ * implementation of the same fill callback.
  *
  * Sampling is uniform with replacement and deterministic per batch: batch b draws from a
  * generator seeded by (seed, b), so a run resumed at batch b draws what the uninterrupted run
