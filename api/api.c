@@ -78,10 +78,12 @@ void api_svc_error(api_response *rs, const svc_err *e, const char *prefix) {
                [SVC_TOO_LARGE] = {413, "too_large"},
                [SVC_UNSUPPORTED] = {415, "unsupported_media_type"},
                [SVC_UNAVAILABLE] = {503, "unavailable"},
-               [SVC_INTERNAL] = {500, "internal"}};
-    int k = e->kind >= 0 && e->kind <= SVC_INTERNAL ? e->kind : SVC_INTERNAL;
+               [SVC_INTERNAL] = {500, "internal"},
+               [SVC_NO_MEMORY] = {503, "out_of_memory"},
+               [SVC_DISK_FULL] = {507, "disk_full"}};
+    int k = e->kind >= 0 && e->kind <= SVC_DISK_FULL ? e->kind : SVC_INTERNAL;
     api_error(rs, map[k].status, map[k].code, "%s%s", prefix, e->msg);
-    if (k == SVC_UNAVAILABLE) rs->retry_after = 1;
+    if (k == SVC_UNAVAILABLE || k == SVC_NO_MEMORY) rs->retry_after = 1;
 }
 
 /* Constant-time comparison of the presented bearer token with the key. */

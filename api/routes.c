@@ -355,6 +355,15 @@ done:
     return rc;
 }
 
+/* A failed vector search: the query's fault is 422 bad_vector, anything else (out of memory, a
+ * failure of ours) keeps its own status. */
+static void search_error(api_response *rs, const svc_err *e) {
+    if (e->kind == SVC_BAD_INPUT)
+        api_error(rs, 422, "bad_vector", "%s", e->msg);
+    else
+        api_svc_error(rs, e, "");
+}
+
 static void search_json(api *a, const api_request *rq, api_response *rs) {
     float *v;
     int nq, k, n;
@@ -368,12 +377,12 @@ static void search_json(api *a, const api_request *rq, api_response *rs) {
         api_error(rs, 500, "internal", "out of memory");
     } else if (nq < 0) {
         if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
-            api_error(rs, 422, "bad_vector", "%s", e.msg);
+            search_error(rs, &e);
         } else {
             search_reply(a, rs, hits, n, version);
         }
     } else if (svc_search_batch(a->s, v, nq, k, hits, counts, &version, &e)) {
-        api_error(rs, 422, "bad_vector", "%s", e.msg);
+        search_error(rs, &e);
     } else {
         json_t *all = json_array();
         for (int i = 0; i < nq; i++)
@@ -484,8 +493,6 @@ static void delete_image(api *a, int64_t id, api_response *rs) {
         api_json(rs, 200, json_pack("{s:I,s:b}", "id", (json_int_t)id, "deleted", 1));
 }
 
-static const char *const train_states[] = {"waiting_for_images", "training", "stopped",
-                                           "failed", "paused"};
 
 static void get_status(api *a, api_response *rs) {
     svc_status st;
@@ -495,7 +502,7 @@ static void get_status(api *a, api_response *rs) {
         "{s:I,s:I,s:I,s:{s:s,s:I,s:f,s:f,s:f,s:{s:f,s:f},s:I},s:{s:I,s:I,s:o,s:{s:I,s:I}},s:f}",
         "images", (json_int_t)st.images, "vectors", (json_int_t)st.vectors,
         "embed_queue", (json_int_t)st.queue, "training", "state",
-        train_states[t.state >= 0 && t.state <= 4 ? t.state : 3], "step",
+        svc_train_state_name(t.state), "step",
         (json_int_t)t.stats.step, "loss", isfinite(t.stats.loss) ? t.stats.loss : 0.0,
         "learning_rate", t.stats.lr, "images_per_s", t.stats.images_per_s, "c_matrix",
         "diag_mean", t.stats.diag_mean, "offdiag_abs_mean", t.stats.offdiag_abs_mean,
@@ -503,7 +510,7 @@ static void get_status(api *a, api_response *rs) {
         (json_int_t)st.serving_version, "training_version", (json_int_t)t.last_published,
         "pending_version", st.pending_version > 0 ? json_integer(st.pending_version) : json_null(),
         "reembedding", "done", (json_int_t)st.reembed_done, "total", (json_int_t)st.reembed_total, "uptime_s", svc_now() - a->started);
-    if (t.state == 3 && t.error[0])
+    if (t.state == SVC_TRAIN_FAILED && t.error[0])
         json_object_set_new(json_object_get(j, "training"), "error", json_string(t.error));
     api_json(rs, 200, j);
 }
@@ -553,11 +560,15 @@ static void get_metrics(api *a, api_response *rs) {
                "# TYPE barlowd_train_c_diag_mean gauge\nbarlowd_train_c_diag_mean %g\n"
                "# TYPE barlowd_train_c_offdiag_abs_mean gauge\n"
                "barlowd_train_c_offdiag_abs_mean %g\n"
+               "# TYPE barlowd_disk_full_errors_total counter\n"
+               "barlowd_disk_full_errors_total %ld\n"
+               "# TYPE barlowd_writes_failing gauge\nbarlowd_writes_failing %d\n"
                "# TYPE barlowd_uptime_seconds gauge\nbarlowd_uptime_seconds %.3f\n",
                (long long)st.images, st.vectors, st.queue, (long long)st.serving_version,
                (long long)st.reembed_done, (long long)st.reembed_total, t.stats.step,
                t.stats.loss, t.stats.lr, t.stats.images_per_s, t.stats.diag_mean,
-               t.stats.offdiag_abs_mean, svc_now() - a->started);
+               t.stats.offdiag_abs_mean, st.disk_full_errors, st.writes_failing,
+               svc_now() - a->started);
     if (!b.p) {
         api_error(rs, 500, "internal", "out of memory");
         return;
@@ -674,10 +685,13 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
     case R_CHECKPOINTS: get_checkpoints(a, rs); break;
     case R_HEALTHZ: api_json(rs, 200, json_pack("{s:s}", "status", "ok")); break;
     case R_READYZ:
-        if (a->ready)
-            api_json(rs, 200, json_pack("{s:s}", "status", "ready"));
-        else
+        if (!a->ready)
             api_error(rs, 503, "not_ready", "starting or stopping");
+        else if (atomic_load(&a->s->writes_failing))
+            api_error(rs, 503, "disk_full", "the database's disk is full: uploads are refused "
+                                            "until space is freed");
+        else
+            api_json(rs, 200, json_pack("{s:s}", "status", "ready"));
         break;
     case R_METRICS: get_metrics(a, rs); break;
     default: api_error(rs, 404, "not_found", "no such route");

@@ -28,6 +28,33 @@ int svc_fail(svc_err *err, int kind, const char *fmt, ...) {
     return -1;
 }
 
+int svc_store_fail(svc *s, svc_err *err, const store_err *se, const char *fmt, ...) {
+    int full = se->code == STORE_FULL;
+    if (full) {
+        atomic_fetch_add(&s->disk_full_errors, 1);
+        atomic_store(&s->writes_failing, 1);
+    }
+    if (err) {
+        err->kind = full ? SVC_DISK_FULL : SVC_INTERNAL;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int svc_kind_of(const eng_err *e) {
+    switch (e->code) {
+    case ENG_BAD_INPUT: return SVC_BAD_INPUT;
+    case ENG_TOO_LARGE: return SVC_TOO_LARGE;
+    case ENG_NO_MEMORY: return SVC_NO_MEMORY;
+    default: return SVC_INTERNAL;
+    }
+}
+
+void svc_write_ok(svc *s) { atomic_store(&s->writes_failing, 0); }
+
 double svc_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -55,7 +82,7 @@ svc_model *svc_model_load(const svc *s, int64_t version, const void *blob, size_
     }
     for (int i = 0; i < SVC_ONE_POOL; i++) pthread_mutex_init(&m->one_mu[i], NULL);
     pthread_mutex_init(&m->many_mu, NULL);
-    eng_err e = {{0}};
+    eng_err e = {0};
     int bad = 0;
     for (int i = 0; i < SVC_ONE_POOL && !bad; i++)
         bad = eng_infer_create(&m->one[i], blob, len, 1, 1, &e); /* request threads: 1 core each */
@@ -92,7 +119,7 @@ void svc_model_release(svc_model *m) {
 int svc_model_embed(const svc *s, svc_model *m, const eng_aug_src *imgs, int n, float *out,
                     svc_err *err) {
     (void)s;
-    eng_err e = {{0}};
+    eng_err e = {0};
     int bad = 0;
     if (n < 4) {
         /* single requests: any free batch-1 model, else wait for the first */
@@ -109,7 +136,7 @@ int svc_model_embed(const svc *s, svc_model *m, const eng_aug_src *imgs, int n, 
         bad = eng_infer_embed(&m->many, imgs, n, out, &e);
         pthread_mutex_unlock(&m->many_mu);
     }
-    if (bad) return svc_fail(err, SVC_INTERNAL, "inference failed: %s", e.msg);
+    if (bad) return svc_fail(err, svc_kind_of(&e), "inference failed: %s", e.msg);
     for (size_t i = 0; i < (size_t)n * m->dim; i++)
         if (!isfinite(out[i]))
             return svc_fail(err, SVC_INTERNAL, "the model produced a non-finite vector");
@@ -182,9 +209,11 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     pthread_mutex_init(&s->bell_mu, NULL);
     pthread_cond_init(&s->bell_cv, NULL);
     atomic_init(&s->stopping, 0);
+    atomic_init(&s->disk_full_errors, 0);
+    atomic_init(&s->writes_failing, 0);
 
-    store_err se = {{0}};
-    eng_err e = {{0}};
+    store_err se = {0};
+    eng_err e = {0};
     store_checkpoint_info info;
     void *blob = NULL;
     size_t len = 0;
@@ -280,7 +309,16 @@ void svc_close(svc *s) {
     memset(s, 0, sizeof *s);
 }
 
-void svc_report_training(svc *s, int state, const eng_train_stats *stats, const char *error) {
+const char *svc_train_state_name(svc_train_state st) {
+    static const char *const names[SVC_TRAIN_N_STATES] = {
+        [SVC_TRAIN_WAITING] = "waiting_for_images", [SVC_TRAIN_TRAINING] = "training",
+        [SVC_TRAIN_STOPPED] = "stopped", [SVC_TRAIN_FAILED] = "failed",
+        [SVC_TRAIN_PAUSED] = "paused"};
+    return st >= 0 && st < SVC_TRAIN_N_STATES ? names[st] : "failed";
+}
+
+void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *stats,
+                         const char *error) {
     pthread_mutex_lock(&s->stat_mu);
     s->train.state = state;
     if (stats) s->train.stats = *stats;
@@ -302,4 +340,6 @@ void svc_get_status(svc *s, svc_status *out) {
     pthread_rwlock_unlock(&s->index_lock);
     out->images = store_image_count(s->st);
     out->queue = svc_queue_length(s);
+    out->disk_full_errors = atomic_load(&s->disk_full_errors);
+    out->writes_failing = atomic_load(&s->writes_failing);
 }

@@ -50,7 +50,9 @@ enum {
     SVC_TOO_LARGE,   /* over a configured limit (413) */
     SVC_UNSUPPORTED, /* unknown media type (415) */
     SVC_UNAVAILABLE, /* not ready yet, or stopping (503) */
-    SVC_INTERNAL     /* our fault: store or engine failure (500) */
+    SVC_INTERNAL,    /* our fault: store or engine failure (500) */
+    SVC_NO_MEMORY,   /* an allocation failed: try again later (503) */
+    SVC_DISK_FULL    /* the database's disk is full: nothing was written (507) */
 };
 
 typedef struct svc_err {
@@ -81,9 +83,22 @@ typedef struct svc_model {
     eng_infer many;              /* batch embed_batch: background embedding */
 } svc_model;
 
+/* The trainer's state, as /status reports it (svc_train_state_name). */
+typedef enum svc_train_state {
+    SVC_TRAIN_WAITING = 0, /* fewer live images than --min-images */
+    SVC_TRAIN_TRAINING,
+    SVC_TRAIN_STOPPED,     /* --train no, or the server is stopping */
+    SVC_TRAIN_FAILED,      /* a step failed; error says why */
+    SVC_TRAIN_PAUSED,      /* --idle-steps without a new upload */
+    SVC_TRAIN_N_STATES
+} svc_train_state;
+
+/* "waiting_for_images", "training", "stopped", "failed", "paused". */
+const char *svc_train_state_name(svc_train_state st);
+
 /* What the trainer last reported (for /status and /metrics). */
 typedef struct svc_train_status {
-    int state;            /* 0 waiting for images, 1 training, 2 stopped, 3 failed */
+    svc_train_state state;
     eng_train_stats stats;
     double updated;       /* unix seconds of the last report */
     int64_t last_published;
@@ -119,6 +134,9 @@ typedef struct svc {
     pthread_mutex_t bell_mu;   /* the re-embedder's doorbell: rung by svc_publish */
     pthread_cond_t bell_cv;
     int bell;
+
+    atomic_long disk_full_errors; /* writes refused because the disk was full */
+    atomic_int writes_failing;    /* the last write failed for a full disk (not ready) */
 
     atomic_int stopping;       /* set once by svc_stop: waits end, workers return */
 } svc;
@@ -252,11 +270,14 @@ typedef struct svc_status {
     size_t vectors;                           /* in the serving index */
     int64_t images;                           /* live images */
     size_t queue;                             /* uploads waiting for their vector */
+    long disk_full_errors;                    /* writes refused for a full disk, in all */
+    int writes_failing;                       /* the last write failed for a full disk */
 } svc_status;
 
 void svc_get_status(svc *s, svc_status *out);
 
 /* Trainer reports. */
-void svc_report_training(svc *s, int state, const eng_train_stats *stats, const char *error);
+void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *stats,
+                         const char *error);
 
 #endif

@@ -5,12 +5,6 @@
 
 #include "api/svc_internal.h"
 
-/* Maps a decoder's refusal to a kind: over the pixel limit is "too large", the rest is data the
- * client got wrong. */
-static int decode_kind(const char *msg) {
-    return strstr(msg, "pixel limit") ? SVC_TOO_LARGE : SVC_BAD_INPUT;
-}
-
 /* Decodes and makes the training copy; *width and *height are the original's. */
 static int prepare(const svc *s, const void *bytes, size_t len, const char *declared_type,
                    eng_image *out, int *width, int *height, svc_err *err) {
@@ -28,14 +22,14 @@ static int prepare(const svc *s, const void *bytes, size_t len, const char *decl
     eng_decode_opts o = eng_decode_defaults();
     o.max_pixels = s->opts.max_pixels;
     eng_image img;
-    eng_err e = {{0}};
+    eng_err e = {0};
     if (eng_image_decode(bytes, len, &o, &img, &e))
-        return svc_fail(err, decode_kind(e.msg), "%s", e.msg);
+        return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
     *width = img.width;
     *height = img.height;
     int rc = eng_train_copy_make(&img, s->cfg.in_channels, 2 * s->cfg.input_size, out, &e);
     eng_image_free(&img);
-    if (rc) return svc_fail(err, SVC_INTERNAL, "preparing the image: %s", e.msg);
+    if (rc) return svc_fail(err, svc_kind_of(&e), "preparing the image: %s", e.msg);
     return 0;
 }
 
@@ -64,7 +58,7 @@ int svc_upload(svc *s, const svc_blob *imgs, int n, const char *meta_json, int64
             *failed = i;
             goto done;
         }
-        eng_err e = {{0}};
+        eng_err e = {0};
         int bad = eng_train_copy_pack(&copy, &packed[i], &packed_len[i], &e);
         eng_image_free(&copy);
         if (bad) {
@@ -76,13 +70,14 @@ int svc_upload(svc *s, const svc_blob *imgs, int n, const char *meta_json, int64
         store_image_in in = {imgs[i].bytes, imgs[i].len,
                              eng_image_media_type(eng_image_sniff(imgs[i].bytes, imgs[i].len)),
                              dims[2 * i], dims[2 * i + 1], packed[i], packed_len[i], meta_json};
-        store_err se = {{0}};
+        store_err se = {0};
         if (store_image_put(s->st, &in, &ids[i], &existed[i], &se)) {
-            svc_fail(err, SVC_INTERNAL, "saving image %d: %s", i, se.msg);
+            svc_store_fail(s, err, &se, "saving image %d: %s", i, se.msg);
             goto done;
         }
         if (!existed[i]) svc_queue_push(s, ids[i]);
     }
+    svc_write_ok(s);
     rc = 0;
 done:
     for (int i = 0; packed && i < n; i++) free(packed[i]);
@@ -93,7 +88,7 @@ done:
 }
 
 int svc_delete(svc *s, int64_t id, svc_err *err) {
-    store_err se = {{0}};
+    store_err se = {0};
     pthread_mutex_lock(&s->member_mu);
     int rc = store_image_delete(s->st, id, &se);
     if (rc == 0) {
@@ -103,7 +98,7 @@ int svc_delete(svc *s, int64_t id, svc_err *err) {
         pthread_rwlock_unlock(&s->index_lock);
     }
     pthread_mutex_unlock(&s->member_mu);
-    if (rc < 0) return svc_fail(err, SVC_INTERNAL, "deleting image %lld: %s", (long long)id, se.msg);
+    if (rc < 0) return svc_store_fail(s, err, &se, "deleting image %lld: %s", (long long)id, se.msg);
     return rc;
 }
 
@@ -113,14 +108,14 @@ int svc_load_copies(svc *s, const int64_t *ids, int n, eng_image *imgs, eng_aug_
     for (int i = 0; i < n; i++) {
         void *bytes;
         size_t len;
-        store_err se = {{0}};
+        store_err se = {0};
         int r = store_image_data(s->st, ids[i], 1, &bytes, &len, &se);
         if (r == 1) continue; /* deleted meanwhile */
         if (r < 0) {
             for (int j = 0; j < m; j++) eng_image_free(&imgs[j]);
             return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)ids[i], se.msg);
         }
-        eng_err e = {{0}};
+        eng_err e = {0};
         int bad = eng_train_copy_unpack(bytes, len, &imgs[m], &e);
         free(bytes);
         if (bad) { /* a damaged row: skip it rather than stall every batch behind it */

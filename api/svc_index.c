@@ -8,29 +8,29 @@
 
 int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_t *version,
                svc_err *err) {
-    eng_err e = {{0}};
+    eng_err e = {0};
     pthread_rwlock_rdlock(&s->index_lock);
     *version = s->index_version;
     int rc = eng_index_search(s->index, vec, k, INT64_MIN, out, n_out, &e);
     pthread_rwlock_unlock(&s->index_lock);
-    if (rc) return svc_fail(err, SVC_BAD_INPUT, "%s", e.msg);
+    if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
     return 0;
 }
 
 int svc_search_batch(svc *s, const float *vecs, int nq, int k, eng_hit *out, int *n_out,
                      int64_t *version, svc_err *err) {
-    eng_err e = {{0}};
+    eng_err e = {0};
     pthread_rwlock_rdlock(&s->index_lock);
     *version = s->index_version;
     int rc = eng_index_search_batch(s->index, vecs, nq, k, out, n_out, &e);
     pthread_rwlock_unlock(&s->index_lock);
-    if (rc) return svc_fail(err, SVC_BAD_INPUT, "%s", e.msg);
+    if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
     return 0;
 }
 
 int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *version,
                   svc_err *err) {
-    eng_err e = {{0}};
+    eng_err e = {0};
     pthread_rwlock_rdlock(&s->index_lock);
     *version = s->index_version;
     int known = eng_index_get(s->index, id) != NULL;
@@ -43,7 +43,7 @@ int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *
                             (long long)id, (long long)*version);
         return svc_fail(err, SVC_NOT_FOUND, "no image %lld", (long long)id);
     }
-    if (rc) return svc_fail(err, SVC_BAD_INPUT, "%s", e.msg);
+    if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
     return 0;
 }
 
@@ -90,9 +90,9 @@ void svc_index_insert(svc *s, int64_t version, const int64_t *ids, const float *
 static int embed_store_index(svc *s, svc_model *m, const eng_aug_src *srcs, const int64_t *ids,
                              int n, float *vecs, svc_err *err) {
     if (svc_model_embed(s, m, srcs, n, vecs, err)) return -1;
-    store_err se = {{0}};
+    store_err se = {0};
     if (store_embedding_put(s->st, m->version, n, ids, vecs, s->dim, &se))
-        return svc_fail(err, SVC_INTERNAL, "saving vectors: %s", se.msg);
+        return svc_store_fail(s, err, &se, "saving vectors: %s", se.msg);
     svc_index_insert(s, m->version, ids, vecs, n);
     return 0;
 }
@@ -135,11 +135,12 @@ int svc_publish(svc *s, const uint8_t *blob, size_t len, uint64_t step, double l
     pthread_mutex_lock(&s->model_mu);
     int64_t serving = s->serving->version;
     pthread_mutex_unlock(&s->model_mu);
-    store_err se = {{0}};
+    store_err se = {0};
     int rc = store_checkpoint_put(s->st, (int64_t)step, json, loss, blob, len, serving, version,
                                   &se);
     free(json);
-    if (rc) return svc_fail(err, SVC_INTERNAL, "saving a checkpoint: %s", se.msg);
+    if (rc) return svc_store_fail(s, err, &se, "saving a checkpoint: %s", se.msg);
+    svc_write_ok(s);
     pthread_mutex_lock(&s->stat_mu);
     s->train.last_published = *version;
     pthread_mutex_unlock(&s->stat_mu);
@@ -181,7 +182,7 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     store_checkpoint_info info;
     void *blob;
     size_t len;
-    store_err se = {{0}};
+    store_err se = {0};
     int r = store_checkpoint_latest(s->st, &info, &blob, &len, &se);
     if (r < 0) return svc_fail(err, SVC_INTERNAL, "%s", se.msg);
     pthread_rwlock_rdlock(&s->index_lock);
@@ -195,7 +196,7 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     free(blob);
     if (!p) return -1;
     eng_index *ix = calloc(1, sizeof *ix);
-    eng_err e = {{0}};
+    eng_err e = {0};
     if (!ix || eng_index_init(ix, s->dim, &e)) {
         free(ix);
         svc_model_release(p);
@@ -249,7 +250,7 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     free(kept);
     free(vecs);
     if (rc == 0 && store_state_set(s->st, "serving_version", p->version, &se))
-        rc = svc_fail(err, SVC_INTERNAL, "%s", se.msg);
+        rc = svc_store_fail(s, err, &se, "%s", se.msg);
     if (rc) {
         clear_pending(s);
         return -1;

@@ -12,6 +12,16 @@ int svc_fail(svc_err *err, int kind, const char *fmt, ...) __attribute__((format
 int svc_load_copies(svc *s, const int64_t *ids, int n, eng_image *imgs, eng_aug_src *srcs,
                     int64_t *kept, svc_err *err);
 
+/* The service's kind for an engine failure: bad input, too large, out of memory, else internal. */
+int svc_kind_of(const eng_err *e);
+
+/* A store failure as a service error: SVC_DISK_FULL (counted, and the service reports itself not
+ * ready until a write succeeds again) when the disk was full, else SVC_INTERNAL. Returns -1. */
+int svc_store_fail(svc *s, svc_err *err, const store_err *se, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* A write went through: the disk is no longer full. */
+void svc_write_ok(svc *s);
+
 /* Rings the re-embedder's doorbell (svc_wait_for_publish returns). */
 void svc_ring_reembed(svc *s);
 

@@ -8,7 +8,7 @@
 int svc_image_get(svc *s, int64_t id, svc_image *out, svc_err *err) {
     memset(out, 0, sizeof *out);
     store_image_info info;
-    store_err se = {{0}};
+    store_err se = {0};
     int r = store_image_get(s->st, id, &info, &se);
     if (r < 0) return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
     if (r == 1) return 1;
@@ -37,7 +37,7 @@ int svc_image_bytes(svc *s, int64_t id, void **bytes, size_t *len, char media_ty
     if (r) return r;
     memcpy(media_type, img.media_type, 64);
     svc_image_free(&img);
-    store_err se = {{0}};
+    store_err se = {0};
     r = store_image_data(s->st, id, 0, bytes, len, &se);
     if (r < 0) return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
     return r;
@@ -63,7 +63,7 @@ int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_
 int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err) {
     store_checkpoint_info *list = malloc((size_t)(max > 0 ? max : 1) * sizeof *list);
     if (!list) return svc_fail(err, SVC_INTERNAL, "out of memory");
-    store_err se = {{0}};
+    store_err se = {0};
     int n = store_checkpoint_list(s->st, list, max, &se);
     if (n < 0) {
         free(list);

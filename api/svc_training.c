@@ -33,9 +33,9 @@ int svc_training_sample(svc *s, uint64_t *rng, eng_image *imgs, int n, svc_err *
 int svc_log_training(svc *s, const eng_train_stats *st, svc_err *err) {
     store_log_row row = {st->step, (double)time(NULL), st->loss, st->lr, st->images_per_s,
                          st->diag_mean, st->offdiag_abs_mean};
-    store_err se = {{0}};
+    store_err se = {0};
     if (store_log_append(s->st, &row, &se))
-        return svc_fail(err, SVC_INTERNAL, "training log: %s", se.msg);
+        return svc_store_fail(s, err, &se, "training log: %s", se.msg);
     return 0;
 }
 

@@ -486,11 +486,11 @@ int eng_aug_batch(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, uint64
     float *scratch = malloc(sizeof(float) * per * (size_t)nt);
     if (!scratch) return eng_fail(err, "augment: out of memory for %d scratch buffers", nt);
     int failed = 0;
-    eng_err first = {{0}};
+    eng_err first = {0};
 #pragma omp parallel num_threads(nt)
     {
         float *mine = scratch + per * (size_t)omp_get_thread_num();
-        eng_err local = {{0}};
+        eng_err local = {0};
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < n; i++) {
             eng_rng rng;
@@ -556,7 +556,7 @@ static void *prefetch_main(void *arg) {
         if (stop) break;
 
         /* The slot is free and only this thread touches it until it is marked ready. */
-        eng_err e = {{0}};
+        eng_err e = {0};
         int rc = p->fill(p->fill_ctx, p->srcs, p->n, &e);
         if (rc != 0) {
             if (e.msg[0] == '\0') eng_fail(&e, "augment: the image source failed");

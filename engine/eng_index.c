@@ -243,7 +243,7 @@ static int rehash(eng_index *ix, size_t n_slots, eng_err *err) {
     if (!sid || !srow) {
         free(sid);
         free(srow);
-        return eng_fail(err, "index: out of memory for %zu hash slots", n_slots);
+        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %zu hash slots", n_slots);
     }
     for (size_t i = 0; i < n_slots; i++) sid[i] = SLOT_EMPTY;
     free(ix->slot_id);
@@ -269,7 +269,7 @@ static int grow(eng_index *ix, eng_err *err) {
         free(rows8);
         free(scale8);
         free(rsum8);
-        return eng_fail(err, "index: out of memory for %zu vectors", cap);
+        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %zu vectors", cap);
     }
     if (ix->n) {
         memcpy(rows, ix->rows, ix->n * ix->stride * sizeof(float));
@@ -334,7 +334,7 @@ int eng_index_use_kernel8(eng_index *ix, const char *name) {
 
 int eng_index_init(eng_index *ix, int dim, eng_err *err) {
     memset(ix, 0, sizeof *ix);
-    if (dim < 1 || dim > 65536) return eng_fail(err, "index: dimension %d out of range", dim);
+    if (dim < 1 || dim > 65536) return eng_fail_code(err, ENG_BAD_INPUT, "index: dimension %d out of range", dim);
     ix->dim = dim;
     ix->stride = ((size_t)dim + 15) / 16 * 16;
     if (eng_index_use_kernel(ix, "avx512") && eng_index_use_kernel(ix, "avx2"))
@@ -355,10 +355,10 @@ int eng_index_init(eng_index *ix, int dim, eng_err *err) {
 static int normalise_into(const eng_index *ix, const float *vec, float *dst, eng_err *err) {
     double ss = 0;
     for (int i = 0; i < ix->dim; i++) {
-        if (!isfinite(vec[i])) return eng_fail(err, "index: vector has a non-finite value");
+        if (!isfinite(vec[i])) return eng_fail_code(err, ENG_BAD_INPUT, "index: vector has a non-finite value");
         ss += (double)vec[i] * vec[i];
     }
-    if (!(ss > 0)) return eng_fail(err, "index: zero vector has no direction");
+    if (!(ss > 0)) return eng_fail_code(err, ENG_BAD_INPUT, "index: zero vector has no direction");
     float inv = (float)(1.0 / sqrt(ss));
     for (int i = 0; i < ix->dim; i++) dst[i] = vec[i] * inv;
     for (size_t i = (size_t)ix->dim; i < ix->stride; i++) dst[i] = 0.0f;
@@ -432,9 +432,9 @@ static void scan(const eng_index *ix, const float *q, size_t from, size_t to, in
 int eng_index_search(const eng_index *ix, const float *query, int k, int64_t exclude,
                      eng_hit *out, int *n_out, eng_err *err) {
     *n_out = 0;
-    if (k < 1) return eng_fail(err, "index: k must be at least 1 (got %d)", k);
+    if (k < 1) return eng_fail_code(err, ENG_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
     float *q = aligned_alloc(64, ix->stride * sizeof(float));
-    if (!q) return eng_fail(err, "index: out of memory");
+    if (!q) return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory");
     if (normalise_into(ix, query, q, err)) {
         free(q);
         return -1;
@@ -458,8 +458,8 @@ int eng_index_neighbors(const eng_index *ix, int64_t id, int k, eng_hit *out, in
 int eng_index_search_fast(const eng_index *ix, const float *query, int k, int64_t exclude,
                           int rerank, eng_hit *out, int *n_out, eng_err *err) {
     *n_out = 0;
-    if (k < 1) return eng_fail(err, "index: k must be at least 1 (got %d)", k);
-    if (rerank < 0) return eng_fail(err, "index: rerank factor must be >= 0 (got %d)", rerank);
+    if (k < 1) return eng_fail_code(err, ENG_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
+    if (rerank < 0) return eng_fail_code(err, ENG_BAD_INPUT, "index: rerank factor must be >= 0 (got %d)", rerank);
     if (rerank == 0) rerank = ENG_INDEX_RERANK_FACTOR;
     size_t r_cand = (size_t)rerank * (size_t)k;
     if (r_cand < (size_t)k + ENG_INDEX_RERANK_MARGIN) r_cand = (size_t)k + ENG_INDEX_RERANK_MARGIN;
@@ -469,7 +469,7 @@ int eng_index_search_fast(const eng_index *ix, const float *query, int k, int64_
     size_t bytes = qf + q8 + sc + r_cand * sizeof(eng_hit);
     bytes = (bytes + 63) / 64 * 64;
     char *mem = aligned_alloc(64, bytes);
-    if (!mem) return eng_fail(err, "index: out of memory for %zu candidates", r_cand);
+    if (!mem) return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %zu candidates", r_cand);
     float *q = (float *)(void *)mem;
     int8_t *qi = (int8_t *)(mem + qf);
     int32_t *dots = (int32_t *)(void *)(mem + qf + q8);
@@ -504,14 +504,14 @@ int eng_index_search_fast(const eng_index *ix, const float *query, int k, int64_
 
 int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, int k,
                            eng_hit *out, int *n_out, eng_err *err) {
-    if (k < 1) return eng_fail(err, "index: k must be at least 1 (got %d)", k);
-    if (nq < 0) return eng_fail(err, "index: negative query count");
+    if (k < 1) return eng_fail_code(err, ENG_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
+    if (nq < 0) return eng_fail_code(err, ENG_BAD_INPUT, "index: negative query count");
     float *q = aligned_alloc(64, ((size_t)nq * ix->stride + 16) * sizeof(float));
     topk *t = calloc((size_t)nq + 1, sizeof *t);
     if (!q || !t) {
         free(q);
         free(t);
-        return eng_fail(err, "index: out of memory for %d queries", nq);
+        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %d queries", nq);
     }
     for (int i = 0; i < nq; i++) {
         if (normalise_into(ix, queries + (size_t)i * ix->dim, q + (size_t)i * ix->stride, err)) {
@@ -528,7 +528,7 @@ int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, in
     if (!scores) {
         free(q);
         free(t);
-        return eng_fail(err, "index: out of memory for the score block");
+        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for the score block");
     }
     for (size_t q0 = 0; q0 < (size_t)nq; q0 += qchunk) {
         size_t nqc = (size_t)nq - q0 < qchunk ? (size_t)nq - q0 : qchunk;

@@ -92,7 +92,7 @@ static int write_addr_file(const char *path, const char *host, int port) {
 static int choose_model(store *st, const serve_opts *o, eng_config *cfg, int *batch, void **blob,
                         size_t *len) {
     store_checkpoint_info info;
-    store_err se = {{0}};
+    store_err se = {0};
     *blob = NULL;
     *len = 0;
     int r = store_checkpoint_latest(st, &info, blob, len, &se);
@@ -100,7 +100,7 @@ static int choose_model(store *st, const serve_opts *o, eng_config *cfg, int *ba
         fprintf(stderr, "error: %s\n", se.msg);
         return -1;
     }
-    eng_err e = {{0}};
+    eng_err e = {0};
     if (r == 0) {
         eng_ckpt_meta meta;
         if (eng_checkpoint_peek(*blob, *len, cfg, &meta, &e)) {
@@ -151,7 +151,7 @@ int cmd_serve(int argc, char **argv) {
     so.synchronous_full = o.sync_full;
     so.keep_versions = (int)o.keep_versions;
     store *st;
-    store_err se = {{0}};
+    store_err se = {0};
     if (store_open(o.db, &so, &st, &se)) {
         fprintf(stderr, "error: %s: %s\n", o.db, se.msg);
         return CLI_FAIL;
@@ -195,7 +195,7 @@ int cmd_serve(int argc, char **argv) {
         goto done;
     }
     svc_made = 1;
-    svc_report_training(&s, o.train ? 0 : 2, &tw.t.stats, NULL); /* the resumed step */
+    svc_report_training(&s, o.train ? SVC_TRAIN_WAITING : SVC_TRAIN_STOPPED, &tw.t.stats, NULL); /* the resumed step */
     api_opts ao = {o.api_key, o.api_key_reads, 1000};
     api_init(&a, &s, &ao);
     api_made = 1;

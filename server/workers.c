@@ -71,7 +71,7 @@ static int store_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
 
 typedef struct report_job {
     train_worker *w;
-    int state;
+    svc_train_state state;
     const char *error;
 } report_job;
 
@@ -81,7 +81,7 @@ static void report_on_proxy(void *arg) {
 }
 
 /* The training state and statistics for /status (the stats are read while the trainer waits). */
-static void report(train_worker *w, int state, const char *error) {
+static void report(train_worker *w, svc_train_state state, const char *error) {
     report_job j = {w, state, error};
     proxy_call(&w->proxy, report_on_proxy, &j);
 }
@@ -116,6 +116,7 @@ int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
     w->rng = seed * 0x9e3779b97f4a7c15ULL + 7;
     atomic_init(&w->stop, 0);
     atomic_init(&w->published_step, 0);
+    atomic_init(&w->attempted_step, 0);
     atomic_init(&w->has_svc, 0);
     *initial = NULL;
     if (proxy_start(&w->proxy)) /* first: train_worker_free stops it whatever fails below */
@@ -127,7 +128,7 @@ int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
     }
     eng_trainer_cfg tc = eng_trainer_defaults(cfg, batch);
     tc.seed = seed;
-    eng_err e = {{0}};
+    eng_err e = {0};
     if (eng_trainer_create(&w->t, cfg, &tc, store_fill, NULL, w, &e)) {
         snprintf(msg, n, "building the trainer: %s", e.msg);
         return -1;
@@ -140,6 +141,7 @@ int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
             return -1;
         }
         atomic_store(&w->published_step, w->t.stats.step);
+        atomic_store(&w->attempted_step, w->t.stats.step);
         return 0;
     }
     if (eng_trainer_save(&w->t, initial, initial_len, &e)) {
@@ -164,6 +166,7 @@ static void publish_on_proxy(void *arg) {
     svc_err se = {0};
     int64_t version;
     if (j->step <= atomic_load(&w->published_step)) return; /* that step is published already */
+    atomic_store(&w->attempted_step, j->step); /* a failure waits publish_steps for a retry */
     if (svc_publish(w->s, j->blob, j->len, (uint64_t)j->step, j->loss, &version, &se)) {
         fprintf(stderr, "trainer: publishing failed: %s\n", se.msg);
         return;
@@ -195,7 +198,7 @@ static void say(train_worker *w, const char *fmt, ...) {
  * From the trainer's thread, or from the stopping thread. */
 static void publish(train_worker *w, double wait_s) {
     publish_job j = {w, NULL, 0, 0, 0};
-    eng_err e = {{0}};
+    eng_err e = {0};
     eng_ckpt_meta meta;
     /* serialising takes no shared lock */
     if (eng_trainer_save_within(&w->t, wait_s, &j.blob, &j.len, &e) ||
@@ -216,40 +219,40 @@ static void *train_main(void *arg) {
     long idle = 0;
     double published_at = cli_now();
     int64_t seen = live_images(w);
-    report(w, 0, NULL);
+    report(w, SVC_TRAIN_WAITING, NULL);
     while (!atomic_load(&w->stop)) {
         int64_t count = live_images(w);
         if (count != seen) idle = 0;
         seen = count;
         if (count < w->min_images) {
-            report(w, 0, NULL);
+            report(w, SVC_TRAIN_WAITING, NULL);
             sleep_ms(200);
             continue;
         }
         if (w->idle_steps && idle >= w->idle_steps) {
-            report(w, 4, NULL);
+            report(w, SVC_TRAIN_PAUSED, NULL);
             sleep_ms(200);
             continue;
         }
-        eng_err e = {{0}};
+        eng_err e = {0};
         if (eng_trainer_step(&w->t, &e)) {
             if (atomic_load(&w->stop)) break; /* interrupted: the step counts for nothing */
             say(w, "trainer: step %ld failed, training stops: %s\n", w->t.stats.step, e.msg);
-            report(w, 3, e.msg);
+            report(w, SVC_TRAIN_FAILED, e.msg);
             return NULL;
         }
         idle++;
-        report(w, 1, NULL);
+        report(w, SVC_TRAIN_TRAINING, NULL);
         if (w->t.stats.step % 10 == 0) proxy_call(&w->proxy, log_on_proxy, w);
         if ((w->publish_steps &&
-             w->t.stats.step - atomic_load(&w->published_step) >= w->publish_steps) ||
+             w->t.stats.step - atomic_load(&w->attempted_step) >= w->publish_steps) ||
             (w->publish_seconds > 0 && cli_now() - published_at >= w->publish_seconds)) {
             publish(w, 3600.0); /* its own thread: nothing else holds the update lock */
             published_at = cli_now();
         }
     }
     /* the final checkpoint is train_worker_stop's, at the stopping thread's priority */
-    report(w, 2, NULL);
+    report(w, SVC_TRAIN_STOPPED, NULL);
     return NULL;
 }
 
@@ -319,7 +322,7 @@ int train_worker_stop(train_worker *w, double wait_s) {
      * wait for it a little. */
     if (w->created && w->s && (abandoned || w->t.stats.step > atomic_load(&w->published_step))) {
         publish(w, 1.0);
-        if (!abandoned) report(w, 2, NULL);
+        if (!abandoned) report(w, SVC_TRAIN_STOPPED, NULL);
     }
     return abandoned;
 }

@@ -21,6 +21,7 @@ typedef struct train_worker {
     atomic_int has_svc;           /* s is set: the prefetcher may draw images */
     atomic_int stop;              /* also interrupts a running step (eng_trainer_interrupt_on) */
     atomic_long published_step;   /* the step of the newest checkpoint this worker published */
+    atomic_long attempted_step;   /* ... or tried to (a full disk): the next try is due from it */
     int idle_stuck;               /* threads left SCHED_IDLE by train_worker_signal_stop */
     eng_trainer t;
     int created;                  /* t is built */

@@ -1,4 +1,5 @@
 /* store.c — opening and closing the store: connections, pragmas, migrations, errors. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@ store_opts store_defaults(void) {
 
 int store_fail(store_err *err, const char *fmt, ...) {
     if (err) {
+        err->code = STORE_ERROR;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
@@ -23,7 +25,11 @@ int store_fail(store_err *err, const char *fmt, ...) {
 }
 
 int store_sql_fail(store_err *err, sqlite3 *db, const char *what) {
-    return store_fail(err, "store: %s: %s", what, db ? sqlite3_errmsg(db) : "no database");
+    store_fail(err, "store: %s: %s", what, db ? sqlite3_errmsg(db) : "no database");
+    if (err && db && ((sqlite3_errcode(db) & 0xff) == SQLITE_FULL ||
+                      sqlite3_system_errno(db) == ENOSPC))
+        err->code = STORE_FULL;
+    return -1;
 }
 
 double store_now(void) {

@@ -16,8 +16,16 @@
 #define STORE_SCHEMA_VERSION 2
 #define STORE_ERR_LEN 256
 
+/* What kind of failure a store_err holds. */
+typedef enum store_code {
+    STORE_OK = 0,
+    STORE_ERROR,   /* any failure not listed below */
+    STORE_FULL     /* the disk (or the file system holding the database) is full */
+} store_code;
+
 typedef struct store_err {
     char msg[STORE_ERR_LEN]; /* human-readable reason; "" when nothing failed */
+    store_code code;         /* STORE_OK when nothing failed */
 } store_err;
 
 typedef struct store store; /* opaque: owns the connections and the live-image sampler */

@@ -132,7 +132,7 @@ Test(augment, crop_params_fall_back_to_the_ratio_clamped_centre_crop) {
 }
 
 Test(augment, resized_crop_of_the_whole_image_at_the_same_size_is_the_identity) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     img8 m = make_img(16, 16, 3, 1);
     float out[3 * 16 * 16];
     eng_aug_box box = {0, 0, 16, 16, 0};
@@ -147,7 +147,7 @@ Test(augment, resized_crop_of_the_whole_image_at_the_same_size_is_the_identity) 
 }
 
 Test(augment, resized_crop_of_a_constant_image_is_constant) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     img8 m = make_const_img(37, 23, 3, 200);
     float out[3 * 20 * 20];
     eng_aug_box box = {3, 2, 31, 17, 0};
@@ -158,7 +158,7 @@ Test(augment, resized_crop_of_a_constant_image_is_constant) {
 }
 
 Test(augment, resized_crop_rejects_a_box_outside_the_image) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     img8 m = make_const_img(10, 10, 1, 5);
     float out[16];
     eng_aug_box box = {5, 0, 6, 4, 0};
@@ -168,7 +168,7 @@ Test(augment, resized_crop_rejects_a_box_outside_the_image) {
 }
 
 Test(augment, bilinear_resize_of_a_linear_ramp_stays_a_linear_ramp_in_the_interior) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     /* Horizontal ramp 4·x (downscaled 1.5×) and vertical ramp 3·y (upscaled 2×). */
     enum { W = 32, H = 12 };
     uint8_t buf[W * H * 3];
@@ -370,7 +370,7 @@ Test(augment, normalize_maps_the_mean_to_zero_and_one_std_above_it_to_one) {
 /* ---- configs and whole views ---- */
 
 Test(augment, defaults_follow_the_paper_and_scale_the_blur_to_the_input_size) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_aug_cfg c = eng_aug_defaults(32, 3);
     cr_assert(eng_aug_cfg_check(&c, &err) == 0, "%s", err.msg);
     cr_assert(c.blur_p[0] == 1.0 && c.blur_p[1] == 0.1);
@@ -384,7 +384,7 @@ Test(augment, defaults_follow_the_paper_and_scale_the_blur_to_the_input_size) {
 }
 
 Test(augment, config_check_rejects_out_of_range_fields) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_aug_cfg c = eng_aug_defaults(32, 3);
     c.jitter_p = 1.5;
     cr_assert(eng_aug_cfg_check(&c, &err) == -1);
@@ -403,7 +403,7 @@ Test(augment, config_check_rejects_out_of_range_fields) {
 }
 
 Test(augment, view_rejects_a_source_with_the_wrong_channel_count) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_aug_cfg cfg = eng_aug_defaults(16, 3);
     img8 m = make_img(20, 20, 1, 0);
     float *out = malloc(sizeof(float) * 3 * 16 * 16);
@@ -419,7 +419,7 @@ Test(augment, view_rejects_a_source_with_the_wrong_channel_count) {
 }
 
 Test(augment, a_view_with_every_probability_zero_equals_the_resized_normalised_input) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     enum { S = 24 };
     eng_aug_cfg cfg = quiet_cfg(S, 3);
     float *out = malloc(sizeof(float) * 3 * S * S);
@@ -457,7 +457,7 @@ Test(augment, a_view_with_every_probability_zero_equals_the_resized_normalised_i
 }
 
 Test(augment, a_view_with_every_transform_forced_matches_the_transforms_applied_by_hand) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     enum { S = 16 };
     eng_aug_cfg cfg = eng_aug_defaults(S, 3);
     cfg.flip_p = cfg.jitter_p = cfg.gray_p = 1.0;
@@ -503,7 +503,7 @@ Test(augment, a_view_with_every_transform_forced_matches_the_transforms_applied_
 }
 
 Test(augment, a_gray_model_skips_saturation_and_hue) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     enum { S = 16 };
     eng_aug_cfg cfg = eng_aug_defaults(S, 1);
     cfg.jitter_p = 1.0;
@@ -524,7 +524,7 @@ Test(augment, a_gray_model_skips_saturation_and_hue) {
 }
 
 Test(augment, view_a_is_always_blurred_and_never_solarised_while_view_b_solarises_a_fifth) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     enum { S = 16 };
     eng_aug_cfg cfg = eng_aug_defaults(S, 3);
     img8 m = make_img(40, 32, 3, 6);
@@ -571,7 +571,7 @@ static void free_pool(img8 *pool, int n) {
 }
 
 Test(augment, the_same_seed_gives_bit_identical_batches_and_a_different_seed_different_ones) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     img8 pool[BN];
     eng_aug_src srcs[BN];
     make_pool(pool, BN);
@@ -606,7 +606,7 @@ Test(augment, the_same_seed_gives_bit_identical_batches_and_a_different_seed_dif
 }
 
 Test(augment, batch_results_do_not_depend_on_the_thread_count) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     img8 pool[BN];
     eng_aug_src srcs[BN];
     make_pool(pool, BN);
@@ -628,7 +628,7 @@ Test(augment, batch_results_do_not_depend_on_the_thread_count) {
 }
 
 Test(augment, batch_reports_a_bad_source_and_fails) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     img8 pool[BN];
     eng_aug_src srcs[BN];
     make_pool(pool, BN);
@@ -683,7 +683,7 @@ static int settle_calls(feeder *f, int target) {
 }
 
 Test(augment, prefetcher_delivers_batches_in_order_equal_to_eng_aug_batch) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     enum { NP = 7, N = 4, K = 5 };
     img8 pool[NP];
     make_pool(pool, NP);
@@ -711,7 +711,7 @@ Test(augment, prefetcher_delivers_batches_in_order_equal_to_eng_aug_batch) {
 }
 
 Test(augment, prefetcher_reports_a_callback_error_at_the_failing_batch_and_after) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     enum { NP = 3, N = 2 };
     img8 pool[NP];
     make_pool(pool, NP);
@@ -735,7 +735,7 @@ Test(augment, prefetcher_reports_a_callback_error_at_the_failing_batch_and_after
 }
 
 Test(augment, prefetcher_reports_an_error_even_when_it_failed_before_the_first_next) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     img8 pool[1];
     make_pool(pool, 1);
     feeder f = {.pool = pool, .npool = 1, .fail_at = 0};
@@ -751,7 +751,7 @@ Test(augment, prefetcher_reports_an_error_even_when_it_failed_before_the_first_n
 }
 
 Test(augment, prefetcher_shuts_down_cleanly_when_freed_mid_stream) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     enum { NP = 4 };
     img8 pool[NP];
     make_pool(pool, NP);
@@ -777,7 +777,7 @@ Test(augment, prefetcher_shuts_down_cleanly_when_freed_mid_stream) {
 }
 
 Test(augment, prefetcher_rejects_bad_arguments) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_aug_cfg cfg = eng_aug_defaults(BS, BC);
     eng_aug_prefetch *p = (eng_aug_prefetch *)&err;
     cr_assert(eng_aug_prefetch_create(&p, &cfg, 0, 1, feed, NULL, &err) == -1);

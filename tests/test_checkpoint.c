@@ -10,7 +10,7 @@
 #include "tests/test_util.h"
 
 static void build(eng_model *m, const char *preset, int batch, int training) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     cr_assert(eng_config_preset(&cfg, preset, &err) == 0, "%s", err.msg);
     cr_assert(eng_model_build(m, &cfg, batch, training, &err) == 0, "%s", err.msg);
@@ -19,7 +19,7 @@ static void build(eng_model *m, const char *preset, int batch, int training) {
 
 /* Training steps on inputs that change every step but depend only on the step number. */
 static void train(eng_model *m, const eng_lars_cfg *opt, long from, long to) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     size_t n = m->input.bytes / sizeof(float);
     for (long s = from; s < to; s++) {
         tu_randn(eng_model_input(m), n, 1000 + (unsigned long long)s, 1.0);
@@ -41,7 +41,7 @@ static eng_ckpt_meta meta_for(const eng_lars_cfg *opt, uint64_t step) {
 }
 
 Test(checkpoint, round_trip_restores_weights_statistics_momentum_and_meta) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_model a, b;
     build(&a, "tiny", 8, 1);
     eng_lars_cfg opt = eng_lars_defaults(8);
@@ -68,7 +68,7 @@ Test(checkpoint, round_trip_restores_weights_statistics_momentum_and_meta) {
 }
 
 Test(checkpoint, resuming_from_a_checkpoint_is_bit_for_bit_the_same_run) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_lars_cfg opt = eng_lars_defaults(8);
     opt.warmup = 2;
     eng_model straight, first, second;
@@ -97,7 +97,7 @@ Test(checkpoint, resuming_from_a_checkpoint_is_bit_for_bit_the_same_run) {
 
 /* The model must be exactly as before after any refused load. */
 static void expect_refused(eng_model *m, const uint8_t *blob, size_t len, const char *what) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     float *before = malloc(m->n_floats * 4);
     memcpy(before, m->params, m->n_floats * 4);
     cr_expect(eng_checkpoint_load(m, blob, len, NULL, &err) != 0, "%s: accepted", what);
@@ -107,7 +107,7 @@ static void expect_refused(eng_model *m, const uint8_t *blob, size_t len, const 
 }
 
 Test(checkpoint, corrupt_truncated_or_foreign_blobs_are_refused_and_nothing_is_loaded) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_model a, target;
     build(&a, "tiny", 4, 1);
     build(&target, "tiny", 4, 1);
@@ -153,7 +153,7 @@ Test(checkpoint, corrupt_truncated_or_foreign_blobs_are_refused_and_nothing_is_l
 }
 
 Test(checkpoint, an_inference_model_serves_a_training_checkpoint) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_model trainer, server;
     build(&trainer, "tiny", 4, 1);
     eng_lars_cfg opt = eng_lars_defaults(4);

@@ -8,7 +8,7 @@
 
 Test(config, presets_have_the_documented_shapes) {
     eng_config c;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert(eng_config_preset(&c, "tiny", &err) == 0, "%s", err.msg);
     cr_expect(c.in_channels == 1 && c.input_size == 16 && c.stem_width == 8 && c.n_stages == 2);
     cr_expect(c.n_proj == 2 && c.proj[1] == 32 && c.lambda == 0.0051);
@@ -25,7 +25,7 @@ Test(config, presets_have_the_documented_shapes) {
 
 Test(config, json_round_trip_is_lossless) {
     eng_config a, b;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert(eng_config_preset(&a, "resnet18", &err) == 0);
     char *json = eng_config_to_json(&a);
     cr_assert(json != NULL);
@@ -36,7 +36,7 @@ Test(config, json_round_trip_is_lossless) {
 
 static void expect_refused(const char *json, const char *needle) {
     eng_config c;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_expect(eng_config_parse(&c, json, &err) != 0, "accepted: %s", json);
     cr_expect(strstr(err.msg, needle) != NULL, "message '%s' does not mention '%s'", err.msg, needle);
 }
@@ -66,7 +66,7 @@ Test(config, bad_configs_are_refused_with_a_message_naming_the_problem) {
 
 Test(config, parameter_table_is_in_canonical_order) {
     eng_config c;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert(eng_config_preset(&c, "tiny", &err) == 0);
     eng_param *tab;
     int n;

@@ -115,7 +115,7 @@ static uint8_t *pattern_image(int w, int h, int c) {
 }
 
 static void decode_ok(const void *bytes, size_t len, eng_image *img) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     int rc = eng_image_decode(bytes, len, NULL, img, &err);
     cr_assert_eq(rc, 0, "decode failed: %s", err.msg);
     cr_assert_not_null(img->pixels, "decode succeeded without pixels");
@@ -152,7 +152,7 @@ static void expect_prefixes_refused(const uint8_t *b, size_t len, const char *wh
     for (int k = 1; k <= 20; k++) cuts[n++] = len * k / 21;   /* and through the data */
     cuts[n++] = len - 1;
     for (int i = 0; i < n; i++) {
-        eng_err err = {{0}};
+        eng_err err = {0};
         eng_image img = {0};
         int rc = eng_image_decode(b, cuts[i], NULL, &img, &err);
         cr_assert_eq(rc, -1, "%s cut to %zu of %zu bytes was accepted", what, cuts[i], len);
@@ -294,7 +294,7 @@ Test(png, every_truncated_prefix_is_refused) {
     png_spec s = {40, 30, PNG_COLOR_TYPE_RGB, 8, 0, px, NULL, 0, NULL, 0};
     membuf m = encode_png(&s);
     expect_prefixes_refused(m.data, m.len, "png");
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     eng_image_decode(m.data, m.len - 1, NULL, &img, &err);
     cr_expect(strstr(err.msg, "png: truncated") != NULL, "message was \"%s\"", err.msg);
@@ -307,7 +307,7 @@ Test(png, corrupt_pixel_data_is_refused) {
     png_spec s = {40, 30, PNG_COLOR_TYPE_RGB, 8, 0, px, NULL, 0, NULL, 0};
     membuf m = encode_png(&s);
     m.data[m.len / 2] ^= 0x5a; /* inside IDAT: its CRC no longer matches */
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     cr_assert_eq(eng_image_decode(m.data, m.len, NULL, &img, &err), -1, "corrupt PNG accepted");
     cr_expect(strncmp(err.msg, "png: ", 5) == 0, "message was \"%s\"", err.msg);
@@ -343,7 +343,7 @@ static membuf png_header_only(uint32_t w, uint32_t h) {
 
 Test(png, header_declaring_100000_squared_is_refused_quickly_naming_the_limit) {
     membuf m = png_header_only(100000, 100000);
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     double t0 = now_s();
     int rc = eng_image_decode(m.data, m.len, NULL, &img, &err);
@@ -357,22 +357,24 @@ Test(png, header_declaring_100000_squared_is_refused_quickly_naming_the_limit) {
 
 Test(png, header_of_5000_squared_passes_40e6_but_not_1e6) {
     membuf m = png_header_only(5000, 5000);
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     eng_decode_opts o = eng_decode_defaults();
     cr_assert_eq(o.max_pixels, 40000000LL, "default max_pixels is %lld", o.max_pixels);
     cr_assert_eq(eng_image_decode(m.data, m.len, &o, &img, &err), -1, "header-only accepted");
     cr_expect(strstr(err.msg, "limit") == NULL && strstr(err.msg, "truncated") != NULL,
               "with 40e6 the size check should pass and the missing data fail: \"%s\"", err.msg);
+    cr_expect_eq(err.code, ENG_BAD_INPUT, "truncated data is the input's fault (code %d)", err.code);
     o.max_pixels = 1000000;
     cr_assert_eq(eng_image_decode(m.data, m.len, &o, &img, &err), -1, "header-only accepted");
     cr_expect(strstr(err.msg, "1000000-pixel limit") != NULL, "message was \"%s\"", err.msg);
+    cr_expect_eq(err.code, ENG_TOO_LARGE, "over the pixel limit is too large (code %d)", err.code);
     free(m.data);
 }
 
 Test(png, zero_width_is_refused) {
     membuf m = png_header_only(0, 10);
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     cr_assert_eq(eng_image_decode(m.data, m.len, NULL, &img, &err), -1, "0-wide PNG accepted");
     cr_expect(strstr(err.msg, "invalid dimensions") != NULL, "message was \"%s\"", err.msg);
@@ -421,7 +423,7 @@ Test(jpeg, cmyk_is_refused_with_a_clear_message) {
     uint8_t *px = smooth_image(w, h, 4);
     size_t len;
     uint8_t *jpg = encode_jpeg(px, w, h, 4, 90, NULL, 0, &len);
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     cr_assert_eq(eng_image_decode(jpg, len, NULL, &img, &err), -1, "CMYK accepted");
     cr_expect(strstr(err.msg, "CMYK") != NULL, "message was \"%s\"", err.msg);
@@ -495,7 +497,7 @@ Test(jpeg, every_truncated_prefix_is_refused) {
     size_t len;
     uint8_t *jpg = encode_jpeg(px, 48, 40, 3, 90, app1, n, &len);
     expect_prefixes_refused(jpg, len, "jpeg");
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     eng_image_decode(jpg, len * 3 / 4, NULL, &img, &err);
     cr_expect(strstr(err.msg, "jpeg: truncated") != NULL, "message was \"%s\"", err.msg);
@@ -507,7 +509,7 @@ Test(jpeg, sof_declaring_65535_squared_is_refused_quickly_naming_the_limit) {
     /* SOF0 stores sides in 16 bits, so 65535 x 65535 is the largest a JPEG can declare. */
     const uint8_t hdr[] = {0xff, 0xd8, 0xff, 0xc0, 0, 17, 8, 0xff, 0xff, 0xff, 0xff, 3,
                            1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1};
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     double t0 = now_s();
     int rc = eng_image_decode(hdr, sizeof hdr, NULL, &img, &err);
@@ -570,7 +572,7 @@ Test(pgm, every_truncated_prefix_and_bad_header_is_refused) {
     const char *bad[] = {"P5\n0 10\n255\n", "P5\n10 10\n0\n", "P5\nx 10\n255\n",
                          "P5\n70000 1\n255\n", "P5\n2 1\n255#\n.."};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        eng_err err = {{0}};
+        eng_err err = {0};
         eng_image img = {0};
         cr_expect_eq(eng_image_decode(bad[i], strlen(bad[i]), NULL, &img, &err), -1,
                      "bad header %zu accepted", i);
@@ -580,7 +582,7 @@ Test(pgm, every_truncated_prefix_and_bad_header_is_refused) {
 
 Test(pgm, sample_above_maxval_is_refused) {
     const uint8_t file[] = {'P', '5', ' ', '2', ' ', '1', ' ', '9', '\n', 3, 10};
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     cr_assert_eq(eng_image_decode(file, sizeof file, NULL, &img, &err), -1, "accepted");
     cr_expect(strstr(err.msg, "exceeds maxval") != NULL, "message was \"%s\"", err.msg);
@@ -591,7 +593,7 @@ Test(pgm, sample_above_maxval_is_refused) {
  * Bad input in general */
 
 Test(image, empty_input_and_wrong_magic_are_refused_with_a_message) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image img = {0};
     cr_expect_eq(eng_image_decode(NULL, 0, NULL, &img, &err), -1, "NULL accepted");
     cr_expect(strstr(err.msg, "empty") != NULL, "message was \"%s\"", err.msg);
@@ -610,7 +612,7 @@ Test(image, free_is_safe_on_a_zeroed_struct_and_twice) {
     eng_image img = {0};
     eng_image_free(&img);
     eng_image_free(NULL);
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_image_alloc(&img, 3, 2, 3, &err), 0, "%s", err.msg);
     eng_image_free(&img);
     eng_image_free(&img);
@@ -622,7 +624,7 @@ Test(image, free_is_safe_on_a_zeroed_struct_and_twice) {
 
 static eng_image make_image(int w, int h, int c, const uint8_t *px) {
     eng_image img;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_image_alloc(&img, w, h, c, &err), 0, "%s", err.msg);
     memcpy(img.pixels, px, (size_t)w * h * c);
     return img;
@@ -634,7 +636,7 @@ Test(convert, rgb_to_gray_uses_rounded_601_luma) {
     /* 76.245, 149.685, 29.07, 255, 18.15, 0, 100, 1.228 */
     const uint8_t want[] = {76, 150, 29, 255, 18, 0, 100, 1};
     eng_image in = make_image(8, 1, 3, rgb), out;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_image_convert(&in, 1, &out, &err), 0, "%s", err.msg);
     expect_pixels(&out, 8, 1, 1, want);
     eng_image_free(&out);
@@ -645,7 +647,7 @@ Test(convert, rgba_to_gray_drops_alpha_without_compositing) {
     const uint8_t rgba[] = {255, 0, 0, 0, 0, 255, 0, 17};
     const uint8_t want[] = {76, 150};
     eng_image in = make_image(2, 1, 4, rgba), out;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_image_convert(&in, 1, &out, &err), 0, "%s", err.msg);
     expect_pixels(&out, 2, 1, 1, want);
     eng_image_free(&out);
@@ -656,7 +658,7 @@ Test(convert, gray_and_gray_alpha_to_rgb_replicate) {
     const uint8_t ga[] = {0, 9, 77, 200, 255, 0};
     const uint8_t want[] = {0, 0, 0, 77, 77, 77, 255, 255, 255};
     eng_image in = make_image(3, 1, 2, ga), out;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_image_convert(&in, 3, &out, &err), 0, "%s", err.msg);
     expect_pixels(&out, 3, 1, 3, want);
     eng_image_free(&out);
@@ -674,7 +676,7 @@ Test(convert, rgba_to_rgb_drops_alpha_and_bad_targets_are_refused) {
     const uint8_t rgba[] = {1, 2, 3, 4, 5, 6, 7, 8};
     const uint8_t want[] = {1, 2, 3, 5, 6, 7};
     eng_image in = make_image(2, 1, 4, rgba), out;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_image_convert(&in, 3, &out, &err), 0, "%s", err.msg);
     expect_pixels(&out, 2, 1, 3, want);
     eng_image_free(&out);
@@ -689,7 +691,7 @@ Test(convert, rgba_to_rgb_drops_alpha_and_bad_targets_are_refused) {
  * Downscale */
 
 Test(downscale, shorter_side_becomes_max_side_keeping_aspect) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image in, out;
     cr_assert_eq(eng_image_alloc(&in, 300, 200, 3, &err), 0, "%s", err.msg);
     memset(in.pixels, 0, 300 * 200 * 3);
@@ -708,7 +710,7 @@ Test(downscale, shorter_side_becomes_max_side_keeping_aspect) {
 }
 
 Test(downscale, constant_image_stays_constant) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_image in, out;
     cr_assert_eq(eng_image_alloc(&in, 173, 129, 4, &err), 0, "%s", err.msg);
     for (size_t i = 0; i < 173 * 129; i++) memcpy(in.pixels + 4 * i, "\x07\x80\xfe\xff", 4);
@@ -724,7 +726,7 @@ Test(downscale, constant_image_stays_constant) {
 Test(downscale, checker_box_averages_to_its_mean) {
     const uint8_t checker[] = {0, 255, 255, 0};
     eng_image in = make_image(2, 2, 1, checker), out;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_image_downscale(&in, 1, &out, &err), 0, "%s", err.msg);
     const uint8_t want[] = {128}; /* 127.5 rounds half up */
     expect_pixels(&out, 1, 1, 1, want);
@@ -744,7 +746,7 @@ Test(downscale, checker_box_averages_to_its_mean) {
 Test(downscale, small_images_are_copied_and_bad_max_side_is_refused) {
     uint8_t *px = pattern_image(20, 30, 3);
     eng_image in = make_image(20, 30, 3, px), out;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_image_downscale(&in, 20, &out, &err), 0, "%s", err.msg);
     expect_pixels(&out, 20, 30, 3, px);
     cr_expect_neq(out.pixels, in.pixels, "the copy shares the input's pixels");
@@ -774,7 +776,7 @@ static membuf idx_images(uint32_t n, uint32_t rows, uint32_t cols, size_t payloa
 Test(idx, images_parse_without_copying_and_extract_as_gray) {
     membuf m = idx_images(3, 4, 5, 60);
     eng_idx idx;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_idx_parse(m.data, m.len, &idx, &err), 0, "%s", err.msg);
     cr_expect(idx.kind == ENG_IDX_IMAGES && idx.count == 3 && idx.rows == 4 && idx.cols == 5,
               "got kind %d count %zu %dx%d", idx.kind, idx.count, idx.rows, idx.cols);
@@ -791,7 +793,7 @@ Test(idx, images_parse_without_copying_and_extract_as_gray) {
 Test(idx, labels_parse) {
     const uint8_t file[] = {0, 0, 8, 1, 0, 0, 0, 4, 9, 0, 3, 7};
     eng_idx idx;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert_eq(eng_idx_parse(file, sizeof file, &idx, &err), 0, "%s", err.msg);
     cr_expect(idx.kind == ENG_IDX_LABELS && idx.count == 4 && idx.data == file + 8,
               "got kind %d count %zu", idx.kind, idx.count);
@@ -802,7 +804,7 @@ Test(idx, labels_parse) {
 
 Test(idx, truncated_bad_magic_and_overflowing_dims_are_refused) {
     eng_idx idx;
-    eng_err err = {{0}};
+    eng_err err = {0};
     membuf m = idx_images(3, 4, 5, 59);
     cr_expect_eq(eng_idx_parse(m.data, m.len, &idx, &err), -1, "short payload accepted");
     cr_expect(strstr(err.msg, "truncated") != NULL, "message was \"%s\"", err.msg);
@@ -841,7 +843,7 @@ static void flip_bytes_everywhere(const uint8_t *b, size_t len, const char *what
     for (size_t i = 0; i < len; i += 1 + len / 150) {
         memcpy(copy, b, len);
         copy[i] ^= (uint8_t)(0x55 + i);
-        eng_err err = {{0}};
+        eng_err err = {0};
         eng_image img = {0};
         int rc = eng_image_decode(copy, len, NULL, &img, &err);
         if (rc == 0)

@@ -71,7 +71,7 @@ static void random_vec(eng_rng *r, float *v, int dim) {
 
 static void check_kernel(const char *kernel) {
     const int dim = 72, n = 3000, k = 10; /* dim not a multiple of 16: padding is exercised */
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, dim, &err) == 0, "%s", err.msg);
     int usable = eng_index_use_kernel(&ix, kernel) == 0;
@@ -136,7 +136,7 @@ Test(index, top_k_equals_a_double_precision_brute_force_with_avx2) { check_kerne
 Test(index, top_k_equals_a_double_precision_brute_force_with_scalar) { check_kernel("scalar"); }
 
 Test(index, ties_rank_by_lower_id_whatever_the_insertion_order) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, 3, &err) == 0);
     float a[3] = {1, 0, 0}, b[3] = {0, 1, 0};
@@ -156,7 +156,7 @@ Test(index, ties_rank_by_lower_id_whatever_the_insertion_order) {
 }
 
 Test(index, batch_search_equals_one_query_at_a_time) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     const int dim = 64, n = 2000, nq = 37, k = 5;
     cr_assert(eng_index_init(&ix, dim, &err) == 0);
@@ -185,7 +185,7 @@ Test(index, batch_search_equals_one_query_at_a_time) {
 }
 
 Test(index, bad_input_is_refused_and_changes_nothing) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, 4, &err) == 0);
     float good[4] = {1, 2, 3, 4}, zero[4] = {0}, nan[4] = {1, NAN, 0, 0};
@@ -209,7 +209,7 @@ Test(index, bad_input_is_refused_and_changes_nothing) {
 }
 
 Test(index, many_inserts_and_deletes_keep_every_id_findable) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, 16, &err) == 0);
     float v[16];
@@ -262,7 +262,7 @@ static void expect_exact_and_ordered(const eng_index *ix, const float *q, const 
  * search also returned must carry the very same score (both use the float kernel). */
 static double measure_recall(const eng_index *ix, const float *qs, int nq, int k, int rerank,
                              const char *what) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_hit fast[64], exact[64];
     double sum = 0;
     for (int t = 0; t < nq; t++) {
@@ -289,7 +289,7 @@ static double measure_recall(const eng_index *ix, const float *qs, int nq, int k
  * normals when n_clusters is 0; ids 0..n-1. Returns the centres (malloc'd) when clustered. */
 static float *fill_index(eng_index *ix, eng_rng *rng, int n, int n_clusters, double sigma) {
     int dim = ix->dim;
-    eng_err err = {{0}};
+    eng_err err = {0};
     float *centres = n_clusters ? malloc(sizeof(float) * (size_t)n_clusters * dim) : NULL;
     for (int c = 0; c < n_clusters; c++) random_vec(rng, centres + (size_t)c * dim, dim);
     float *v = malloc(sizeof(float) * (size_t)dim);
@@ -307,7 +307,7 @@ static float *fill_index(eng_index *ix, eng_rng *rng, int n, int n_clusters, dou
 
 Test(index_fast, recall_at_10_on_random_vectors_is_at_least_0_99) {
     const int dim = 96, n = 4000, nq = 250;
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, dim, &err) == 0, "%s", err.msg);
     eng_rng rng;
@@ -327,7 +327,7 @@ Test(index_fast, recall_at_10_on_random_vectors_is_at_least_0_99) {
  * a query's top 10 and the next hundred rows all lie in one cluster, their cosines close. */
 static void clustered_recall(double sigma, int rerank, double *rec_default, double *rec_given) {
     const int dim = 64, n = 5000, nq = 250, n_clusters = 25;
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, dim, &err) == 0, "%s", err.msg);
     eng_rng rng;
@@ -370,7 +370,7 @@ Test(index_fast, very_tight_clusters_need_a_larger_rerank_factor) {
 
 Test(index_fast, stays_consistent_through_removes_and_replaces) {
     const int dim = 72, n = 3000, nq = 200; /* dim not a multiple of 64: int8 padding exercised */
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, dim, &err) == 0, "%s", err.msg);
     eng_rng rng;
@@ -417,7 +417,7 @@ Test(index_fast, stays_consistent_through_removes_and_replaces) {
 Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
     static const char *const kernels[] = {"vnni", "avx512bw", "avx2", "scalar"};
     const int dim = 200, n = 333; /* odd row count: the VNNI kernel's one-row tail runs */
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, dim, &err) == 0, "%s", err.msg);
     eng_rng rng;
@@ -486,7 +486,7 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
 }
 
 Test(index_fast, bad_input_is_refused) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, 4, &err) == 0);
     float good[4] = {1, 2, 3, 4}, zero[4] = {0}, nan[4] = {1, NAN, 0, 0}, inf[4] = {INFINITY, 0, 0, 0};

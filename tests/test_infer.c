@@ -27,7 +27,7 @@ static int count_threads(void) {
 
 /* A checkpoint of a freshly initialised `small` model. */
 static uint8_t *small_blob(size_t *len) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     cr_assert(eng_config_preset(&cfg, "small", &err) == 0, "%s", err.msg);
     eng_model m;
@@ -51,7 +51,7 @@ typedef struct job {
 static void *request_thread(void *arg) {
     job *j = arg;
     eng_set_threads(1);
-    eng_err err = {{0}};
+    eng_err err = {0};
     int side = 40, ch = j->inf.cfg.in_channels;
     uint8_t *px = malloc((size_t)side * side * ch);
     int before = count_threads();
@@ -66,7 +66,7 @@ static void *request_thread(void *arg) {
 }
 
 static void run(job *j, const uint8_t *blob, size_t len, int plan_threads) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert(eng_infer_create(&j->inf, blob, len, 1, plan_threads, &err) == 0, "%s", err.msg);
     cr_assert(j->inf.dim > 0 && j->inf.dim <= 512);
     pthread_t t;

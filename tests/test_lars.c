@@ -28,7 +28,7 @@ Test(lars, ten_steps_equal_the_pytorch_reference) {
 
     /* the tiny model's canonical table gives the tensor boundaries and which are 1-D */
     eng_config mc;
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert(eng_config_preset(&mc, "tiny", &err) == 0);
     eng_param *tab;
     int n_tab;

@@ -94,7 +94,7 @@ typedef struct conv_case {
 
 static double conv_objective(void *p) {
     conv_case *c = p;
-    eng_err err = {{0}};
+    eng_err err = {0};
     tu_from_plain(&c->ctx, &c->src, c->x);
     must(eng_conv_forward(&c->conv, &c->ctx, &c->src, &c->dst, &err), &err);
     float *y = tu_to_plain(&c->ctx, &c->dst);
@@ -105,7 +105,7 @@ static double conv_objective(void *p) {
 
 static void conv_check(int n, int cin, int hw, int cout, int k, int stride, int pad, int blocked) {
     conv_case c;
-    eng_err err = {{0}};
+    eng_err err = {0};
     memset(&c, 0, sizeof c);
     must(eng_ctx_init(&c.ctx, &err), &err);
     dnnl_dims_t sd = {n, cin, hw, hw};
@@ -169,7 +169,7 @@ typedef struct bn_case {
 
 static double bn_objective(void *p) {
     bn_case *b = p;
-    eng_err err = {{0}};
+    eng_err err = {0};
     tu_from_plain(&b->ctx, &b->src, b->x);
     must(eng_bnorm_forward(&b->bn, &b->ctx, &b->src, &b->dst, &err), &err);
     float *y = tu_to_plain(&b->ctx, &b->dst);
@@ -181,7 +181,7 @@ static double bn_objective(void *p) {
 
 static void bn_check(int n, int c, int hw, int groups, int affine, int relu, dnnl_format_tag_t tag) {
     bn_case b;
-    eng_err err = {{0}};
+    eng_err err = {0};
     memset(&b, 0, sizeof b);
     b.c = c;
     must(eng_ctx_init(&b.ctx, &err), &err);
@@ -254,7 +254,7 @@ Test(layers, bnorm_two_views_normalise_each_view_with_its_own_statistics) {
     /* View B = view A shifted by +5: with per-view statistics both normalise to the same output. */
     eng_ctx ctx;
     eng_bnorm bn;
-    eng_err err = {{0}};
+    eng_err err = {0};
     must(eng_ctx_init(&ctx, &err), &err);
     dnnl_dims_t d = {8, 3, 2, 2};
     dnnl_memory_desc_t md;
@@ -290,7 +290,7 @@ Test(layers, bnorm_two_views_normalise_each_view_with_its_own_statistics) {
 Test(layers, bnorm_inference_uses_running_statistics) {
     eng_ctx ctx;
     eng_bnorm bn;
-    eng_err err = {{0}};
+    eng_err err = {0};
     must(eng_ctx_init(&ctx, &err), &err);
     const int n = 3, c = 4, hw = 2;
     dnnl_dims_t d = {n, c, hw, hw};
@@ -333,7 +333,7 @@ typedef struct add_case {
 
 static double add_objective(void *p) {
     add_case *c = p;
-    eng_err err = {{0}};
+    eng_err err = {0};
     tu_from_plain(&c->ctx, &c->a, c->xa);
     tu_from_plain(&c->ctx, &c->b, c->xb);
     must(eng_resadd_forward(&c->add, &c->ctx, &c->a, &c->b, &c->y, &err), &err);
@@ -346,7 +346,7 @@ static double add_objective(void *p) {
 
 Test(layers, residual_add_relu_backward_matches_finite_differences) {
     add_case c;
-    eng_err err = {{0}};
+    eng_err err = {0};
     memset(&c, 0, sizeof c);
     must(eng_ctx_init(&c.ctx, &err), &err);
     dnnl_dims_t d = {2, 16, 4, 4};
@@ -387,7 +387,7 @@ Test(layers, residual_add_writes_nothing_outside_its_tensors_in_8_channel_blocks
     eng_ctx ctx;
     eng_resadd add;
     eng_accum acc;
-    eng_err err = {{0}};
+    eng_err err = {0};
     must(eng_ctx_init(&ctx, &err), &err);
     dnnl_dims_t d = {32, 8, 16, 16};
     dnnl_memory_desc_t md;
@@ -445,7 +445,7 @@ typedef struct pool_case {
 
 static double pool_objective(void *p) {
     pool_case *c = p;
-    eng_err err = {{0}};
+    eng_err err = {0};
     tu_from_plain(&c->ctx, &c->x, c->xp);
     must(eng_pool_forward(&c->pool, &c->ctx, &c->x, c->rows, &err), &err);
     dnnl_stream_wait(c->ctx.stream);
@@ -454,7 +454,7 @@ static double pool_objective(void *p) {
 
 Test(layers, global_average_pool_forward_and_backward) {
     pool_case c;
-    eng_err err = {{0}};
+    eng_err err = {0};
     memset(&c, 0, sizeof c);
     must(eng_ctx_init(&c.ctx, &err), &err);
     dnnl_dims_t d = {3, 20, 3, 3};
@@ -503,7 +503,7 @@ typedef struct lin_case {
 
 static double lin_objective(void *p) {
     lin_case *c = p;
-    eng_err err = {{0}};
+    eng_err err = {0};
     must(eng_linear_forward(&c->lin, &c->ctx, &c->x, &c->y, &err), &err);
     dnnl_stream_wait(c->ctx.stream);
     return dot(c->y.data, c->r, tu_numel(&c->y));
@@ -511,7 +511,7 @@ static double lin_objective(void *p) {
 
 Test(layers, linear_backward_matches_finite_differences) {
     lin_case c;
-    eng_err err = {{0}};
+    eng_err err = {0};
     memset(&c, 0, sizeof c);
     const int m = 5, k = 24, n = 17;
     must(eng_ctx_init(&c.ctx, &err), &err);

@@ -31,7 +31,7 @@ typedef struct fixture {
 } fixture;
 
 static void setup(fixture *f, int n, int d, double lambda) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     f->n = n;
     f->d = d;
     f->lambda = lambda;
@@ -46,7 +46,7 @@ static void teardown(fixture *f) {
 }
 
 static double run(fixture *f, float *za, float *zb, float *dza, float *dzb) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     double l;
     cr_assert(eng_bt_loss_run(&f->loss, &f->ctx, za, zb, dza, dzb, &l, &err) == 0, "%s", err.msg);
     dnnl_stream_wait(f->ctx.stream);
@@ -110,7 +110,7 @@ Test(loss, backward_matches_finite_differences) {
 
 Test(loss, refuses_a_batch_of_one) {
     eng_ctx ctx;
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_bt_loss l;
     cr_assert(eng_ctx_init(&ctx, &err) == 0);
     cr_expect(eng_bt_loss_build(&l, &ctx, 1, 4, 0.1, &err) != 0);

@@ -13,7 +13,7 @@
 /* Runs one training forward+backward on a fixture and compares loss, every gradient tensor, the
  * representation and the running statistics with PyTorch's float64 results. */
 static void check_fixture(const char *name) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     char *json = tu_fixture_text(name, "config.json");
     cr_assert(eng_config_parse(&cfg, json, &err) == 0, "%s", err.msg);
@@ -77,7 +77,7 @@ Test(model, matches_pytorch_with_wide_layers_where_convolutions_run_as_winograd)
  * on an AVX-512 CPU, again under ONEDNN_MAX_CPU_ISA=AVX2): oneDNN's kernels must really be the
  * ones that pass is for, else the second pass would test the first one's code twice. */
 Test(model, onednn_kernels_are_those_of_the_isa_this_pass_allows) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     cr_assert(eng_config_resolve(&cfg, "tiny", &err) == 0, "%s", err.msg);
     eng_model m;
@@ -104,7 +104,7 @@ Test(model, onednn_kernels_are_those_of_the_isa_this_pass_allows) {
 
 /* Helper: a training model of a preset with a seeded init and random input. */
 static void build_seeded(eng_model *m, const char *preset, int batch, int training, uint64_t seed) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     cr_assert(eng_config_preset(&cfg, preset, &err) == 0, "%s", err.msg);
     cr_assert(eng_model_build(m, &cfg, batch, training, &err) == 0, "%s", err.msg);
@@ -166,7 +166,7 @@ Test(model, same_seed_same_weights_other_seed_other_weights) {
 }
 
 Test(model, training_step_is_deterministic_and_repeatable) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_model m;
     build_seeded(&m, "tiny", 16, 1, 9);
     cr_assert(eng_model_forward_backward(&m, &err) == 0, "%s", err.msg);
@@ -181,7 +181,7 @@ Test(model, training_step_is_deterministic_and_repeatable) {
 }
 
 Test(model, lars_training_lowers_the_loss_on_a_fixed_batch) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_model m;
     build_seeded(&m, "tiny", 32, 1, 3);
     eng_lars_cfg opt = eng_lars_defaults(32);
@@ -198,7 +198,7 @@ Test(model, lars_training_lowers_the_loss_on_a_fixed_batch) {
 /* Inference: BN uses running statistics, so each image's representation must not depend on the
  * rest of the batch (whatever kernels, e.g. Winograd, oneDNN picks for either batch size). */
 static void check_batch_independence(const char *preset) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_model big, one;
     build_seeded(&big, preset, 5, 0, 11);
     build_seeded(&one, preset, 1, 0, 11);
@@ -224,7 +224,7 @@ Test(model, inference_representation_does_not_depend_on_the_batch) {
 }
 
 Test(model, refuses_a_training_batch_of_one) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     eng_model m;
     cr_assert(eng_config_preset(&cfg, "tiny", &err) == 0);

@@ -444,3 +444,80 @@ Test(server, sigterm_while_training_saves_the_last_step_and_health_reads_the_add
     json_decref(st);
     stop(&s);
 }
+
+/* A 256x256 grey PGM of seeded noise (65 kB that no codec shrinks): fills a small disk fast. */
+static size_t big_pgm(unsigned seed, unsigned char *out) {
+    int h = sprintf((char *)out, "P5\n256 256\n255\n");
+    unsigned x = seed * 2654435761u + 7;
+    for (int i = 0; i < 256 * 256; i++) {
+        x = x * 1103515245u + 12345u;
+        out[h + i] = (unsigned char)(x >> 24);
+    }
+    return (size_t)h + 256 * 256;
+}
+
+/* The database on a 4 MB tmpfs: uploads past it get 507 disk_full (nothing acknowledged is lost),
+ * /readyz says not ready and /metrics counts it while writes fail, the trainer survives
+ * checkpoints it cannot write, and once the file system grows, uploads and readiness return. */
+Test(server, a_full_disk_is_507_not_ready_and_recovers_when_space_returns) {
+    char data[128], cmd[300];
+    snprintf(data, sizeof data, "%s/data", dir);
+    cr_assert(mkdir(data, 0755) == 0);
+    snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=4m tmpfs %s 2>&1", data);
+    cr_assert(system(cmd) == 0, "cannot mount a tmpfs (the suite runs as root): %s", cmd);
+    const char *flags[] = {"--batch", "8", "--min-images", "8", "--publish-every", "2", NULL};
+    server s = start(flags);
+    static unsigned char img[70000];
+    const char *pgm = "Content-Type: image/x-portable-graymap\r\n";
+    int64_t ids[200];
+    int n_ok = 0, full = 0;
+    for (unsigned i = 0; i < 200 && !full; i++) {
+        size_t n = big_pgm(i, img);
+        reply r = req(&s, "POST", "/train", pgm, img, n);
+        if (r.status == 201) {
+            ids[n_ok++] = json_integer_value(json_array_get(json_object_get(r.json, "ids"), 0));
+        } else {
+            expect_error(&r, 507, "disk_full");
+            full = 1;
+        }
+        reply_free(&r);
+    }
+    cr_assert(full, "200 uploads of 65 kB fitted on a 4 MB disk");
+    cr_expect_gt(n_ok, 8, "only %d uploads before the disk filled", n_ok);
+    reply r = req(&s, "GET", "/readyz", NULL, NULL, 0);
+    expect_error(&r, 503, "disk_full");
+    reply_free(&r);
+    r = req(&s, "GET", "/metrics", NULL, NULL, 0);
+    cr_expect(r.status == 200 && strstr(r.raw.body, "barlowd_writes_failing 1") &&
+                  !strstr(r.raw.body, "barlowd_disk_full_errors_total 0\n"),
+              "metrics: %s", r.raw.body);
+    reply_free(&r);
+    /* the trainer keeps going (its checkpoints fail for now) and nothing acknowledged is lost */
+    usleep(1500000);
+    json_t *st = get_json(&s, "/status");
+    const char *state = json_string_value(json_object_get(json_object_get(st, "training"), "state"));
+    cr_expect(state && strcmp(state, "failed"), "training state %s", state ? state : "?");
+    json_decref(st);
+    for (int i = 0; i < n_ok; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/images/%lld/raw", (long long)ids[i]);
+        reply g = req(&s, "GET", path, NULL, NULL, 0);
+        size_t n = big_pgm((unsigned)i, img);
+        cr_expect(g.status == 200 && g.raw.len == n && !memcmp(g.raw.body, img, n),
+                  "acknowledged image %lld: %d", (long long)ids[i], g.status);
+        reply_free(&g);
+    }
+    /* space returns: uploads and readiness come back without a restart */
+    snprintf(cmd, sizeof cmd, "mount -o remount,size=64m %s", data);
+    cr_assert(system(cmd) == 0);
+    size_t n = big_pgm(9999, img);
+    r = req(&s, "POST", "/train", pgm, img, n);
+    cr_expect_eq(r.status, 201, "after remount: %d %s", r.status, r.raw.body);
+    reply_free(&r);
+    r = req(&s, "GET", "/readyz", NULL, NULL, 0);
+    cr_expect_eq(r.status, 200, "not ready after space returned: %s", r.raw.body);
+    reply_free(&r);
+    stop(&s);
+    snprintf(cmd, sizeof cmd, "umount %s", data);
+    cr_expect(system(cmd) == 0);
+}

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/api_internal.h"
 #include "api/svc.h"
+#include "api/svc_internal.h"
 #include "engine/eng_trainer.h"
 #include "tests/server_util.h"
 
@@ -23,9 +25,9 @@ typedef struct fixture {
 static void open_service(fixture *f) {
     char path[128];
     snprintf(path, sizeof path, "%s/svc.db", dir);
-    store_err se = {{0}};
+    store_err se = {0};
     cr_assert(store_open(path, NULL, &f->st, &se) == 0, "%s", se.msg);
-    eng_err e = {{0}};
+    eng_err e = {0};
     eng_config cfg;
     cr_assert(eng_config_preset(&cfg, "tiny", &e) == 0, "%s", e.msg);
     eng_trainer t;
@@ -140,7 +142,7 @@ Test(service, training_samples_live_copies_and_a_publish_rings_the_reembedder) {
     cr_assert_eq(svc_checkpoints(&f.s, list, 8, &err), 1, "%s", err.msg);
     void *bytes;
     size_t len;
-    store_err se = {{0}};
+    store_err se = {0};
     store_checkpoint_info info;
     cr_assert(store_checkpoint_latest(f.st, &info, &bytes, &len, &se) == 0, "%s", se.msg);
     int64_t version;
@@ -172,4 +174,73 @@ Test(service, training_samples_live_copies_and_a_publish_rings_the_reembedder) {
     cr_expect(waited < 5.0, "a stopping service still waited %.3f s", waited);
     svc_close(&f.s);
     store_close(f.st);
+}
+
+/* One place maps every failure to an HTTP status: the engine's codes to the service's kinds, and
+ * the kinds to a status and an error code. */
+Test(service, failures_map_to_kinds_and_statuses_in_one_place) {
+    static const struct {
+        eng_code code;
+        int kind;
+    } eng_map[] = {{ENG_BAD_INPUT, SVC_BAD_INPUT}, {ENG_TOO_LARGE, SVC_TOO_LARGE},
+                   {ENG_NO_MEMORY, SVC_NO_MEMORY}, {ENG_INTERNAL, SVC_INTERNAL}};
+    for (size_t i = 0; i < sizeof eng_map / sizeof *eng_map; i++) {
+        eng_err e = {0};
+        eng_fail_code(&e, eng_map[i].code, "x");
+        cr_expect_eq(svc_kind_of(&e), eng_map[i].kind, "engine code %d", eng_map[i].code);
+    }
+    eng_err plain = {0};
+    eng_fail(&plain, "anything");
+    cr_expect_eq(plain.code, ENG_INTERNAL, "eng_fail is internal unless told otherwise");
+    static const struct {
+        int kind, status;
+        const char *code;
+        int retry;
+    } http[] = {{SVC_BAD_INPUT, 422, "invalid_image", 0}, {SVC_NOT_FOUND, 404, "not_found", 0},
+                {SVC_TOO_LARGE, 413, "too_large", 0},
+                {SVC_UNSUPPORTED, 415, "unsupported_media_type", 0},
+                {SVC_UNAVAILABLE, 503, "unavailable", 1}, {SVC_INTERNAL, 500, "internal", 0},
+                {SVC_NO_MEMORY, 503, "out_of_memory", 1}, {SVC_DISK_FULL, 507, "disk_full", 0}};
+    for (size_t i = 0; i < sizeof http / sizeof *http; i++) {
+        svc_err e = {http[i].kind, "why"};
+        api_response rs = {0};
+        api_svc_error(&rs, &e, "");
+        cr_expect_eq(rs.status, http[i].status, "kind %d", http[i].kind);
+        char want[64];
+        snprintf(want, sizeof want, "\"code\":\"%s\"", http[i].code);
+        cr_expect(rs.body && strstr(rs.body, want), "kind %d: %s", http[i].kind, rs.body);
+        cr_expect_eq(rs.retry_after > 0, http[i].retry, "kind %d Retry-After", http[i].kind);
+        free(rs.body);
+    }
+}
+
+Test(service, a_bad_query_vector_is_bad_input_and_an_undecodable_image_too) {
+    fixture f;
+    open_service(&f);
+    float *zero = calloc((size_t)f.s.dim, sizeof(float));
+    svc_hit hits[4];
+    int n;
+    int64_t version;
+    svc_err err = {0};
+    cr_expect_neq(svc_search(&f.s, zero, 4, hits, &n, &version, &err), 0);
+    cr_expect_eq(err.kind, SVC_BAD_INPUT, "a zero vector: kind %d (%s)", err.kind, err.msg);
+    zero[0] = 1;
+    cr_expect_neq(svc_search(&f.s, zero, 0, hits, &n, &version, &err), 0);
+    cr_expect_eq(err.kind, SVC_BAD_INPUT, "k = 0: kind %d (%s)", err.kind, err.msg);
+    /* a PNG signature with nothing after it: the decoder refuses, and says it is the data */
+    static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0};
+    eng_image img;
+    cr_expect_neq(svc_prepare(&f.s, png, sizeof png, "image/png", &img, &err), 0);
+    cr_expect_eq(err.kind, SVC_BAD_INPUT, "kind %d (%s)", err.kind, err.msg);
+    free(zero);
+    close_service(&f);
+}
+
+Test(service, training_states_have_their_names) {
+    cr_expect_str_eq(svc_train_state_name(SVC_TRAIN_WAITING), "waiting_for_images");
+    cr_expect_str_eq(svc_train_state_name(SVC_TRAIN_TRAINING), "training");
+    cr_expect_str_eq(svc_train_state_name(SVC_TRAIN_STOPPED), "stopped");
+    cr_expect_str_eq(svc_train_state_name(SVC_TRAIN_FAILED), "failed");
+    cr_expect_str_eq(svc_train_state_name(SVC_TRAIN_PAUSED), "paused");
+    cr_expect_str_eq(svc_train_state_name(SVC_TRAIN_N_STATES), "failed", "out of range");
 }

@@ -33,7 +33,7 @@ TestSuite(store, .init = make_dir, .fini = remove_dir);
 
 static store *open_store(void) {
     store *s;
-    store_err err = {{0}};
+    store_err err = {0};
     cr_assert(store_open(path, NULL, &s, &err) == 0, "%s", err.msg);
     return s;
 }
@@ -53,7 +53,7 @@ static int64_t put_fake(store *s, uint64_t seed, int *existed) {
     store_image_in in = {bytes, sizeof bytes, "image/png", 28, 28, train, sizeof train,
                          "{\"label\": 3}"};
     int64_t id;
-    store_err err = {{0}};
+    store_err err = {0};
     cr_assert(store_image_put(s, &in, &id, existed, &err) == 0, "%s", err.msg);
     return id;
 }
@@ -70,7 +70,7 @@ Test(store, images_round_trip_and_identical_bytes_return_the_existing_id) {
     cr_expect_eq(store_image_count(s), 2);
 
     store_image_info info;
-    store_err err = {{0}};
+    store_err err = {0};
     cr_assert(store_image_get(s, a, &info, &err) == 0, "%s", err.msg);
     cr_expect(info.width == 28 && info.height == 28 && info.bytes == 300);
     cr_expect_str_eq(info.media_type, "image/png");
@@ -105,7 +105,7 @@ Test(store, images_round_trip_and_identical_bytes_return_the_existing_id) {
 
 Test(store, bad_uploads_are_refused) {
     store *s = open_store();
-    store_err err = {{0}};
+    store_err err = {0};
     int64_t id;
     char big[5000];
     memset(big, 'x', sizeof big - 1);
@@ -120,7 +120,7 @@ Test(store, bad_uploads_are_refused) {
 
 Test(store, checkpoints_keep_the_newest_versions_and_the_serving_one) {
     store *s = open_store(); /* keep_versions 3 */
-    store_err err = {{0}};
+    store_err err = {0};
     int64_t v[6];
     int existed;
     int64_t img = put_fake(s, 9, &existed);
@@ -160,7 +160,7 @@ static int count_cb(void *ctx, int64_t id, const float *vec) {
 
 Test(store, embeddings_follow_their_images_and_versions) {
     store *s = open_store();
-    store_err err = {{0}};
+    store_err err = {0};
     int existed;
     int64_t ids[3] = {put_fake(s, 1, &existed), put_fake(s, 2, &existed), put_fake(s, 3, &existed)};
     float vecs[6] = {1, 0, 2, 0, 3, 0};
@@ -182,7 +182,7 @@ Test(store, embeddings_follow_their_images_and_versions) {
 
 Test(store, training_log_keeps_rows_in_step_order) {
     store *s = open_store();
-    store_err err = {{0}};
+    store_err err = {0};
     for (int i = 0; i < 10; i++) {
         store_log_row r = {i, 100.0 + i, 50.0 - i, 0.1, 200, 0.5, 0.01};
         cr_assert(store_log_append(s, &r, &err) == 0, "%s", err.msg);
@@ -233,7 +233,7 @@ Test(store, migrates_an_empty_old_file_and_refuses_a_newer_schema) {
     cr_assert(sqlite3_open(path, &db) == SQLITE_OK);
     cr_assert(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
-    store_err err = {{0}};
+    store_err err = {0};
     cr_expect(store_open(path, NULL, &s, &err) != 0);
     cr_expect(strstr(err.msg, "newer") != NULL, "message: %s", err.msg);
 }
@@ -247,7 +247,7 @@ Test(store, migrates_a_schema_1_file_written_by_an_older_barlowd) {
     store *s = open_store();
     cr_expect_eq(store_image_count(s), 2);
     store_image_info info;
-    store_err err = {{0}};
+    store_err err = {0};
     cr_assert(store_image_get(s, 2, &info, &err) == 0, "%s", err.msg);
     cr_expect_eq(info.width, 3);
     cr_expect_str_eq(info.meta_json, "{\"label\": \"one\"}");
@@ -294,7 +294,7 @@ Test(store, live_ids_snapshot_and_membership_follow_puts_and_deletes) {
     int existed;
     int64_t a = put_fake(s, 11, &existed), b = put_fake(s, 12, &existed),
             c = put_fake(s, 13, &existed);
-    store_err err = {{0}};
+    store_err err = {0};
     cr_assert(store_image_delete(s, b, &err) == 0, "%s", err.msg);
     cr_expect(store_image_live(s, a) && !store_image_live(s, b) && store_image_live(s, c));
     cr_expect(!store_image_live(s, -1) && !store_image_live(s, 1000000));
@@ -329,7 +329,7 @@ Test(store, concurrent_uploads_are_all_saved_once) {
     for (int t = 0; t < 8; t++) pthread_join(th[t], NULL);
     cr_expect_eq(store_image_count(s), 400);
     store_image_info info;
-    store_err err = {{0}};
+    store_err err = {0};
     for (int t = 0; t < 8; t++)
         for (int i = 0; i < 50; i++) {
             cr_expect_eq(store_image_get(s, u[t].ids[i], &info, &err), 0);
@@ -376,7 +376,7 @@ Test(store, every_acknowledged_upload_survives_kill_9, .timeout = 120) {
         while (read(fds[0], rec, sizeof rec) == sizeof rec) {
             void *data;
             size_t len;
-            store_err err = {{0}};
+            store_err err = {0};
             unsigned char want[300];
             fake_bytes((uint64_t)rec[1], want, sizeof want);
             cr_assert_eq(store_image_data(s, rec[0], 0, &data, &len, &err), 0,

@@ -14,7 +14,7 @@
 /* n synthetic gray images of side x side: smooth blobs at varying places, so views of one image
  * resemble each other more than views of another. */
 static void synthetic_source(eng_source *src, int n, int side) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     memset(src, 0, sizeof *src);
     src->channels = 1;
     src->images = calloc((size_t)n, sizeof *src->images);
@@ -36,7 +36,7 @@ static void seek_source(void *ctx, uint64_t seed, uint64_t batch) {
 }
 
 static void make_trainer(eng_trainer *t, eng_source *src, uint64_t seed) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     cr_assert(eng_config_preset(&cfg, "tiny", &err) == 0);
     eng_trainer_cfg tc = eng_trainer_defaults(&cfg, 8);
@@ -47,7 +47,7 @@ static void make_trainer(eng_trainer *t, eng_source *src, uint64_t seed) {
 }
 
 Test(trainer, resuming_from_a_checkpoint_reproduces_the_run_bit_for_bit) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_source src;
     synthetic_source(&src, 40, 24);
     eng_trainer straight, first, second;
@@ -80,7 +80,7 @@ Test(trainer, resuming_from_a_checkpoint_reproduces_the_run_bit_for_bit) {
  * and the checkpoint is the last completed step's exactly, although the interrupted forward pass
  * had already moved the stem's running statistics. */
 Test(trainer, an_interrupted_step_leaves_the_last_completed_step_to_save) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_source src;
     synthetic_source(&src, 40, 24);
     eng_trainer t;
@@ -125,7 +125,7 @@ Test(trainer, an_interrupted_step_leaves_the_last_completed_step_to_save) {
 }
 
 Test(trainer, reports_statistics_and_learns_on_a_small_set) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_source src;
     synthetic_source(&src, 64, 24);
     eng_trainer t;
@@ -168,7 +168,7 @@ Test(trainer, reports_statistics_and_learns_on_a_small_set) {
 }
 
 Test(trainer, refuses_augmentation_that_does_not_fit_the_model) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_source src;
     synthetic_source(&src, 4, 24);
     eng_config cfg;
@@ -182,7 +182,7 @@ Test(trainer, refuses_augmentation_that_does_not_fit_the_model) {
 }
 
 Test(trainer, sources_load_idx_files_and_image_directories) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     char dir[] = "/tmp/barlowd-src-XXXXXX";
     cr_assert(mkdtemp(dir) != NULL);
     char p[128];

@@ -74,12 +74,12 @@ size_t tu_numel(const eng_tensor *t) {
 }
 
 static void plain_md_of(const eng_tensor *t, dnnl_memory_desc_t *md) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     cr_assert(eng_md_plain(md, t->md.ndims, t->md.dims, &err) == 0, "%s", err.msg);
 }
 
 float *tu_to_plain(eng_ctx *ctx, eng_tensor *t) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     dnnl_memory_desc_t md;
     plain_md_of(t, &md);
     float *out = malloc(dnnl_memory_desc_get_size(&md) + 64);
@@ -96,7 +96,7 @@ float *tu_to_plain(eng_ctx *ctx, eng_tensor *t) {
 }
 
 void tu_from_plain(eng_ctx *ctx, eng_tensor *t, const float *plain) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     dnnl_memory_desc_t md;
     plain_md_of(t, &md);
     eng_tensor p;

@@ -33,7 +33,7 @@ int cmd_bench_step(int argc, char **argv) {
     if (threads > 0) omp_set_num_threads((int)threads);
 
     eng_config cfg;
-    eng_err err = {{0}};
+    eng_err err = {0};
     if (eng_config_resolve(&cfg, model ? model : "small", &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         return CLI_BAD_INPUT;

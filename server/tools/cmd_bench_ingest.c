@@ -150,7 +150,7 @@ static int run_config(const char *path, int writers, int sync_full, const png_bu
     store_opts o = store_defaults();
     o.synchronous_full = sync_full;
     store *s = NULL;
-    store_err err = {{0}};
+    store_err err = {0};
     if (store_open(path, &o, &s, &err)) {
         fprintf(stderr, "error: store %s: %s\n", path, err.msg);
         return -1;

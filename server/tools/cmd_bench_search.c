@@ -110,7 +110,7 @@ int cmd_bench_search(int argc, char **argv) {
     const char *dump = cli_flag(argc, argv, "--dump-prefix");
     if (n < 0 || dim < 0 || nq < 0 || k < 0 || batch < 0 || rerank < 0) return CLI_BAD_INPUT;
 
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_index ix;
     if (eng_index_init(&ix, (int)dim, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);

@@ -12,7 +12,7 @@ int cmd_config(int argc, char **argv) {
     if (cli_check_flags(argc, argv, known)) return CLI_BAD_INPUT;
     const char *model = cli_flag(argc, argv, "--model");
     eng_config cfg;
-    eng_err err = {{0}};
+    eng_err err = {0};
     if (eng_config_resolve(&cfg, model ? model : "small", &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         return CLI_BAD_INPUT;

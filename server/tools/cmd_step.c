@@ -27,7 +27,7 @@ int cmd_step(int argc, char **argv) {
     }
 
     int rc = CLI_BAD_INPUT;
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     eng_param *tab = NULL;
     float *params = NULL, *views = NULL, *out = NULL;

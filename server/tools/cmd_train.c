@@ -60,7 +60,7 @@ static int write_atomic(const char *path, const void *bytes, size_t len) {
 static int save_checkpoint(eng_trainer *t, const char *path) {
     uint8_t *blob;
     size_t len;
-    eng_err err = {{0}};
+    eng_err err = {0};
     if (eng_trainer_save(t, &blob, &len, &err)) {
         fprintf(stderr, "\nerror: %s\n", err.msg);
         return -1;
@@ -107,7 +107,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "error: --resume takes yes or no\n");
         return CLI_BAD_INPUT;
     }
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     if (eng_config_resolve(&cfg, model ? model : "small", &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
@@ -204,7 +204,7 @@ int cmd_embed(int argc, char **argv) {
     uint8_t *blob;
     size_t len;
     if (cli_read_bytes(ckpt, "checkpoint", &blob, &len)) return CLI_BAD_INPUT;
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_infer inf;
     if (eng_infer_create(&inf, blob, len, (int)batch, 0, &err)) {
         fprintf(stderr, "error: %s: %s\n", ckpt, err.msg);

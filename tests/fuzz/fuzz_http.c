@@ -65,9 +65,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     atexit(remove_db);
     store_opts so = store_defaults();
     so.synchronous_full = 0;
-    store_err se = {{0}};
+    store_err se = {0};
     if (store_open(db, &so, &st, &se)) die("store", se.msg);
-    eng_err e = {{0}};
+    eng_err e = {0};
     eng_config cfg;
     eng_model m;
     if (eng_config_preset(&cfg, "tiny", &e) || eng_model_build(&m, &cfg, 2, 0, &e))

@@ -12,7 +12,7 @@
 
 /* Everything a decoded upload goes through in the server (svc_images.c) and the trainer. */
 static void prepare(const eng_image *img) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     for (int ch = 1; ch <= 3; ch += 2) {
         eng_image copy, back;
         if (eng_train_copy_make(img, ch, 64, &copy, &err)) continue;
@@ -41,7 +41,7 @@ static void prepare(const eng_image *img) {
 }
 
 int fuzz_image_input(const uint8_t *data, size_t size) {
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_decode_opts opts = {.max_pixels = 4000000};
     eng_image img;
     (void)eng_image_sniff(data, size);
@@ -85,7 +85,7 @@ int fuzz_checkpoint_input(const uint8_t *data, size_t size) {
         uint32_t c = (uint32_t)crc32(crc32(0L, Z_NULL, 0), blob, (uInt)(len - 4));
         for (int i = 0; i < 4; i++) blob[len - 4 + i] = (uint8_t)(c >> (8 * i));
     }
-    eng_err err = {{0}};
+    eng_err err = {0};
     eng_config cfg;
     eng_ckpt_meta meta;
     if (!eng_checkpoint_peek(blob, len, &cfg, &meta, &err) && small_model(&cfg)) {
