@@ -14,14 +14,6 @@ void api_thread_init(void) {
     eng_set_flush_denormals();
 }
 
-/* Route labels for logs and /metrics (indexed by the R_* enum). */
-_Static_assert(R_OTHER + 1 == API_ROUTES, "one label per route");
-const char *const api_route_label[API_ROUTES] = {
-    "POST /train",    "GET /embed/{id}", "POST /embed",     "GET /neighbors/{id}",
-    "POST /search",   "GET /images/{id}", "GET /images/{id}/raw", "DELETE /images/{id}",
-    "GET /status",    "GET /checkpoints", "GET /healthz",    "GET /readyz",
-    "GET /metrics",   "unmatched",        "rejected",        "other"};
-
 static const double bucket_le[API_BUCKETS] = {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
                                               0.2,   0.5,   1,     2,    5,    10,  30};
 
@@ -101,7 +93,7 @@ int api_authorized(const api *a, const api_request *rq) {
 
 static int route_index(const char *route) {
     for (int i = 0; i < API_ROUTES; i++)
-        if (route && !strcmp(route, api_route_label[i])) return i;
+        if (route && !strcmp(route, api_route_label(i))) return i;
     return API_ROUTES - 1;
 }
 
@@ -151,19 +143,19 @@ void api_metrics_text(api *a, buf *b) {
         for (int c = 1; c <= 5; c++)
             if (copy[r].by_class[c])
                 buf_printf(b, "barlowd_requests_total{route=\"%s\",code=\"%dxx\"} %llu\n",
-                           api_route_label[r], c, (unsigned long long)copy[r].by_class[c]);
+                           api_route_label(r), c, (unsigned long long)copy[r].by_class[c]);
     buf_printf(b, "# HELP barlowd_request_seconds Time from request to response by route.\n"
                   "# TYPE barlowd_request_seconds histogram\n");
     for (int r = 0; r < API_ROUTES; r++) {
         if (!copy[r].count) continue;
         for (int k = 0; k < API_BUCKETS; k++)
             buf_printf(b, "barlowd_request_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-                       api_route_label[r], bucket_le[k], (unsigned long long)copy[r].buckets[k]);
+                       api_route_label(r), bucket_le[k], (unsigned long long)copy[r].buckets[k]);
         buf_printf(b, "barlowd_request_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
-                   api_route_label[r], (unsigned long long)copy[r].count);
-        buf_printf(b, "barlowd_request_seconds_sum{route=\"%s\"} %.6f\n", api_route_label[r],
+                   api_route_label(r), (unsigned long long)copy[r].count);
+        buf_printf(b, "barlowd_request_seconds_sum{route=\"%s\"} %.6f\n", api_route_label(r),
                    copy[r].sum);
-        buf_printf(b, "barlowd_request_seconds_count{route=\"%s\"} %llu\n", api_route_label[r],
+        buf_printf(b, "barlowd_request_seconds_count{route=\"%s\"} %llu\n", api_route_label(r),
                    (unsigned long long)copy[r].count);
     }
 }

@@ -44,7 +44,8 @@ typedef struct api_response {
     const char *content_type; /* static string */
     char *body;               /* malloc'd; the caller frees */
     size_t len;
-    const char *allow;        /* Allow header for 405 (static), or NULL */
+    const char *allow;        /* Allow header for 405 (static, or allow_buf), or NULL */
+    char allow_buf[48];
     int retry_after;          /* seconds, 0 for none */
     const char *route;        /* route label for logs and metrics (static) */
 } api_response;

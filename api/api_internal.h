@@ -13,10 +13,13 @@ typedef struct buf {
 } buf;
 
 int buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Routes, in the order of api_route_label (and of /metrics). */
-enum { R_TRAIN, R_EMBED_ID, R_EMBED, R_NEIGHBORS, R_SEARCH, R_IMAGE, R_IMAGE_RAW, R_IMAGE_DEL,
-       R_STATUS, R_CHECKPOINTS, R_HEALTHZ, R_READYZ, R_METRICS, R_NONE, R_REJECTED, R_OTHER };
-extern const char *const api_route_label[API_ROUTES];
+/* The label of metrics slot i (0 <= i < API_ROUTES): the routes of routes.c's table in its order
+ * ("POST /train", ...), then "unmatched", "rejected", "other". */
+const char *api_route_label(int i);
+/* How a route label's pattern ("GET /images/{id}") fits a path: -1 when it does not, else a score
+ * that is higher for more literal segments, earlier ones counting more (the dispatcher takes the
+ * best fit, then the method). */
+long api_pattern_fit(const char *label, const char *path);
 /* Sets a JSON response (takes the reference to body). */
 void api_json(api_response *rs, int status, json_t *body);
 /* The error response of a service failure (status from its kind), message after prefix. */

@@ -1,4 +1,5 @@
 /* routes.c — the route table and every handler of the HTTP API (see api/openapi.yaml). */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -579,11 +580,113 @@ static void get_metrics(api *a, api_response *rs) {
     rs->len = b.len;
 }
 
-/* ---- dispatch ---- */
+/* ---- dispatch: one table ---- */
 
-/* Splits "/a/b/c" into at most 4 segments; -1 for empty segments (double slashes) or "." and
- * ".." (no path tricks reach a handler). */
-static int split(const char *path, size_t len, const char *seg[4], size_t seglen[4]) {
+/* A route's handler: the request, the {id} of its path (0 when it has none) and the response. */
+typedef void (*route_fn)(api *a, const api_request *rq, int64_t id, api_response *rs);
+
+enum {
+    RF_WRITE = 1, /* changes data: always needs the API key when one is set */
+    RF_OPEN = 2,  /* a health probe: never needs the key */
+    RF_BODY = 4   /* needs a body (411 without Content-Length or chunked) */
+};
+
+/* One row per route: "METHOD /path/{param}" (also its label in logs and /metrics), the handler,
+ * flags. Literal segments win over parameters, whatever the order; {id} is a decimal int64. */
+typedef struct route_def {
+    const char *label;
+    route_fn fn;
+    int flags;
+} route_def;
+
+static void h_train(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)id;
+    post_train(a, rq, rs);
+}
+static void h_embed_get(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)rq;
+    get_embed(a, id, rs);
+}
+static void h_embed_post(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)id;
+    post_embed(a, rq, rs);
+}
+static void h_neighbors(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    get_neighbors(a, rq, id, rs);
+}
+static void h_search(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)id;
+    post_search(a, rq, rs);
+}
+static void h_image(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)rq;
+    get_image(a, id, 0, rs);
+}
+static void h_image_raw(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)rq;
+    get_image(a, id, 1, rs);
+}
+static void h_image_delete(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)rq;
+    delete_image(a, id, rs);
+}
+static void h_status(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)rq, (void)id;
+    get_status(a, rs);
+}
+static void h_checkpoints(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)rq, (void)id;
+    get_checkpoints(a, rs);
+}
+static void h_healthz(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)a, (void)rq, (void)id;
+    api_json(rs, 200, json_pack("{s:s}", "status", "ok"));
+}
+static void h_readyz(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)rq, (void)id;
+    if (!a->ready)
+        api_error(rs, 503, "not_ready", "starting or stopping");
+    else if (atomic_load(&a->s->writes_failing))
+        api_error(rs, 503, "disk_full", "the database's disk is full: uploads are refused "
+                                        "until space is freed");
+    else
+        api_json(rs, 200, json_pack("{s:s}", "status", "ready"));
+}
+static void h_metrics(api *a, const api_request *rq, int64_t id, api_response *rs) {
+    (void)rq, (void)id;
+    get_metrics(a, rs);
+}
+
+static const route_def routes[] = {
+    {"POST /train", h_train, RF_WRITE | RF_BODY},
+    {"GET /embed/{id}", h_embed_get, 0},
+    {"POST /embed", h_embed_post, RF_BODY},
+    {"GET /neighbors/{id}", h_neighbors, 0},
+    {"POST /search", h_search, RF_BODY},
+    {"GET /images/{id}", h_image, 0},
+    {"GET /images/{id}/raw", h_image_raw, 0},
+    {"DELETE /images/{id}", h_image_delete, RF_WRITE},
+    {"GET /status", h_status, 0},
+    {"GET /checkpoints", h_checkpoints, 0},
+    {"GET /healthz", h_healthz, RF_OPEN},
+    {"GET /readyz", h_readyz, RF_OPEN},
+    {"GET /metrics", h_metrics, 0},
+};
+#define N_ROUTES ((int)(sizeof routes / sizeof *routes))
+/* the routes, then the three labels of requests that matched none */
+static const char *const pseudo_labels[] = {"unmatched", "rejected", "other"};
+_Static_assert(sizeof routes / sizeof *routes + 3 == API_ROUTES, "one metrics slot per route");
+
+const char *api_route_label(int i) {
+    assert(i >= 0 && i < API_ROUTES);
+    return i < N_ROUTES ? routes[i].label : pseudo_labels[i - N_ROUTES];
+}
+
+#define MAX_SEGS 8
+
+/* Splits "/a/b/c" into at most MAX_SEGS segments; -1 for empty segments (double slashes), "."
+ * and ".." (no path tricks reach a handler), or more segments than any route has. */
+static int split(const char *path, size_t len, const char *seg[MAX_SEGS], size_t seglen[MAX_SEGS]) {
     if (len == 0 || path[0] != '/') return -1;
     int n = 0;
     size_t i = 1;
@@ -591,7 +694,7 @@ static int split(const char *path, size_t len, const char *seg[4], size_t seglen
     while (i <= len) {
         size_t j = i;
         while (j < len && path[j] != '/') j++;
-        if (j == i || n == 4) return -1;
+        if (j == i || n == MAX_SEGS) return -1;
         if ((j - i == 1 && path[i] == '.') || (j - i == 2 && path[i] == '.' && path[i + 1] == '.'))
             return -1;
         seg[n] = path + i;
@@ -602,64 +705,99 @@ static int split(const char *path, size_t len, const char *seg[4], size_t seglen
     return n;
 }
 
-static int seg_is(const char *seg, size_t n, const char *word) {
-    return strlen(word) == n && !memcmp(seg, word, n);
+/* How well a route's pattern fits the path: -1 no match, else a score in which a literal segment
+ * outweighs every later one (so /images/delete beats /images/{id}). *param is the index of the
+ * {id} segment (-1 when none). */
+static long pattern_fit(const char *label, const char *const *seg, const size_t *sl, int n,
+                        int *param) {
+    const char *p = strchr(label, ' ') + 1; /* the pattern, after the method */
+    long score = 0;
+    int k = 0;
+    *param = -1;
+    if (!strcmp(p, "/")) return n == 0 ? 0 : -1;
+    while (*p == '/') {
+        p++;
+        const char *end = strchr(p, '/');
+        size_t plen = end ? (size_t)(end - p) : strlen(p);
+        if (k == n) return -1;
+        if (plen >= 2 && p[0] == '{' && p[plen - 1] == '}') {
+            *param = k;
+        } else {
+            if (plen != sl[k] || memcmp(p, seg[k], plen)) return -1;
+            score |= 1L << (MAX_SEGS - 1 - k);
+        }
+        k++;
+        p += plen;
+    }
+    return k == n ? score : -1;
+}
+
+long api_pattern_fit(const char *label, const char *path) {
+    const char *seg[MAX_SEGS];
+    size_t sl[MAX_SEGS];
+    int param, n = split(path, strlen(path), seg, sl);
+    return n < 0 ? -1 : pattern_fit(label, seg, sl, n, &param);
+}
+
+/* 1 when a route's method is the request's (HEAD is served as GET). */
+static int method_is(const char *label, const char *m) {
+    size_t n = (size_t)(strchr(label, ' ') - label);
+    if (strlen(m) == n && !memcmp(label, m, n)) return 1;
+    return n == 3 && !memcmp(label, "GET", 3) && !strcmp(m, "HEAD");
 }
 
 void api_handle(api *a, const api_request *rq, api_response *rs) {
     memset(rs, 0, sizeof *rs);
-    rs->route = api_route_label[R_NONE];
-    const char *seg[4];
-    size_t sl[4];
+    rs->route = pseudo_labels[0];
+    const char *seg[MAX_SEGS];
+    size_t sl[MAX_SEGS];
     if (strlen(rq->path) != rq->path_len) {
         api_error(rs, 400, "bad_path", "the path contains a NUL byte");
         return;
     }
     int n = split(rq->path, rq->path_len, seg, sl);
-    const char *m = rq->method;
-    int get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST"),
-        del = !strcmp(m, "DELETE");
-    int route = R_NONE, id_seg = -1;
-    const char *allow = NULL;
-    if (n == 1 && seg_is(seg[0], sl[0], "train")) {
-        route = post ? R_TRAIN : R_NONE, allow = "POST";
-    } else if (n == 1 && seg_is(seg[0], sl[0], "embed")) {
-        route = post ? R_EMBED : R_NONE, allow = "POST";
-    } else if (n == 2 && seg_is(seg[0], sl[0], "embed")) {
-        route = get ? R_EMBED_ID : R_NONE, allow = "GET", id_seg = 1;
-    } else if (n == 2 && seg_is(seg[0], sl[0], "neighbors")) {
-        route = get ? R_NEIGHBORS : R_NONE, allow = "GET", id_seg = 1;
-    } else if (n == 1 && seg_is(seg[0], sl[0], "search")) {
-        route = post ? R_SEARCH : R_NONE, allow = "POST";
-    } else if (n == 2 && seg_is(seg[0], sl[0], "images")) {
-        route = get ? R_IMAGE : del ? R_IMAGE_DEL : R_NONE, allow = "GET, DELETE", id_seg = 1;
-    } else if (n == 3 && seg_is(seg[0], sl[0], "images") && seg_is(seg[2], sl[2], "raw")) {
-        route = get ? R_IMAGE_RAW : R_NONE, allow = "GET", id_seg = 1;
-    } else if (n == 1 && seg_is(seg[0], sl[0], "status")) {
-        route = get ? R_STATUS : R_NONE, allow = "GET";
-    } else if (n == 1 && seg_is(seg[0], sl[0], "checkpoints")) {
-        route = get ? R_CHECKPOINTS : R_NONE, allow = "GET";
-    } else if (n == 1 && seg_is(seg[0], sl[0], "healthz")) {
-        route = get ? R_HEALTHZ : R_NONE, allow = "GET";
-    } else if (n == 1 && seg_is(seg[0], sl[0], "readyz")) {
-        route = get ? R_READYZ : R_NONE, allow = "GET";
-    } else if (n == 1 && seg_is(seg[0], sl[0], "metrics")) {
-        route = get ? R_METRICS : R_NONE, allow = "GET";
+    /* the best-fitting pattern, then the route of that pattern with the request's method */
+    long best = -1;
+    for (int i = 0; n >= 0 && i < N_ROUTES; i++) {
+        int param;
+        long f = pattern_fit(routes[i].label, seg, sl, n, &param);
+        if (f > best) best = f;
     }
-    if (route == R_NONE) {
-        if (allow) {
-            api_error(rs, 405, "method_not_allowed", "%.16s is not allowed here (allowed: %s)",
-                      m, allow);
-            rs->allow = allow;
-        } else {
-            api_error(rs, 404, "not_found", "no such route");
-        }
+    if (best < 0) {
+        api_error(rs, 404, "not_found", "no such route");
         return;
     }
-    rs->route = api_route_label[route];
-    int mutating = route == R_TRAIN || route == R_IMAGE_DEL;
-    int health = route == R_HEALTHZ || route == R_READYZ;
-    if (!health && (mutating || a->opts.key_reads) && !api_authorized(a, rq)) {
+    const route_def *r = NULL;
+    int id_seg = -1;
+    size_t allow_len = 0;
+    for (int i = 0; i < N_ROUTES; i++) {
+        int param;
+        if (pattern_fit(routes[i].label, seg, sl, n, &param) != best) continue;
+        const char *label = routes[i].label;
+        size_t mlen = (size_t)(strchr(label, ' ') - label);
+        if (allow_len + mlen + 2 < sizeof rs->allow_buf) { /* "GET, DELETE" for a 405 */
+            if (allow_len) {
+                memcpy(rs->allow_buf + allow_len, ", ", 2);
+                allow_len += 2;
+            }
+            memcpy(rs->allow_buf + allow_len, label, mlen);
+            allow_len += mlen;
+            rs->allow_buf[allow_len] = 0;
+        }
+        if (!r && method_is(label, rq->method)) {
+            r = &routes[i];
+            id_seg = param;
+        }
+    }
+    if (!r) {
+        api_error(rs, 405, "method_not_allowed", "%.16s is not allowed here (allowed: %s)",
+                  rq->method, rs->allow_buf);
+        rs->allow = rs->allow_buf;
+        return;
+    }
+    rs->route = r->label;
+    if (!(r->flags & RF_OPEN) && ((r->flags & RF_WRITE) || a->opts.key_reads) &&
+        !api_authorized(a, rq)) {
         api_error(rs, 401, "unauthorized", "this route needs Authorization: Bearer <api key>");
         return;
     }
@@ -668,32 +806,9 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
         api_error(rs, 400, "bad_id", "ids are decimal integers from 0 to 9223372036854775807");
         return;
     }
-    if ((route == R_TRAIN || route == R_EMBED || route == R_SEARCH) && !rq->has_body) {
+    if ((r->flags & RF_BODY) && !rq->has_body) {
         api_error(rs, 411, "length_required", "send a body with Content-Length (or chunked)");
         return;
     }
-    switch (route) {
-    case R_TRAIN: post_train(a, rq, rs); break;
-    case R_EMBED_ID: get_embed(a, id, rs); break;
-    case R_EMBED: post_embed(a, rq, rs); break;
-    case R_NEIGHBORS: get_neighbors(a, rq, id, rs); break;
-    case R_SEARCH: post_search(a, rq, rs); break;
-    case R_IMAGE: get_image(a, id, 0, rs); break;
-    case R_IMAGE_RAW: get_image(a, id, 1, rs); break;
-    case R_IMAGE_DEL: delete_image(a, id, rs); break;
-    case R_STATUS: get_status(a, rs); break;
-    case R_CHECKPOINTS: get_checkpoints(a, rs); break;
-    case R_HEALTHZ: api_json(rs, 200, json_pack("{s:s}", "status", "ok")); break;
-    case R_READYZ:
-        if (!a->ready)
-            api_error(rs, 503, "not_ready", "starting or stopping");
-        else if (atomic_load(&a->s->writes_failing))
-            api_error(rs, 503, "disk_full", "the database's disk is full: uploads are refused "
-                                            "until space is freed");
-        else
-            api_json(rs, 200, json_pack("{s:s}", "status", "ready"));
-        break;
-    case R_METRICS: get_metrics(a, rs); break;
-    default: api_error(rs, 404, "not_found", "no such route");
-    }
+    r->fn(a, rq, id, rs);
 }

@@ -244,3 +244,73 @@ Test(service, training_states_have_their_names) {
     cr_expect_str_eq(svc_train_state_name(SVC_TRAIN_PAUSED), "paused");
     cr_expect_str_eq(svc_train_state_name(SVC_TRAIN_N_STATES), "failed", "out of range");
 }
+
+/* The route table's matching: literal segments beat parameters at any position, paths of any
+ * depth up to eight segments, no match for a longer or shorter path. */
+Test(service, route_patterns_prefer_literals_and_take_any_depth) {
+    cr_expect_gt(api_pattern_fit("POST /images/delete", "/images/delete"),
+                 api_pattern_fit("GET /images/{id}", "/images/delete"));
+    cr_expect_geq(api_pattern_fit("GET /images/{id}", "/images/delete"), 0, "a parameter fits");
+    cr_expect_geq(api_pattern_fit("GET /checkpoints/{v}/export", "/checkpoints/7/export"), 0);
+    cr_expect_lt(api_pattern_fit("GET /checkpoints/{v}/export", "/checkpoints/7"), 0);
+    cr_expect_lt(api_pattern_fit("GET /checkpoints/{v}/export", "/checkpoints/7/export/x"), 0);
+    cr_expect_gt(api_pattern_fit("GET /a/b/{c}", "/a/b/c"), api_pattern_fit("GET /a/{b}/c", "/a/b/c"),
+                 "an earlier literal counts more");
+    cr_expect_lt(api_pattern_fit("GET /status", "/status/"), 0, "an empty segment never fits");
+    cr_expect_lt(api_pattern_fit("GET /images/{id}", "/images/.."), 0, "no path tricks");
+    cr_expect_geq(api_pattern_fit("GET /a/b/c/d/e/f/g/{h}", "/a/b/c/d/e/f/g/h"), 0);
+}
+
+/* Every route of the table is dispatched with its method, 405 lists the allowed ones, HEAD runs
+ * the GET route, and the label names the route for the metrics. */
+Test(service, the_route_table_dispatches_with_allow_auth_and_labels) {
+    fixture f;
+    open_service(&f);
+    api a;
+    api_opts ao = {"k3y", 0, 1000};
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    api_request rq = {0};
+    api_response rs;
+    rq.method = "POST";
+    rq.path = "/images/1";
+    rq.path_len = strlen(rq.path);
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 405);
+    cr_expect(rs.allow && !strcmp(rs.allow, "GET, DELETE"), "Allow: %s", rs.allow);
+    free(rs.body);
+    rq.method = "HEAD";
+    rq.path = "/status";
+    rq.path_len = strlen(rq.path);
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 200);
+    cr_expect_str_eq(rs.route, "GET /status");
+    free(rs.body);
+    rq.method = "DELETE";
+    rq.path = "/images/1";
+    rq.path_len = strlen(rq.path);
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 401, "a write without the key: %d", rs.status);
+    cr_expect_str_eq(rs.route, "DELETE /images/{id}");
+    free(rs.body);
+    rq.method = "GET";
+    rq.path = "/readyz";
+    rq.path_len = strlen(rq.path);
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 200, "a probe never needs the key");
+    free(rs.body);
+    rq.path = "/images/x/raw";
+    rq.path_len = strlen(rq.path);
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 400, "a bad id: %d", rs.status);
+    free(rs.body);
+    rq.path = "/nowhere";
+    rq.path_len = strlen(rq.path);
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 404);
+    cr_expect_str_eq(rs.route, "unmatched");
+    free(rs.body);
+    for (int i = 0; i < API_ROUTES; i++) cr_expect(api_route_label(i)[0] != 0);
+    api_free(&a);
+    close_service(&f);
+}
