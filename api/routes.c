@@ -757,11 +757,11 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
     }
     int n = split(rq->path, rq->path_len, seg, sl);
     /* the best-fitting pattern, then the route of that pattern with the request's method */
-    long best = -1;
-    for (int i = 0; n >= 0 && i < N_ROUTES; i++) {
-        int param;
-        long f = pattern_fit(routes[i].label, seg, sl, n, &param);
-        if (f > best) best = f;
+    long best = -1, fit[N_ROUTES];
+    int param[N_ROUTES];
+    for (int i = 0; i < N_ROUTES; i++) {
+        fit[i] = n < 0 ? -1 : pattern_fit(routes[i].label, seg, sl, n, &param[i]);
+        if (fit[i] > best) best = fit[i];
     }
     if (best < 0) {
         api_error(rs, 404, "not_found", "no such route");
@@ -771,8 +771,7 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
     int id_seg = -1;
     size_t allow_len = 0;
     for (int i = 0; i < N_ROUTES; i++) {
-        int param;
-        if (pattern_fit(routes[i].label, seg, sl, n, &param) != best) continue;
+        if (fit[i] != best) continue;
         const char *label = routes[i].label;
         size_t mlen = (size_t)(strchr(label, ' ') - label);
         if (allow_len + mlen + 2 < sizeof rs->allow_buf) { /* "GET, DELETE" for a 405 */
@@ -786,7 +785,7 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
         }
         if (!r && method_is(label, rq->method)) {
             r = &routes[i];
-            id_seg = param;
+            id_seg = param[i];
         }
     }
     if (!r) {

@@ -183,16 +183,8 @@ int svc_prepare(const svc *s, const void *bytes, size_t len, const char *declare
 /* Removes an image from the store, the sampler and both indexes. 0 deleted, 1 not found. */
 int svc_delete(svc *s, int64_t id, svc_err *err);
 
-/* What is stored of an image. */
-typedef struct svc_image {
-    int64_t id;
-    char sha256[65];        /* hex */
-    char media_type[64];
-    int width, height;
-    int64_t bytes;          /* size of the original */
-    double created;         /* unix seconds */
-    char *meta_json;        /* owned (svc_image_free), or NULL */
-} svc_image;
+/* What is stored of an image (the store's record; meta_json owned, freed by svc_image_free). */
+typedef store_image_info svc_image;
 
 /* An image's record. 0 found, 1 not found (or deleted), -1 error. */
 int svc_image_get(svc *s, int64_t id, svc_image *out, svc_err *err);
@@ -211,11 +203,8 @@ int64_t svc_image_count(svc *s);
 int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_type, float *v,
                     int64_t *version, svc_err *err);
 
-/* A stored model version. */
-typedef struct svc_checkpoint {
-    int64_t version, step, bytes;
-    double created, loss;
-} svc_checkpoint;
+/* A stored model version (the store's record). */
+typedef store_checkpoint_info svc_checkpoint;
 
 /* Up to max versions, newest first; returns how many, -1 on error. */
 int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err);

@@ -6,27 +6,13 @@
 #include "api/svc_internal.h"
 
 int svc_image_get(svc *s, int64_t id, svc_image *out, svc_err *err) {
-    memset(out, 0, sizeof *out);
-    store_image_info info;
     store_err se = {0};
-    int r = store_image_get(s->st, id, &info, &se);
+    int r = store_image_get(s->st, id, out, &se);
     if (r < 0) return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
-    if (r == 1) return 1;
-    out->id = info.id;
-    memcpy(out->sha256, info.sha256, sizeof out->sha256);
-    memcpy(out->media_type, info.media_type, sizeof out->media_type);
-    out->width = info.width;
-    out->height = info.height;
-    out->bytes = info.bytes;
-    out->created = info.created;
-    out->meta_json = info.meta_json; /* ownership moves to out */
-    return 0;
+    return r;
 }
 
-void svc_image_free(svc_image *img) {
-    free(img->meta_json);
-    img->meta_json = NULL;
-}
+void svc_image_free(svc_image *img) { store_image_info_free(img); }
 
 int svc_image_bytes(svc *s, int64_t id, void **bytes, size_t *len, char media_type[64],
                     svc_err *err) {
@@ -61,17 +47,8 @@ int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_
 }
 
 int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err) {
-    store_checkpoint_info *list = malloc((size_t)(max > 0 ? max : 1) * sizeof *list);
-    if (!list) return svc_fail(err, SVC_INTERNAL, "out of memory");
     store_err se = {0};
-    int n = store_checkpoint_list(s->st, list, max, &se);
-    if (n < 0) {
-        free(list);
-        return svc_fail(err, SVC_INTERNAL, "listing model versions: %s", se.msg);
-    }
-    for (int i = 0; i < n; i++)
-        out[i] = (svc_checkpoint){list[i].version, list[i].step, list[i].bytes, list[i].created,
-                                  list[i].loss};
-    free(list);
+    int n = store_checkpoint_list(s->st, out, max, &se);
+    if (n < 0) return svc_fail(err, SVC_INTERNAL, "listing model versions: %s", se.msg);
     return n;
 }

@@ -488,7 +488,7 @@ static int encoder_forward(eng_model *m, eng_err *err) {
     ENG_TRY(eng_conv_forward(&m->stem_conv, ctx, &m->input, &m->c0, err));
     ENG_TRY(eng_bnorm_forward(&m->stem_bn, ctx, &m->c0, &m->a0, err));
     for (int i = 0; i < m->n_blocks; i++) {
-        if (m->training) STOP_POINT(m);
+        STOP_POINT(m); /* inference models have no stop flag */
         ENG_TRY(block_forward(m, &m->blocks[i], err));
     }
     eng_tensor *last = m->n_blocks ? &m->blocks[m->n_blocks - 1].y : &m->a0;

@@ -113,7 +113,7 @@ int eng_trainer_save(eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err) 
 }
 
 int eng_trainer_save_within(eng_trainer *t, double wait_s, uint8_t **blob, size_t *len,
-                            eng_err *err) {
+                            eng_train_stats *saved, eng_err *err) {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     double s = (double)until.tv_sec + until.tv_nsec * 1e-9 + (wait_s > 0 ? wait_s : 0);
@@ -125,6 +125,7 @@ int eng_trainer_save_within(eng_trainer *t, double wait_s, uint8_t **blob, size_
     if (r == ETIMEDOUT) return eng_fail(err, "trainer: busy (a step's update held it %.1f s)", wait_s);
     if (r) return eng_fail(err, "trainer: cannot lock its state (%s)", strerror(r));
     r = save_locked(t, blob, len, err);
+    if (saved) *saved = t->stats;
     pthread_mutex_unlock(&t->commit_mu);
     return r;
 }

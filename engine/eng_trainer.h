@@ -79,9 +79,10 @@ void eng_trainer_interrupt_on(eng_trainer *t, const atomic_int *flag);
 int eng_trainer_save(eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err);
 
 /* eng_trainer_save, waiting at most wait_s seconds for a running step to finish its update (the
- * update is short, but a starved thread may hold it longer); -1 with "busy" on timeout. */
+ * update is short, but a starved thread may hold it longer); -1 with "busy" on timeout. *saved
+ * (may be NULL) gets the statistics of the step the checkpoint holds. */
 int eng_trainer_save_within(eng_trainer *t, double wait_s, uint8_t **blob, size_t *len,
-                            eng_err *err);
+                            eng_train_stats *saved, eng_err *err);
 
 /* Restores weights, statistics, optimiser state and step from a checkpoint of the same model;
  * the next step restarts the data stream at that step. The trainer's seed and schedule come from the

@@ -199,16 +199,15 @@ static void say(train_worker *w, const char *fmt, ...) {
 static void publish(train_worker *w, double wait_s) {
     publish_job j = {w, NULL, 0, 0, 0};
     eng_err e = {0};
-    eng_ckpt_meta meta;
+    eng_train_stats at;
     /* serialising takes no shared lock */
-    if (eng_trainer_save_within(&w->t, wait_s, &j.blob, &j.len, &e) ||
-        eng_checkpoint_peek(j.blob, j.len, NULL, &meta, &e)) {
+    if (eng_trainer_save_within(&w->t, wait_s, &j.blob, &j.len, &at, &e)) {
         say(w, "trainer: saving a checkpoint failed: %s\n", e.msg);
         free(j.blob);
         return;
     }
-    j.step = (long)meta.step;
-    j.loss = meta.loss;
+    j.step = at.step;
+    j.loss = at.step ? at.loss : NAN;
     proxy_call(&w->proxy, publish_on_proxy, &j);
     free(j.blob);
 }
@@ -271,8 +270,7 @@ int train_worker_start(train_worker *w, svc *s) {
  * it fails, which matters only when the cores are full of other work in the same CPU cgroup: the
  * stop then falls back to abandoning a starved trainer (cmd_serve). Returns how many threads
  * stayed SCHED_IDLE. */
-static int lift_idle_threads(int *lifted) {
-    *lifted = 0;
+static int lift_idle_threads(void) {
     int stuck = 0;
     DIR *d = opendir("/proc/self/task");
     if (!d) return 0;
@@ -282,12 +280,10 @@ static int lift_idle_threads(int *lifted) {
         pid_t tid = (pid_t)atoi(e->d_name);
         if (sched_getscheduler(tid) != SCHED_IDLE) continue;
         struct sched_param sp = {0};
-        if (sched_setscheduler(tid, SCHED_OTHER, &sp) == 0) {
+        if (sched_setscheduler(tid, SCHED_OTHER, &sp) == 0)
             setpriority(PRIO_PROCESS, (id_t)tid, 0);
-            (*lifted)++;
-        } else {
+        else
             stuck++;
-        }
     }
     closedir(d);
     return stuck;
@@ -295,8 +291,7 @@ static int lift_idle_threads(int *lifted) {
 
 void train_worker_signal_stop(train_worker *w) {
     atomic_store(&w->stop, 1);
-    int lifted;
-    w->idle_stuck = lift_idle_threads(&lifted);
+    w->idle_stuck = lift_idle_threads();
 }
 
 int train_worker_stop(train_worker *w, double wait_s) {

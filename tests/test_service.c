@@ -48,6 +48,15 @@ static void close_service(fixture *f) {
     store_close(f->st);
 }
 
+/* Seconds svc_wait_for_publish(s, seconds) took. */
+static double timed_wait(svc *s, double seconds) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    svc_wait_for_publish(s, seconds);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+}
+
 static int64_t put_image(fixture *f, unsigned seed, const char *meta) {
     unsigned char img[1024];
     size_t n = make_pgm(seed, img);
@@ -131,11 +140,7 @@ Test(service, training_samples_live_copies_and_a_publish_rings_the_reembedder) {
         eng_image_free(&imgs[i]);
     }
     /* no publish: the wait ends by its timeout */
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    svc_wait_for_publish(&f.s, 0.2);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    double waited = timed_wait(&f.s, 0.2);
     cr_expect(waited >= 0.19, "returned after %.3f s without a publish", waited);
     /* a publish rings: the next wait returns at once, and consumes the ring */
     svc_checkpoint list[8];
@@ -148,10 +153,7 @@ Test(service, training_samples_live_copies_and_a_publish_rings_the_reembedder) {
     int64_t version;
     cr_assert(svc_publish(&f.s, bytes, len, 5, 1.5, &version, &err) == 0, "%s", err.msg);
     free(bytes);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    svc_wait_for_publish(&f.s, 30.0);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    waited = timed_wait(&f.s, 30.0);
     cr_expect(waited < 5.0, "a rung bell still waited %.3f s", waited);
     int n = svc_checkpoints(&f.s, list, 8, &err);
     cr_assert_eq(n, 2, "%s", err.msg);
@@ -167,10 +169,7 @@ Test(service, training_samples_live_copies_and_a_publish_rings_the_reembedder) {
     cr_expect(row.loss == 2.5);
     /* once stopping, a wait returns at once */
     svc_stop(&f.s);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    svc_wait_for_publish(&f.s, 30.0);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    waited = timed_wait(&f.s, 30.0);
     cr_expect(waited < 5.0, "a stopping service still waited %.3f s", waited);
     svc_close(&f.s);
     store_close(f.st);

@@ -100,7 +100,7 @@ Test(trainer, an_interrupted_step_leaves_the_last_completed_step_to_save) {
     cr_expect(memcmp(stats, t.model.stats, t.model.n_stats * sizeof(float)) == 0,
               "the interrupted step left its running statistics behind");
     cr_assert(eng_trainer_save(&t, &after, &n_after, &err) == 0, "%s", err.msg);
-    cr_assert(eng_trainer_save_within(&t, 0.5, &within, &n_within, &err) == 0, "%s", err.msg);
+    cr_assert(eng_trainer_save_within(&t, 0.5, &within, &n_within, NULL, &err) == 0, "%s", err.msg);
     cr_expect(n_before == n_after && !memcmp(before, after, n_before),
               "the checkpoint after an interrupted step differs from the one before it");
     cr_expect(n_before == n_within && !memcmp(before, within, n_before));
@@ -108,7 +108,7 @@ Test(trainer, an_interrupted_step_leaves_the_last_completed_step_to_save) {
     pthread_mutex_lock(&t.commit_mu);
     uint8_t *busy;
     size_t n_busy;
-    cr_expect(eng_trainer_save_within(&t, 0.05, &busy, &n_busy, &err) != 0);
+    cr_expect(eng_trainer_save_within(&t, 0.05, &busy, &n_busy, NULL, &err) != 0);
     cr_expect(busy == NULL && strstr(err.msg, "busy") != NULL, "%s", err.msg);
     pthread_mutex_unlock(&t.commit_mu);
     /* resumed from that checkpoint, it trains on */
