@@ -1,13 +1,13 @@
 /* api.c — responses, authentication, request metrics and their Prometheus exposition. */
-#include "api/api.h"
+#include "api.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api_internal.h"
-#include "engine/eng_ctx.h"
+#include "api_internal.h"
+#include "eng_ctx.h"
 
 void api_thread_init(void) {
     eng_set_threads(1);

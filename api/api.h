@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api/svc.h"
+#include "svc.h"
 
 typedef struct api_part {
     const char *name;         /* form field name ("" when none) */

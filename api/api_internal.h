@@ -4,7 +4,7 @@
 
 #include <jansson.h>
 
-#include "api/api.h"
+#include "api.h"
 
 /* A growing text buffer (p malloc'd, NUL-terminated while len < cap). */
 typedef struct buf {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api_internal.h"
+#include "api_internal.h"
 
 /* ---- parsing helpers ---- */
 

@@ -1,5 +1,5 @@
 /* svc.c — opening and closing the service, model snapshots, and the fresh-upload queue. */
-#include "api/svc.h"
+#include "svc.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -8,8 +8,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/svc_internal.h"
-#include "engine/eng_checkpoint.h"
+#include "svc_internal.h"
+#include "eng_checkpoint.h"
 
 svc_opts svc_defaults(void) {
     svc_opts o = {.max_pixels = ENG_DECODE_DEFAULT_MAX_PIXELS, .embed_batch = 64,

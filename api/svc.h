@@ -31,10 +31,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "engine/eng_index.h"
-#include "engine/eng_infer.h"
-#include "engine/eng_trainer.h"
-#include "store/store.h"
+#include "eng_index.h"
+#include "eng_infer.h"
+#include "eng_trainer.h"
+#include "store.h"
 
 #define SVC_ERR_LEN 256
 #define SVC_ONE_POOL 2 /* batch-1 inference models per version (concurrent single embeds) */

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/svc_internal.h"
+#include "svc_internal.h"
 
 /* Decodes and makes the training copy; *width and *height are the original's. */
 static int prepare(const svc *s, const void *bytes, size_t len, const char *declared_type,

@@ -4,14 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/svc_internal.h"
+#include "svc_internal.h"
 
 int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_t *version,
                svc_err *err) {
     eng_err e = {0};
     pthread_rwlock_rdlock(&s->index_lock);
     *version = s->index_version;
-    int rc = eng_index_search(s->index, vec, k, INT64_MIN, out, n_out, &e);
+    int rc = eng_index_search(s->index, vec, k, NULL, out, n_out, &e);
     pthread_rwlock_unlock(&s->index_lock);
     if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
     return 0;

@@ -2,7 +2,7 @@
 #ifndef SVC_INTERNAL_H
 #define SVC_INTERNAL_H
 
-#include "api/svc.h"
+#include "svc.h"
 
 /* Formats into err with a kind and returns -1. */
 int svc_fail(svc_err *err, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/svc_internal.h"
+#include "svc_internal.h"
 
 int svc_image_get(svc *s, int64_t id, svc_image *out, svc_err *err) {
     store_err se = {0};

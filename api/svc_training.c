@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/svc_internal.h"
+#include "svc_internal.h"
 
 int svc_training_sample(svc *s, uint64_t *rng, eng_image *imgs, int n, svc_err *err) {
     int got = 0;

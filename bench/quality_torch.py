@@ -22,7 +22,7 @@ running statistics) embeds the train and test images (evaluation view); the test
 classified by k-NN against the train set (see knn_accuracy).  Before training the same figures
 are computed for raw pixels and for the randomly initialised encoder.
 
-Data and augmentation (mirrors engine/eng_augment.h and the C trainer)
+Data and augmentation (mirrors engine/data/eng_augment.h and the C trainer)
 ----------------------------------------------------------------------
 * Training copy of each image: the image converted to the model's channel count (gray -> RGB by
   replication) and, only when its shorter side exceeds 2*S (S = input_size), downscaled with the
@@ -171,7 +171,7 @@ def box_downscale(images, max_side):
 
 
 # --------------------------------------------------------------------------
-# Augmentation (batched; semantics of engine/eng_augment.c)
+# Augmentation (batched; semantics of engine/data/eng_augment.c)
 # --------------------------------------------------------------------------
 
 LUMA = (0.299, 0.587, 0.114)

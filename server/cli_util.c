@@ -1,5 +1,5 @@
 /* cli_util.c — flag parsing and float32 file I/O for barlowd's subcommands. */
-#include "server/cli_util.h"
+#include "cli_util.h"
 
 #include <errno.h>
 #include <math.h>

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/cli_util.h"
-#include "server/commands.h"
-#include "server/http_client.h"
-#include "server/serve_opts.h"
+#include "cli_util.h"
+#include "commands.h"
+#include "http_client.h"
+#include "serve_opts.h"
 
 int cmd_health(int argc, char **argv) {
     static const char *const known[] = {"--listen", "--addr-file", "--timeout", NULL};

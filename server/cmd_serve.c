@@ -11,13 +11,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "api/api.h"
-#include "engine/eng_checkpoint.h"
-#include "server/cli_util.h"
-#include "server/commands.h"
-#include "server/http_server.h"
-#include "server/serve_opts.h"
-#include "server/workers.h"
+#include "api.h"
+#include "eng_checkpoint.h"
+#include "cli_util.h"
+#include "commands.h"
+#include "http_server.h"
+#include "serve_opts.h"
+#include "workers.h"
 
 /* mkdir -p of the directory part of path. */
 static int make_parent_dirs(const char *path) {

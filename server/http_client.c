@@ -1,7 +1,7 @@
 /* http_client.c — one HTTP/1.1 request per connection, "Connection: close", whole response
  * read into memory (bodies here are small: JSON and test images). */
-#include "server/http_client.h"
-#include "server/cli_util.h"
+#include "http_client.h"
+#include "cli_util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

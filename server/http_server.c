@@ -2,7 +2,7 @@
  * collected into a conn (raw body, or parts from the multipart post processor, never more than
  * the limits allow), then handed whole to api_handle. */
 #define _GNU_SOURCE /* strcasestr */
-#include "server/http_server.h"
+#include "http_server.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "server/cli_util.h"
+#include "cli_util.h"
 
 typedef struct part {
     char *name, *filename, *content_type; /* owned */

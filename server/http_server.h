@@ -7,7 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#include "api/api.h"
+#include "api.h"
 
 typedef struct http_limits {
     int threads;           /* worker threads of the pool */

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/commands.h"
+#include "commands.h"
 
 static const struct {
     const char *name;

@@ -1,6 +1,6 @@
 /* proxy_thread.c — calls made for SCHED_IDLE threads at normal priority (see proxy_thread.h). */
 #define _GNU_SOURCE /* syscall */
-#include "server/proxy_thread.h"
+#include "proxy_thread.h"
 
 #include <string.h>
 #include <sys/resource.h>

@@ -1,5 +1,5 @@
 /* serve_opts.c — flags and environment variables of `barlowd serve`. */
-#include "server/serve_opts.h"
+#include "serve_opts.h"
 
 #include <errno.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* workers.c — the continual trainer thread and the two embedder threads. */
 #define _GNU_SOURCE /* SCHED_IDLE, syscall */
-#include "server/workers.h"
+#include "workers.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/eng_checkpoint.h"
-#include "server/cli_util.h"
+#include "eng_checkpoint.h"
+#include "cli_util.h"
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

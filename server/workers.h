@@ -12,9 +12,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "api/svc.h"
-#include "engine/eng_trainer.h"
-#include "server/proxy_thread.h"
+#include "svc.h"
+#include "eng_trainer.h"
+#include "proxy_thread.h"
 
 typedef struct train_worker {
     svc *s;                       /* borrowed (set by train_worker_start) */

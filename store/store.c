@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "store/store_internal.h"
+#include "store_internal.h"
 
 store_opts store_defaults(void) {
     store_opts o = {.synchronous_full = 1, .busy_timeout_ms = 5000, .keep_versions = 3};

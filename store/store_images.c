@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/store_internal.h"
+#include "store_internal.h"
 
 struct put_req {
     const store_image_in *in;

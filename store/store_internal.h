@@ -5,7 +5,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
-#include "store/store.h"
+#include "store.h"
 
 #define STORE_READERS 8 /* as many as the server's default HTTP threads */
 

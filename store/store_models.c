@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/store_internal.h"
+#include "store_internal.h"
 
 /* Runs sql with (a, b) bound as int64 on the writer; caller holds wmu. */
 static int exec2(sqlite3 *db, const char *sql, int64_t a, int64_t b) {

@@ -5,7 +5,7 @@
  * version than this build knows is refused rather than guessed at. */
 #include <stdio.h>
 
-#include "store/store_internal.h"
+#include "store_internal.h"
 
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
     /* 0 → 1: the first schema */

@@ -1,6 +1,6 @@
 /* store_state.c — named integers that must outlive the process (schema 2's `state` table),
  * and counts the server reports. */
-#include "store/store_internal.h"
+#include "store_internal.h"
 
 int store_state_get(store *s, const char *key, int64_t *value, store_err *err) {
     reader_conn *rc = store_reader_get(s);

@@ -2,7 +2,7 @@
  * (test_server, test_hostile, test_crash): a temporary directory, starting and stopping the
  * server, requests through the tests' client or as raw bytes, error checks, test images. */
 #define _GNU_SOURCE /* usleep, strcasestr */
-#include "tests/server_util.h"
+#include "server_util.h"
 
 #include <arpa/inet.h>
 #include <math.h>

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "server/http_client.h"
+#include "http_client.h"
 
 extern char dir[64];
 void make_dir(void);

@@ -9,8 +9,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/eng_augment.h"
-#include "tests/test_util.h"
+#include "eng_augment.h"
+#include "eng_prefetch.h"
+#include "test_util.h"
 
 /* An owned 8-bit HWC image. */
 typedef struct img8 {

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_checkpoint.h"
-#include "tests/test_util.h"
+#include "eng_checkpoint.h"
+#include "test_util.h"
 
 static void build(eng_model *m, const char *preset, int batch, int training) {
     eng_err err = {0};

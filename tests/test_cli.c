@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tests/test_util.h"
+#include "test_util.h"
 
 #define FIX(dir, name) BARLOWD_FIXTURES "/" dir "/" name
 

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_config.h"
-#include "engine/eng_model.h"
+#include "eng_config.h"
+#include "eng_model.h"
 
 Test(config, presets_have_the_documented_shapes) {
     eng_config c;

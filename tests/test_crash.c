@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tests/server_util.h"
+#include "server_util.h"
 
 TestSuite(crash, .init = make_dir, .fini = remove_dir, .timeout = 1200);
 

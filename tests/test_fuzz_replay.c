@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_ctx.h"
-#include "tests/fuzz/fuzz_inputs.h"
-#include "tests/test_util.h"
+#include "eng_ctx.h"
+#include "fuzz_inputs.h"
+#include "test_util.h"
 
 /* Runs every file of dir through fn; returns how many (0 if dir does not exist). */
 static int replay_dir(const char *dir, int (*fn)(const uint8_t *, size_t)) {

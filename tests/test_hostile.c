@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "tests/server_util.h"
+#include "server_util.h"
 
 TestSuite(hostile, .init = make_dir, .fini = remove_dir, .timeout = 600);
 

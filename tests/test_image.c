@@ -9,8 +9,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/eng_image.h"
-#include "tests/test_util.h"
+#include "eng_idx.h"
+#include "eng_image.h"
+#include "test_util.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Helpers: in-memory encoders */

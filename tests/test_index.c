@@ -1,6 +1,6 @@
 /* test_index.c — exact cosine top-k against a brute-force double-precision reference, with
  * inserts, replacements and deletes; deterministic ties; every kernel this CPU has. The int8
- * first pass with exact re-ranking (eng_index_search_fast): recall@10 against exact search on
+ * first pass with exact re-ranking (the int8 pass): recall@10 against exact search on
  * random and clustered data, exact scores in order, updates, kernel agreement, bad input. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_index.h"
-#include "engine/eng_rng.h"
-#include "tests/test_util.h"
+#include "eng_index.h"
+#include "eng_rng.h"
+#include "test_util.h"
 
 /* The reference: every live vector's cosine in double, sorted (score desc, id asc). */
 typedef struct ref_set {
@@ -115,7 +115,7 @@ static void check_kernel(const char *kernel) {
     for (int t = 0; t < 25; t++) {
         random_vec(&rng, q, dim);
         int ng, nw = ref_topk(&r, q, k, INT64_MIN, want);
-        cr_assert(eng_index_search(&ix, q, k, INT64_MIN, got, &ng, &err) == 0, "%s", err.msg);
+        cr_assert(eng_index_search(&ix, q, k, NULL, got, &ng, &err) == 0, "%s", err.msg);
         char what[64];
         snprintf(what, sizeof what, "%s query %d", kernel, t);
         expect_same_hits(got, ng, want, nw, what);
@@ -145,7 +145,7 @@ Test(index, ties_rank_by_lower_id_whatever_the_insertion_order) {
     /* ids 7, 12, 1 hold a; 50, 33, 99 hold b */
     eng_hit hits[6];
     int n;
-    cr_assert(eng_index_search(&ix, a, 4, INT64_MIN, hits, &n, &err) == 0);
+    cr_assert(eng_index_search(&ix, a, 4, NULL, hits, &n, &err) == 0);
     cr_assert_eq(n, 4);
     int64_t want[4] = {1, 7, 12, 33};
     for (int i = 0; i < 4; i++)
@@ -173,7 +173,7 @@ Test(index, batch_search_equals_one_query_at_a_time) {
     int counts[37], n1;
     cr_assert(eng_index_search_batch(&ix, qs, nq, k, batch, counts, &err) == 0, "%s", err.msg);
     for (int i = 0; i < nq; i++) {
-        cr_assert(eng_index_search(&ix, qs + i * dim, k, INT64_MIN, one, &n1, &err) == 0);
+        cr_assert(eng_index_search(&ix, qs + i * dim, k, NULL, one, &n1, &err) == 0);
         char what[32];
         snprintf(what, sizeof what, "batch query %d", i);
         /* the batch scores by GEMM: equal to the last float bits, so ties may order differently */
@@ -198,10 +198,10 @@ Test(index, bad_input_is_refused_and_changes_nothing) {
     cr_expect(fabsf(stored[3] - 4.0f / sqrtf(30.0f)) < 1e-6f, "replacement by NaN changed the row");
     eng_hit h[2];
     int n;
-    cr_expect(eng_index_search(&ix, good, 0, INT64_MIN, h, &n, &err) != 0);
-    cr_expect(eng_index_search(&ix, zero, 1, INT64_MIN, h, &n, &err) != 0);
+    cr_expect(eng_index_search(&ix, good, 0, NULL, h, &n, &err) != 0);
+    cr_expect(eng_index_search(&ix, zero, 1, NULL, h, &n, &err) != 0);
     cr_expect(eng_index_neighbors(&ix, 42, 1, h, &n, &err) != 0 && strstr(err.msg, "42"));
-    cr_assert(eng_index_search(&ix, good, 10, INT64_MIN, h, &n, &err) == 0);
+    cr_assert(eng_index_search(&ix, good, 10, NULL, h, &n, &err) == 0);
     cr_expect_eq(n, 1, "k larger than the index returns every row");
     eng_index_free(&ix);
     eng_index none;
@@ -235,7 +235,7 @@ Test(index, many_inserts_and_deletes_keep_every_id_findable) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * eng_index_search_fast */
+ * the int8 pass */
 
 
 /* Checks that fast hits are ordered and carry the exact cosine of the id's stored row. */
@@ -268,9 +268,9 @@ static double measure_recall(const eng_index *ix, const float *qs, int nq, int k
     for (int t = 0; t < nq; t++) {
         const float *q = qs + (size_t)t * ix->dim;
         int nf, ne;
-        cr_assert(eng_index_search_fast(ix, q, k, INT64_MIN, rerank, fast, &nf, &err) == 0, "%s",
+        cr_assert(eng_index_search(ix, q, k, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, rerank}, fast, &nf, &err) == 0, "%s",
                   err.msg);
-        cr_assert(eng_index_search(ix, q, k, INT64_MIN, exact, &ne, &err) == 0, "%s", err.msg);
+        cr_assert(eng_index_search(ix, q, k, NULL, exact, &ne, &err) == 0, "%s", err.msg);
         cr_assert_eq(nf, ne, "%s query %d: %d fast hits, %d exact", what, t, nf, ne);
         char w[96];
         snprintf(w, sizeof w, "%s query %d", what, t);
@@ -387,19 +387,18 @@ Test(index_fast, stays_consistent_through_removes_and_replaces) {
     cr_assert(eng_index_put(&ix, 2, v, &err) == 0, "%s", err.msg);
     eng_hit h[10];
     int nh;
-    cr_assert(eng_index_search_fast(&ix, v, 1, INT64_MIN, 0, h, &nh, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, v, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &nh, &err) == 0, "%s", err.msg);
     cr_expect(nh == 1 && h[0].id == 2 && fabsf(h[0].score - 1.0f) < 1e-5f,
               "replaced id 2 not found by its new vector (got id %lld score %f)",
               (long long)h[0].id, h[0].score);
     /* exclude skips it */
-    cr_assert(eng_index_search_fast(&ix, v, 10, 2, 0, h, &nh, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, v, 10, &(eng_search_opts){ENG_INDEX_INT8, 2, 0}, h, &nh, &err) == 0, "%s", err.msg);
     for (int i = 0; i < nh; i++) cr_expect(h[i].id != 2, "excluded id returned");
     float *qs = malloc(sizeof(float) * (size_t)nq * dim);
     random_vec(&rng, qs, nq * dim);
     double rec = measure_recall(&ix, qs, nq, 10, 0, "after updates");
     for (int t = 0; t < nq; t++) { /* removed ids (multiples of 3 not put back) never appear */
-        cr_assert(eng_index_search_fast(&ix, qs + (size_t)t * dim, 10, INT64_MIN, 0, h, &nh,
-                                        &err) == 0);
+        cr_assert(eng_index_search(&ix, qs + (size_t)t * dim, 10, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &nh, &err) == 0);
         for (int i = 0; i < nh; i++)
             cr_expect(!(h[i].id % 3 == 0 && h[i].id % 10 != 1),
                       "removed id %lld returned", (long long)h[i].id);
@@ -408,7 +407,7 @@ Test(index_fast, stays_consistent_through_removes_and_replaces) {
     cr_expect(rec >= 0.99, "recall@10 %.4f < 0.99", rec);
     /* remove everything: the int8 copy shrinks with the rows */
     for (int i = 0; i < n; i++) eng_index_remove(&ix, i);
-    cr_assert(eng_index_search_fast(&ix, v, 10, INT64_MIN, 0, h, &nh, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, v, 10, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &nh, &err) == 0, "%s", err.msg);
     cr_expect_eq(nh, 0);
     free(qs);
     eng_index_free(&ix);
@@ -445,8 +444,7 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
     int nref[20];
     cr_assert(eng_index_use_kernel8(&ix, "scalar") == 0);
     for (int t = 0; t < 20; t++)
-        cr_assert(eng_index_search_fast(&ix, qf + t * dim, 10, INT64_MIN, 1, ref[t], &nref[t],
-                                        &err) == 0);
+        cr_assert(eng_index_search(&ix, qf + t * dim, 10, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 1}, ref[t], &nref[t], &err) == 0);
     for (size_t kk = 0; kk < sizeof kernels / sizeof *kernels; kk++) {
         int usable = eng_index_use_kernel8(&ix, kernels[kk]) == 0;
         int has = kk == 0   ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw") &&
@@ -470,7 +468,7 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
         for (int t = 0; t < 20; t++) {
             eng_hit h[10];
             int nh;
-            cr_assert(eng_index_search_fast(&ix, qf + t * dim, 10, INT64_MIN, 1, h, &nh, &err) == 0);
+            cr_assert(eng_index_search(&ix, qf + t * dim, 10, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 1}, h, &nh, &err) == 0);
             cr_assert_eq(nh, nref[t]);
             for (int i = 0; i < nh; i++)
                 cr_expect(h[i].id == ref[t][i].id && h[i].score == ref[t][i].score,
@@ -493,25 +491,25 @@ Test(index_fast, bad_input_is_refused) {
     eng_hit h[8];
     int n = 99;
     /* an empty index answers with no hits */
-    cr_assert(eng_index_search_fast(&ix, good, 3, INT64_MIN, 0, h, &n, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, good, 3, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) == 0, "%s", err.msg);
     cr_expect_eq(n, 0);
     cr_assert(eng_index_put(&ix, 5, good, &err) == 0);
     cr_assert(eng_index_put(&ix, 6, (float[4]){4, 3, 2, 1}, &err) == 0);
     n = 99;
-    cr_expect(eng_index_search_fast(&ix, good, 0, INT64_MIN, 0, h, &n, &err) != 0 &&
+    cr_expect(eng_index_search(&ix, good, 0, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) != 0 &&
               strstr(err.msg, "k must"));
     cr_expect_eq(n, 0, "a refused search reports no hits");
-    cr_expect(eng_index_search_fast(&ix, good, 1, INT64_MIN, -1, h, &n, &err) != 0 &&
+    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, -1}, h, &n, &err) != 0 &&
               strstr(err.msg, "rerank"));
-    cr_expect(eng_index_search_fast(&ix, zero, 1, INT64_MIN, 0, h, &n, &err) != 0 &&
+    cr_expect(eng_index_search(&ix, zero, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) != 0 &&
               strstr(err.msg, "zero"));
-    cr_expect(eng_index_search_fast(&ix, nan, 1, INT64_MIN, 0, h, &n, &err) != 0 &&
+    cr_expect(eng_index_search(&ix, nan, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) != 0 &&
               strstr(err.msg, "finite"));
-    cr_expect(eng_index_search_fast(&ix, inf, 1, INT64_MIN, 0, h, &n, &err) != 0);
+    cr_expect(eng_index_search(&ix, inf, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) != 0);
     /* k larger than the index returns every row, best first */
-    cr_assert(eng_index_search_fast(&ix, good, 8, INT64_MIN, 0, h, &n, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, good, 8, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) == 0, "%s", err.msg);
     cr_expect(n == 2 && h[0].id == 5 && h[1].id == 6);
-    cr_assert(eng_index_search_fast(&ix, good, 8, 5, 0, h, &n, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, good, 8, &(eng_search_opts){ENG_INDEX_INT8, 5, 0}, h, &n, &err) == 0, "%s", err.msg);
     cr_expect(n == 1 && h[0].id == 6, "exclude skips the row");
     eng_index_free(&ix);
 }

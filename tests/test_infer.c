@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_alloc.h"
-#include "engine/eng_checkpoint.h"
-#include "engine/eng_ctx.h"
-#include "engine/eng_infer.h"
-#include "tests/test_util.h"
+#include "eng_alloc.h"
+#include "eng_checkpoint.h"
+#include "eng_ctx.h"
+#include "eng_infer.h"
+#include "test_util.h"
 
 static int count_threads(void) {
     DIR *d = opendir("/proc/self/task");

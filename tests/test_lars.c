@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_lars.h"
-#include "engine/eng_model.h"
-#include "tests/test_util.h"
+#include "eng_lars.h"
+#include "eng_model.h"
+#include "test_util.h"
 
 Test(lars, ten_steps_equal_the_pytorch_reference) {
     char *text = tu_fixture_text("lars", "lars.json");

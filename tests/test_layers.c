@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_bnorm.h"
-#include "engine/eng_conv.h"
-#include "engine/eng_linear.h"
-#include "engine/eng_pool.h"
-#include "engine/eng_resadd.h"
-#include "tests/test_util.h"
+#include "eng_bnorm.h"
+#include "eng_conv.h"
+#include "eng_linear.h"
+#include "eng_pool.h"
+#include "eng_resadd.h"
+#include "test_util.h"
 
 typedef double (*objective_fn)(void *state);
 

@@ -4,8 +4,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "engine/eng_loss.h"
-#include "tests/test_util.h"
+#include "eng_loss.h"
+#include "test_util.h"
 
 /* The definition, written as plainly as possible, in double. */
 static double loss_reference(const float *za, const float *zb, int n, int d, double lambda) {

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "engine/eng_model.h"
-#include "tests/test_util.h"
+#include "eng_model.h"
+#include "test_util.h"
 
 /* Runs one training forward+backward on a fixture and compares loss, every gradient tensor, the
  * representation and the running statistics with PyTorch's float64 results. */

@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "server/http_client.h"
-#include "tests/server_util.h"
+#include "http_client.h"
+#include "server_util.h"
 
 TestSuite(server, .init = make_dir, .fini = remove_dir, .timeout = 300);
 

@@ -8,11 +8,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/api_internal.h"
-#include "api/svc.h"
-#include "api/svc_internal.h"
-#include "engine/eng_trainer.h"
-#include "tests/server_util.h"
+#include "api_internal.h"
+#include "svc.h"
+#include "svc_internal.h"
+#include "eng_trainer.h"
+#include "server_util.h"
 
 TestSuite(service, .init = make_dir, .fini = remove_dir, .timeout = 120);
 

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store/store.h"
+#include "store.h"
 
 static char dir[64], path[96];
 

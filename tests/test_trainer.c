@@ -7,9 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/eng_source.h"
-#include "engine/eng_trainer.h"
-#include "tests/test_util.h"
+#include "eng_source.h"
+#include "eng_trainer.h"
+#include "test_util.h"
 
 /* n synthetic gray images of side x side: smooth blobs at varying places, so views of one image
  * resemble each other more than views of another. */

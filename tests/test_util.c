@@ -1,5 +1,5 @@
 /* test_util.c — fixture reading, tensor comparison and layout conversion for the tests. */
-#include "tests/test_util.h"
+#include "test_util.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_rng.h"
+#include "eng_rng.h"
 
 char *tu_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "engine/eng_tensor.h"
+#include "eng_tensor.h"
 
 /* Reads tests/fixtures/<dir>/<name> as float32; aborts the test (cr_assert) when missing. */
 /* A whole file, NUL-terminated after its len bytes (malloc'd; caller frees). */

@@ -10,10 +10,10 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "engine/eng_model.h"
-#include "engine/eng_rng.h"
-#include "server/cli_util.h"
-#include "server/commands.h"
+#include "eng_model.h"
+#include "eng_rng.h"
+#include "cli_util.h"
+#include "commands.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

@@ -21,9 +21,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "server/cli_util.h"
-#include "server/commands.h"
-#include "store/store.h"
+#include "cli_util.h"
+#include "commands.h"
+#include "store.h"
 
 #define IMG_SIDE 28
 #define MAX_WRITERS 256

@@ -5,7 +5,7 @@
  * (rows × stride × 4 bytes) ÷ (single-core read bandwidth). The bandwidth is measured here by
  * summing the very matrix the index scans.
  *
- * The compact pass (eng_index_search_fast: int8 first pass, exact re-ranking of the best
+ * The compact pass (the int8 pass: int8 first pass, exact re-ranking of the best
  * R = max(rerank·k, k + 32)) is timed on the same queries and reported beside it: its latency,
  * its recall@k against the exact results of the same queries (a hit tying the exact k-th score
  * counts as found), and its median's ratio to the fp32 bound (below 1 means faster than any exact
@@ -22,10 +22,10 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "engine/eng_index.h"
-#include "engine/eng_rng.h"
-#include "server/cli_util.h"
-#include "server/commands.h"
+#include "eng_index.h"
+#include "eng_rng.h"
+#include "cli_util.h"
+#include "commands.h"
 
 static double now_ms(void) {
     struct timespec ts;
@@ -176,7 +176,7 @@ int cmd_bench_search(int argc, char **argv) {
     int got;
     for (long q = 0; q < nq; q++) {
         double t = now_ms();
-        if (eng_index_search(&ix, qs + (size_t)q * dim, (int)k, INT64_MIN, hits, &got, &err)) {
+        if (eng_index_search(&ix, qs + (size_t)q * dim, (int)k, NULL, hits, &got, &err)) {
             fprintf(stderr, "error: %s\n", err.msg);
             goto done;
         }
@@ -198,8 +198,7 @@ int cmd_bench_search(int argc, char **argv) {
     double recall = 0;
     for (long q = 0; q < nq; q++) {
         double t = now_ms();
-        if (eng_index_search_fast(&ix, qs + (size_t)q * dim, (int)k, INT64_MIN, (int)rerank, fast,
-                                  &got, &err)) {
+        if (eng_index_search(&ix, qs + (size_t)q * dim, (int)k, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, (int)rerank}, fast, &got, &err)) {
             fprintf(stderr, "error: %s\n", err.msg);
             goto done;
         }

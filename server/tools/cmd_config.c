@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "engine/eng_model.h"
-#include "server/cli_util.h"
-#include "server/commands.h"
+#include "eng_model.h"
+#include "cli_util.h"
+#include "commands.h"
 
 int cmd_config(int argc, char **argv) {
     static const char *const known[] = {"--model", NULL};

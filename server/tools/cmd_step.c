@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/eng_model.h"
-#include "server/cli_util.h"
-#include "server/commands.h"
+#include "eng_model.h"
+#include "cli_util.h"
+#include "commands.h"
 
 int cmd_step(int argc, char **argv) {
     static const char *const known[] = {"--config", "--params", "--views", "--out",

@@ -17,11 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/eng_source.h"
-#include "engine/eng_infer.h"
-#include "engine/eng_trainer.h"
-#include "server/cli_util.h"
-#include "server/commands.h"
+#include "eng_source.h"
+#include "eng_infer.h"
+#include "eng_trainer.h"
+#include "cli_util.h"
+#include "commands.h"
 
 /* Set by SIGINT/SIGTERM; the loop stops after the current step. (server/ owns process state.) */
 static volatile sig_atomic_t stop_requested;

@@ -1,7 +1,7 @@
 /* fuzz_checkpoint.c — libFuzzer harness: checkpoint blobs as the store hands them to the engine
  * (see fuzz_checkpoint_input for the flags byte). Built by `bench/fuzz`. */
-#include "engine/eng_ctx.h"
-#include "tests/fuzz/fuzz_inputs.h"
+#include "eng_ctx.h"
+#include "fuzz_inputs.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {

@@ -25,12 +25,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "api/api.h"
-#include "api/svc.h"
-#include "engine/eng_checkpoint.h"
-#include "engine/eng_ctx.h"
-#include "server/http_server.h"
-#include "store/store.h"
+#include "api.h"
+#include "svc.h"
+#include "eng_checkpoint.h"
+#include "eng_ctx.h"
+#include "http_server.h"
+#include "store.h"
 
 static int port;       /* the in-process server's */
 static char dir[] = "/tmp/barlowd-fuzz-http-XXXXXX";

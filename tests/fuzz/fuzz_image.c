@@ -1,6 +1,6 @@
 /* fuzz_image.c — libFuzzer harness: untrusted image bytes (PNG, JPEG, PGM, training copies,
  * IDX). Built by `bench/fuzz` (clang, -fsanitize=fuzzer,address,undefined). */
-#include "tests/fuzz/fuzz_inputs.h"
+#include "fuzz_inputs.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

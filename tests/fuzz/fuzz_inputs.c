@@ -1,14 +1,15 @@
 /* fuzz_inputs.c — see fuzz_inputs.h. */
-#include "tests/fuzz/fuzz_inputs.h"
+#include "fuzz_inputs.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
-#include "engine/eng_checkpoint.h"
-#include "engine/eng_image.h"
-#include "engine/eng_infer.h"
+#include "eng_checkpoint.h"
+#include "eng_idx.h"
+#include "eng_image.h"
+#include "eng_infer.h"
 
 /* Everything a decoded upload goes through in the server (svc_images.c) and the trainer. */
 static void prepare(const eng_image *img) {

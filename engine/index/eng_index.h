@@ -1,0 +1,141 @@
+/* eng_index.h — nearest-neighbour search by cosine similarity: one API, two back ends.
+ *
+ * Holds the serving model's vectors L2-normalised in one contiguous float32 matrix (rows padded
+ * to 16 floats and 64-byte aligned), with an id → row hash map so inserts, replacements and
+ * deletes are O(1). A query scans every row with a vectorised dot-product kernel (AVX-512 or
+ * AVX2+FMA when the CPU has them, picked at init) and keeps the k best in a heap: a partial
+ * selection, never a full sort. Ranking is deterministic: higher score first, equal scores by
+ * lower id. A batch of queries is scored block by block with one GEMM (oneDNN's sgemm).
+ *
+ * Compact first pass (the ENG_INDEX_INT8 back end): beside the float rows the index keeps an int8 copy
+ * of every row, in step with every put, replace and remove. Each row has its own symmetric scale
+ * (max |x_i| ↦ 127; a per-row scale rather than one global scale because a unit vector's
+ * largest component ranges from 1/√dim to 1, and one global scale would leave few levels for
+ * the spread-out rows that are the common case). The first pass reads only the int8 rows (a
+ * quarter of the float bytes) with an integer dot-product kernel (AVX-512 VNNI, AVX-512BW, AVX2
+ * or scalar, picked at init), keeps the best R candidates by approximate score, then re-scores
+ * those R with the float kernel: every returned score is exact and equals eng_index_search's.
+ * Integer dot products are exact, so every int8 kernel finds the same candidates.
+ *
+ * Not thread-safe for writers: one writer at a time, and no reader during a write (the server
+ * swaps whole indexes atomically). Any number of concurrent searches is fine.
+ *
+ * Layout (the way Redis's ae.c hides epoll, kqueue and select): eng_index.c owns the rows, the
+ * ids and the id map and dispatches each search; index_exact.c (the float kernels, the scan and
+ * the GEMM batch) and index_int8.c (the int8 copy, its kernels and the first pass) are the back
+ * ends, each one table of functions (index_internal.h). */
+#ifndef ENG_INDEX_H
+#define ENG_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eng_err.h"
+
+typedef struct eng_hit {
+    int64_t id;  /* the vector's id */
+    float score; /* cosine similarity with the query, in [-1, 1] */
+} eng_hit;
+
+typedef float (*eng_dot_fn)(const float *a, const float *b, size_t n);
+
+/* Integer dot products of one int8 query with nrows int8 rows (stride bytes apart, 64-byte
+ * aligned, stride a multiple of 64): out[r] = Σ q[i]·rows[r][i], exactly. rsum[r] is Σ rows[r][i]
+ * (the VNNI kernel uses it to undo its unsigned-query offset). */
+typedef void (*eng_dot8_fn)(const int8_t *q, const int8_t *rows, const int32_t *rsum,
+                            size_t stride, size_t nrows, int32_t *out);
+
+/* Default rerank factor of the int8 pass: R = max(factor·k, k + ENG_INDEX_RERANK_MARGIN). */
+#define ENG_INDEX_RERANK_FACTOR 8
+#define ENG_INDEX_RERANK_MARGIN 32
+
+typedef struct eng_index {
+    int dim;              /* vector length */
+    size_t stride;        /* floats per stored row: dim rounded up to 16 */
+    size_t n, cap;        /* rows used, rows allocated */
+    float *rows;          /* owned [cap, stride], unit length, zero padding */
+    int64_t *ids;         /* owned [cap]: id of each row */
+    size_t n_slots;       /* hash table size (power of two, >= 2 * cap) */
+    int64_t *slot_id;     /* owned [n_slots]: id, or EMPTY / TOMBSTONE */
+    size_t *slot_row;     /* owned [n_slots]: row of slot_id */
+    size_t tombstones;    /* slots marked deleted (rehash when many) */
+    eng_dot_fn dot;       /* kernel chosen for this CPU */
+    const char *kernel;   /* its name: "avx512", "avx2", "scalar" */
+    size_t stride8;       /* bytes per int8 row: dim rounded up to 64 */
+    int8_t *rows8;        /* owned [cap, stride8]: row i quantised, round(x·127 / max|x|) */
+    float *scale8;        /* owned [cap]: max|x| / 127, so x ≈ rows8 · scale8 */
+    int32_t *rsum8;       /* owned [cap]: Σ rows8[i] (for the VNNI kernel) */
+    eng_dot8_fn dot8;     /* int8 kernel chosen for this CPU */
+    const char *kernel8;  /* its name: "vnni", "avx512bw", "avx2", "scalar" */
+} eng_index;
+
+/* An empty index of dim-long vectors. On error returns -1 and ix is zeroed. */
+int eng_index_init(eng_index *ix, int dim, eng_err *err);
+
+/* Inserts vec under id, or replaces the vector already there. vec is copied and normalised; a
+ * zero or non-finite vector is refused. On error returns -1 and the index is unchanged. */
+int eng_index_put(eng_index *ix, int64_t id, const float *vec, eng_err *err);
+
+/* Removes id; returns 1 if it was there, 0 if not. This function can't fail. */
+int eng_index_remove(eng_index *ix, int64_t id);
+
+/* The stored (normalised) vector of id, or NULL. Valid until the next write. */
+const float *eng_index_get(const eng_index *ix, int64_t id);
+
+/* How a query is answered: which back end scores the rows, and what it skips. */
+typedef enum eng_index_pass {
+    ENG_INDEX_EXACT = 0, /* every float row scored: the exact top k */
+    ENG_INDEX_INT8 = 1,  /* int8 first pass, its best candidates re-scored in float (see above) */
+    ENG_INDEX_PASSES     /* number of back ends */
+} eng_index_pass;
+
+typedef struct eng_search_opts {
+    eng_index_pass pass; /* the back end */
+    int64_t exclude;     /* the id never returned (a neighbours query's own), INT64_MIN for none */
+    int rerank;          /* ENG_INDEX_INT8: R = max(rerank·k, k + ENG_INDEX_RERANK_MARGIN)
+                          * candidates (capped at the row count); 0 = ENG_INDEX_RERANK_FACTOR */
+} eng_search_opts;
+
+/* Exact, nothing excluded, default rerank. This function can't fail. */
+eng_search_opts eng_search_defaults(void);
+
+/* "exact" or "int8"; NULL for any other value. */
+const char *eng_index_pass_name(eng_index_pass pass);
+
+/* The k best rows for a query vector (normalised here; need not be unit length), by the back
+ * end opts->pass (NULL: eng_search_defaults()). Writes min(k, rows) hits to out, best first, and
+ * their number to *n_out. Every back end returns exact float scores, by the same kernel, in the
+ * same order; ENG_INDEX_INT8 may miss a true top-k row when its int8 score falls below R others
+ * (the tests measure recall@10 >= 0.99 at the default). Refuses k < 1, rerank < 0, an unknown
+ * pass, and zero or non-finite queries (ENG_BAD_INPUT). */
+int eng_index_search(const eng_index *ix, const float *query, int k, const eng_search_opts *opts,
+                     eng_hit *out, int *n_out, eng_err *err);
+
+/* The k nearest neighbours of a stored id, excluding itself, by the exact back end. Refuses
+ * unknown ids. */
+int eng_index_neighbors(const eng_index *ix, int64_t id, int k, eng_hit *out, int *n_out,
+                        eng_err *err);
+
+/* nq queries at once (row-major [nq, dim]); out holds nq × k hits, query i's at out + i·k, and
+ * n_out[i] their number. Scores are one GEMM per block of rows; selection is parallel over
+ * queries (OpenMP). Scores may differ from eng_index_search's in the last float bits. */
+int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, int k,
+                           eng_hit *out, int *n_out, eng_err *err);
+
+/* Selects the first pass's int8 kernel by name ("vnni", "avx512bw", "avx2", "scalar"); for
+ * tests and benchmarks. Returns -1 when this CPU lacks it or the name is unknown, leaving the
+ * current kernel. */
+int eng_index_use_kernel8(eng_index *ix, const char *name);
+
+/* Selects a kernel by name ("avx512", "avx2", "scalar"); for tests and benchmarks. Returns -1
+ * when this CPU lacks it or the name is unknown, leaving the current kernel. */
+int eng_index_use_kernel(eng_index *ix, const char *name);
+
+/* Recall of hits (nf) against the exact top hits (ne, best first): the fraction of the exact
+ * ones found. A hit whose score ties the exact k-th score within float rounding counts as found:
+ * either row is a correct answer. 1.0 when ne is 0. This function can't fail. */
+double eng_index_recall(const eng_hit *hits, int nf, const eng_hit *exact, int ne);
+
+void eng_index_free(eng_index *ix);
+
+#endif

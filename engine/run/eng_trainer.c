@@ -1,0 +1,163 @@
+/* eng_trainer.c — the training loop over an augmentation prefetcher. */
+#include "eng_trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+eng_trainer_cfg eng_trainer_defaults(const eng_config *model, int batch) {
+    eng_trainer_cfg c;
+    memset(&c, 0, sizeof c);
+    c.batch = batch;
+    c.seed = 1;
+    c.opt = eng_lars_defaults(batch);
+    c.opt.warmup = 200;
+    c.opt.cosine = 0;
+    c.aug = eng_aug_defaults(model->input_size, model->in_channels);
+    c.aug.threads = 1;
+    return c;
+}
+
+/* (Re)starts the data stream so that the next batch is batch `step`. */
+static int start_stream(eng_trainer *t, long step, eng_err *err) {
+    eng_aug_prefetch_free(t->prefetch);
+    t->prefetch = NULL;
+    if (t->seek) t->seek(t->fill_ctx, t->cfg.seed, (uint64_t)step);
+    return eng_aug_prefetch_create(&t->prefetch, &t->cfg.aug, t->cfg.batch,
+                                   t->cfg.seed + (uint64_t)step, t->fill, t->fill_ctx, err);
+}
+
+int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_trainer_cfg *cfg,
+                       eng_aug_fill_fn fill, eng_seek_fn seek, void *fill_ctx, eng_err *err) {
+    memset(t, 0, sizeof *t);
+    if (cfg->aug.size != model->input_size || cfg->aug.channels != model->in_channels)
+        return eng_fail(err, "trainer: augmentation makes %dx%d views with %d channels, the "
+                             "model wants %dx%d with %d",
+                        cfg->aug.size, cfg->aug.size, cfg->aug.channels, model->input_size,
+                        model->input_size, model->in_channels);
+    t->cfg = *cfg;
+    t->cfg.opt.batch = cfg->batch;
+    t->fill = fill;
+    t->seek = seek;
+    t->fill_ctx = fill_ctx;
+    if (eng_model_build(&t->model, model, cfg->batch, 1, err)) return -1;
+    eng_model_init_params(&t->model, cfg->seed);
+    pthread_mutex_init(&t->commit_mu, NULL);
+    t->stats_done = malloc(t->model.n_stats * sizeof(float) + 1);
+    if (!t->stats_done) {
+        eng_fail(err, "trainer: out of memory");
+        eng_trainer_free(t);
+        return -1;
+    }
+    memcpy(t->stats_done, t->model.stats, t->model.n_stats * sizeof(float));
+    return 0; /* the data stream starts with the first step */
+}
+
+int eng_trainer_step(eng_trainer *t, eng_err *err) {
+    double t0 = now_s();
+    if (!t->prefetch && start_stream(t, t->stats.step, err)) return -1;
+    const float *a, *b;
+    if (eng_aug_prefetch_next(t->prefetch, &a, &b, err)) return -1;
+    size_t half = t->model.input.bytes / 2;
+    float *in = eng_model_input(&t->model);
+    memcpy(in, a, half);
+    memcpy((char *)in + half, b, half);
+    long step = t->stats.step;
+    eng_model *m = &t->model;
+    if (eng_model_forward_backward(m, err)) { /* the running statistics are half-way */
+        memcpy(m->stats, t->stats_done, m->n_stats * sizeof(float));
+        return -1;
+    }
+    pthread_mutex_lock(&t->commit_mu);
+    eng_lars_step(&t->cfg.opt, m->tab, m->n_params, m->params, m->grads, m->momentum, step);
+    memcpy(t->stats_done, m->stats, m->n_stats * sizeof(float));
+    double dt = now_s() - t0;
+    t->stats.step = step + 1;
+    t->stats.loss = t->model.last_loss;
+    t->stats.lr = eng_lars_lr_scale(&t->cfg.opt, step) * t->cfg.opt.lr_weights;
+    t->stats.images_per_s = dt > 0 ? t->cfg.batch / dt : 0;
+    t->stats.diag_mean = t->model.loss.diag_mean;
+    t->stats.offdiag_abs_mean = t->model.loss.offdiag_abs_mean;
+    pthread_mutex_unlock(&t->commit_mu);
+    return 0;
+}
+
+void eng_trainer_interrupt_on(eng_trainer *t, const atomic_int *flag) { t->model.stop = flag; }
+
+/* The checkpoint of the last completed step; commit_mu held by the caller. */
+static int save_locked(const eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err) {
+    eng_ckpt_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.step = (uint64_t)t->stats.step;
+    meta.loss = t->stats.step ? t->stats.loss : NAN;
+    meta.opt = t->cfg.opt;
+    /* the seed travels as a generator state: everything random derives from it and the step */
+    meta.n_rng = 1;
+    meta.rng[0].s[0] = t->cfg.seed;
+    return eng_checkpoint_save_stats(&t->model, t->stats_done, &meta, blob, len, err);
+}
+
+int eng_trainer_save(eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err) {
+    pthread_mutex_lock(&t->commit_mu);
+    int r = save_locked(t, blob, len, err);
+    pthread_mutex_unlock(&t->commit_mu);
+    return r;
+}
+
+int eng_trainer_save_within(eng_trainer *t, double wait_s, uint8_t **blob, size_t *len,
+                            eng_train_stats *saved, eng_err *err) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    double s = (double)until.tv_sec + until.tv_nsec * 1e-9 + (wait_s > 0 ? wait_s : 0);
+    until.tv_sec = (time_t)s;
+    until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
+    *blob = NULL;
+    *len = 0;
+    int r = pthread_mutex_timedlock(&t->commit_mu, &until);
+    if (r == ETIMEDOUT) return eng_fail(err, "trainer: busy (a step's update held it %.1f s)", wait_s);
+    if (r) return eng_fail(err, "trainer: cannot lock its state (%s)", strerror(r));
+    r = save_locked(t, blob, len, err);
+    if (saved) *saved = t->stats;
+    pthread_mutex_unlock(&t->commit_mu);
+    return r;
+}
+
+int eng_trainer_resume(eng_trainer *t, const void *blob, size_t len, eng_err *err) {
+    eng_ckpt_meta meta;
+    if (eng_checkpoint_peek(blob, len, NULL, &meta, err)) return -1;
+    if (meta.n_rng < 1) return eng_fail(err, "trainer: checkpoint has no seed");
+    if (meta.opt.batch != t->cfg.batch)
+        return eng_fail(err, "trainer: checkpoint trained at batch %d, this trainer runs %d",
+                        meta.opt.batch, t->cfg.batch);
+    pthread_mutex_lock(&t->commit_mu);
+    if (eng_checkpoint_load(&t->model, blob, len, NULL, err)) {
+        pthread_mutex_unlock(&t->commit_mu);
+        return -1;
+    }
+    memcpy(t->stats_done, t->model.stats, t->model.n_stats * sizeof(float));
+    pthread_mutex_unlock(&t->commit_mu);
+    t->cfg.opt = meta.opt;
+    t->cfg.seed = meta.rng[0].s[0];
+    memset(&t->stats, 0, sizeof t->stats);
+    t->stats.step = (long)meta.step;
+    t->stats.loss = meta.loss;
+    eng_aug_prefetch_free(t->prefetch); /* the next step restarts the stream at this step */
+    t->prefetch = NULL;
+    return 0;
+}
+
+void eng_trainer_free(eng_trainer *t) {
+    eng_aug_prefetch_free(t->prefetch);
+    eng_model_free(&t->model);
+    if (t->stats_done) pthread_mutex_destroy(&t->commit_mu);
+    free(t->stats_done);
+    memset(t, 0, sizeof *t);
+}
