@@ -1,4 +1,4 @@
-/* svc.c — opening and closing the service, model snapshots, and the fresh-upload queue. */
+/* svc.c — opening and closing the service, errors, status, and the fresh-upload queue. */
 #include "svc.h"
 
 #include <math.h>
@@ -61,88 +61,6 @@ double svc_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* ---- models ---- */
-
-static void model_free(svc_model *m) {
-    for (int i = 0; i < SVC_ONE_POOL; i++) {
-        eng_infer_free(&m->one[i]);
-        pthread_mutex_destroy(&m->one_mu[i]);
-    }
-    eng_infer_free(&m->many);
-    pthread_mutex_destroy(&m->many_mu);
-    free(m);
-}
-
-svc_model *svc_model_load(const svc *s, int64_t version, const void *blob, size_t len,
-                          svc_err *err) {
-    svc_model *m = calloc(1, sizeof *m);
-    if (!m) {
-        svc_fail(err, SVC_INTERNAL, "out of memory loading model version %lld", (long long)version);
-        return NULL;
-    }
-    for (int i = 0; i < SVC_ONE_POOL; i++) pthread_mutex_init(&m->one_mu[i], NULL);
-    pthread_mutex_init(&m->many_mu, NULL);
-    eng_err e = {0};
-    int bad = 0;
-    for (int i = 0; i < SVC_ONE_POOL && !bad; i++)
-        bad = eng_infer_create(&m->one[i], blob, len, 1, 1, &e); /* request threads: 1 core each */
-    if (!bad) bad = eng_infer_create(&m->many, blob, len, s->opts.embed_batch, 0, &e);
-    if (!bad && m->many.dim != s->dim) {
-        bad = 1;
-        snprintf(e.msg, sizeof e.msg, "its vectors have %d floats, the service's %d",
-                 m->many.dim, s->dim);
-    }
-    if (bad) {
-        svc_fail(err, SVC_INTERNAL, "loading model version %lld: %s", (long long)version, e.msg);
-        model_free(m);
-        return NULL;
-    }
-    m->version = version;
-    m->step = m->many.step;
-    m->dim = m->many.dim;
-    atomic_init(&m->refs, 1);
-    return m;
-}
-
-svc_model *svc_model_acquire(svc *s) {
-    pthread_mutex_lock(&s->model_mu);
-    svc_model *m = s->serving;
-    atomic_fetch_add(&m->refs, 1);
-    pthread_mutex_unlock(&s->model_mu);
-    return m;
-}
-
-void svc_model_release(svc_model *m) {
-    if (m && atomic_fetch_sub(&m->refs, 1) == 1) model_free(m);
-}
-
-int svc_model_embed(const svc *s, svc_model *m, const eng_aug_src *imgs, int n, float *out,
-                    svc_err *err) {
-    (void)s;
-    eng_err e = {0};
-    int bad = 0;
-    if (n < 4) {
-        /* single requests: any free batch-1 model, else wait for the first */
-        for (int i = 0; i < n && !bad; i++) {
-            int slot = -1;
-            for (int j = 0; j < SVC_ONE_POOL && slot < 0; j++)
-                if (pthread_mutex_trylock(&m->one_mu[j]) == 0) slot = j;
-            if (slot < 0) pthread_mutex_lock(&m->one_mu[slot = 0]);
-            bad = eng_infer_embed(&m->one[slot], &imgs[i], 1, out + (size_t)i * m->dim, &e);
-            pthread_mutex_unlock(&m->one_mu[slot]);
-        }
-    } else {
-        pthread_mutex_lock(&m->many_mu);
-        bad = eng_infer_embed(&m->many, imgs, n, out, &e);
-        pthread_mutex_unlock(&m->many_mu);
-    }
-    if (bad) return svc_fail(err, svc_kind_of(&e), "inference failed: %s", e.msg);
-    for (size_t i = 0; i < (size_t)n * m->dim; i++)
-        if (!isfinite(out[i]))
-            return svc_fail(err, SVC_INTERNAL, "the model produced a non-finite vector");
-    return 0;
-}
-
 /* ---- queue ---- */
 
 void svc_queue_push(svc *s, int64_t id) {
@@ -199,10 +117,8 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     memset(s, 0, sizeof *s);
     s->opts = opts ? *opts : svc_defaults();
     s->st = st;
-    s->pending_version = -1;
-    pthread_mutex_init(&s->model_mu, NULL);
-    pthread_rwlock_init(&s->index_lock, NULL);
-    pthread_mutex_init(&s->member_mu, NULL);
+    svc_mutex_init(&s->version_mu);
+    svc_mutex_init(&s->member_mu);
     pthread_mutex_init(&s->q_mu, NULL);
     pthread_cond_init(&s->q_cv, NULL);
     pthread_mutex_init(&s->stat_mu, NULL);
@@ -250,17 +166,12 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
         goto fail;
     }
     s->dim = eng_config_rep_dim(&s->cfg);
-    s->serving = svc_model_load(s, serving, blob, len, err);
+    s->serving = svc_version_load(s, serving, blob, len, err);
     free(blob);
     blob = NULL;
     if (!s->serving) goto fail;
-    s->index = calloc(1, sizeof *s->index);
-    if (!s->index || eng_index_init(s->index, s->dim, &e)) {
-        svc_fail(err, SVC_INTERNAL, "index: %s", s->index ? e.msg : "out of memory");
-        goto fail;
-    }
-    s->index_version = serving;
-    if (store_embedding_each(st, serving, s->dim, put_vec, s->index, &se)) goto store_fail;
+    if (store_embedding_each(st, serving, s->dim, put_vec, &s->serving->index, &se))
+        goto store_fail;
     /* every live image without a serving vector (e.g. acknowledged just before a crash) */
     int64_t *ids;
     int64_t n = store_image_ids(st, &ids);
@@ -269,7 +180,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
         goto fail;
     }
     for (int64_t i = 0; i < n; i++)
-        if (!eng_index_get(s->index, ids[i])) svc_queue_push(s, ids[i]);
+        if (!eng_index_get(&s->serving->index, ids[i])) svc_queue_push(s, ids[i]);
     free(ids);
     return 0;
 store_fail:
@@ -291,16 +202,11 @@ void svc_stop(svc *s) {
 }
 
 void svc_close(svc *s) {
-    svc_model_release(s->serving);
-    svc_model_release(s->pending);
-    if (s->index) eng_index_free(s->index);
-    free(s->index);
-    if (s->pending_index) eng_index_free(s->pending_index);
-    free(s->pending_index);
+    svc_version_release(s->serving);
+    svc_version_release(s->pending);
     free(s->queue);
-    pthread_mutex_destroy(&s->model_mu);
-    pthread_rwlock_destroy(&s->index_lock);
-    pthread_mutex_destroy(&s->member_mu);
+    svc_mutex_destroy(&s->version_mu);
+    svc_mutex_destroy(&s->member_mu);
     pthread_mutex_destroy(&s->q_mu);
     pthread_cond_destroy(&s->q_cv);
     pthread_mutex_destroy(&s->stat_mu);
@@ -333,11 +239,15 @@ void svc_get_status(svc *s, svc_status *out) {
     out->reembed_done = s->reembed_done;
     out->reembed_total = s->reembed_total;
     pthread_mutex_unlock(&s->stat_mu);
-    pthread_rwlock_rdlock(&s->index_lock);
-    out->serving_version = s->index_version;
-    out->pending_version = s->pending_version;
-    out->vectors = s->index->n;
-    pthread_rwlock_unlock(&s->index_lock);
+    svc_version *serving, *pending;
+    svc_versions_acquire(s, &serving, &pending);
+    out->serving_version = serving->id;
+    out->pending_version = pending ? pending->id : -1;
+    svc_rwlock_rdlock(&serving->index_lock);
+    out->vectors = serving->index.n;
+    svc_rwlock_unlock(&serving->index_lock);
+    svc_version_release(serving);
+    svc_version_release(pending);
     out->images = store_image_count(s->st);
     out->queue = svc_queue_length(s);
     out->disk_full_errors = atomic_load(&s->disk_full_errors);

@@ -7,23 +7,27 @@
  * the newest one whose vectors exist for every live image; every answer comes from it, and
  * every answer says which version that was. A newer version (published by the trainer) becomes
  * *pending*: the re-embedder computes every live image's vector with it, and only then is it
- * swapped in, model and index together, under the index's write lock.
+ * swapped in.
  *
- * Snapshots. A model version in memory is an svc_model: an immutable, reference-counted set of
- * inference models loaded from its checkpoint. Callers take a reference (svc_model_acquire),
- * use it with no lock held, and drop it (svc_model_release); a swap never frees a model that a
- * request still uses. Training never touches these: it has its own model.
+ * Version objects. A version in memory is one svc_version: its number, its inference models
+ * and its index, reference counted. The service holds a reference in `serving` and one in
+ * `pending`; a swap is one pointer store under version_mu (the model and its vectors cannot
+ * come apart). Callers take a reference (svc_version_acquire), use it with no service lock held
+ * (searching its index under the version's own index_lock), and drop it (svc_version_release);
+ * a swap never frees a version that a request still uses. Training never touches these: it has
+ * its own model.
  *
  * Fresh uploads. A stored image is queued; the embed worker takes queued images in batches,
  * computes their vectors with the serving version (and with the pending one, if any), stores
- * them and adds them to the matching index, so an upload is searchable within moments.
+ * them and adds them to that version's index, so an upload is searchable within moments.
  *
- * Deletes. A delete removes the image from the store, the sampler (training) and both indexes
- * at once. Inserting a vector into an index checks, under the same lock a delete takes, that
- * the image is still live, so a deleted image never comes back.
+ * Deletes. A delete removes the image from the store, the sampler (training) and the serving
+ * and pending indexes at once. Inserting a vector into an index checks, under the same lock a
+ * delete takes (member_mu), that the image is still live, so a deleted image never comes back.
  *
- * Locks, in the order they may nest: member_mu → index_lock → model_mu; q_mu and stat_mu are
- * leaves. */
+ * Locks, in the order they may nest: member_mu → a version's index_lock. version_mu is a leaf
+ * (held only to read or swap the two pointers and take references); q_mu, stat_mu, bell_mu and
+ * a version's inference-pool mutexes are leaves too. Functions that need a lock assert it. */
 #ifndef SVC_H
 #define SVC_H
 
@@ -35,6 +39,7 @@
 #include "eng_infer.h"
 #include "eng_trainer.h"
 #include "store.h"
+#include "svc_lock.h"
 
 #define SVC_ERR_LEN 256
 #define SVC_ONE_POOL 2 /* batch-1 inference models per version (concurrent single embeds) */
@@ -71,17 +76,20 @@ svc_opts svc_defaults(void);
 /* Unix seconds (wall clock), as the store and the API report times. */
 double svc_now(void);
 
-/* One model version in memory. Immutable once loaded. */
-typedef struct svc_model {
-    int64_t version;
-    uint64_t step;
-    int dim;
+/* One model version in memory: its inference models and its vectors. The models are immutable
+ * once loaded; the index changes under index_lock. */
+typedef struct svc_version {
+    int64_t id;    /* the version number (the store's checkpoint version) */
+    uint64_t step; /* the training step it was saved at */
+    int dim;       /* floats per vector */
     atomic_int refs;
     pthread_mutex_t one_mu[SVC_ONE_POOL];
     eng_infer one[SVC_ONE_POOL]; /* batch 1: single requests */
     pthread_mutex_t many_mu;
     eng_infer many;              /* batch embed_batch: background embedding */
-} svc_model;
+    svc_rwlock index_lock;       /* searches read; inserts and deletes write */
+    eng_index index;             /* this version's vector of every image embedded with it */
+} svc_version;
 
 /* The trainer's state, as /status reports it (svc_train_state_name). */
 typedef enum svc_train_state {
@@ -111,16 +119,11 @@ typedef struct svc {
     eng_config cfg;           /* the model every version shares */
     int dim;                  /* floats per representation */
 
-    pthread_mutex_t model_mu; /* guards the pointers below (not the models) */
-    svc_model *serving;       /* owned reference */
-    svc_model *pending;       /* owned reference, or NULL */
+    svc_mutex version_mu;     /* guards the two pointers below (not the versions) */
+    svc_version *serving;     /* owned reference: every answer's version */
+    svc_version *pending;     /* owned reference being re-embedded, or NULL */
 
-    pthread_rwlock_t index_lock;
-    eng_index *index;         /* owned: the serving version's vectors */
-    eng_index *pending_index; /* owned: being filled for the pending version, or NULL */
-    int64_t index_version, pending_version;
-
-    pthread_mutex_t member_mu; /* a delete and an index insert never interleave */
+    svc_mutex member_mu;      /* a delete and an index insert never interleave */
 
     pthread_mutex_t q_mu;      /* the fresh-upload queue */
     pthread_cond_t q_cv;
@@ -151,16 +154,17 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
 void svc_stop(svc *s);
 void svc_close(svc *s);
 
-/* ---- models ---- */
+/* ---- versions ---- */
 
-/* Loads a version's checkpoint into memory. */
-svc_model *svc_model_load(const svc *s, int64_t version, const void *blob, size_t len,
-                          svc_err *err);
-svc_model *svc_model_acquire(svc *s);              /* the serving version (+1 reference) */
-void svc_model_release(svc_model *m);              /* -1 reference; frees at zero */
-/* Vectors of n prepared images (train copies) with model m into out[n * dim]. */
-int svc_model_embed(const svc *s, svc_model *m, const eng_aug_src *imgs, int n, float *out,
-                    svc_err *err);
+/* Loads a version's checkpoint into memory (with an empty index); one reference, the caller's. */
+svc_version *svc_version_load(const svc *s, int64_t id, const void *blob, size_t len,
+                              svc_err *err);
+svc_version *svc_version_acquire(svc *s);  /* the serving version (+1 reference) */
+void svc_version_release(svc_version *v);  /* -1 reference; frees at zero; v may be NULL */
+/* The serving version's number (for log lines; an answer takes its version with its data). */
+int64_t svc_serving_version(svc *s);
+/* Vectors of n prepared images (train copies) with version v into out[n * dim]. */
+int svc_version_embed(svc_version *v, const eng_aug_src *imgs, int n, float *out, svc_err *err);
 
 /* ---- images ---- */
 

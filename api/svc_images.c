@@ -89,15 +89,20 @@ done:
 
 int svc_delete(svc *s, int64_t id, svc_err *err) {
     store_err se = {0};
-    pthread_mutex_lock(&s->member_mu);
+    svc_mutex_lock(&s->member_mu);
     int rc = store_image_delete(s->st, id, &se);
     if (rc == 0) {
-        pthread_rwlock_wrlock(&s->index_lock);
-        eng_index_remove(s->index, id);
-        if (s->pending_index) eng_index_remove(s->pending_index, id);
-        pthread_rwlock_unlock(&s->index_lock);
+        svc_version *v[2];
+        svc_versions_acquire(s, &v[0], &v[1]);
+        for (int i = 0; i < 2 && v[i]; i++) {
+            svc_rwlock_wrlock(&v[i]->index_lock);
+            eng_index_remove(&v[i]->index, id);
+            svc_rwlock_unlock(&v[i]->index_lock);
+        }
+        svc_version_release(v[0]);
+        svc_version_release(v[1]);
     }
-    pthread_mutex_unlock(&s->member_mu);
+    svc_mutex_unlock(&s->member_mu);
     if (rc < 0) return svc_store_fail(s, err, &se, "deleting image %lld: %s", (long long)id, se.msg);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* svc_index.c — search over the serving version's vectors, vectors for fresh uploads,
  * publishing a version, and re-embedding everything with it before the atomic swap. */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,10 +10,12 @@
 int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_t *version,
                svc_err *err) {
     eng_err e = {0};
-    pthread_rwlock_rdlock(&s->index_lock);
-    *version = s->index_version;
-    int rc = eng_index_search(s->index, vec, k, NULL, out, n_out, &e);
-    pthread_rwlock_unlock(&s->index_lock);
+    svc_version *v = svc_version_acquire(s);
+    *version = v->id;
+    svc_rwlock_rdlock(&v->index_lock);
+    int rc = eng_index_search(&v->index, vec, k, NULL, out, n_out, &e);
+    svc_rwlock_unlock(&v->index_lock);
+    svc_version_release(v);
     if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
     return 0;
 }
@@ -20,10 +23,12 @@ int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_
 int svc_search_batch(svc *s, const float *vecs, int nq, int k, eng_hit *out, int *n_out,
                      int64_t *version, svc_err *err) {
     eng_err e = {0};
-    pthread_rwlock_rdlock(&s->index_lock);
-    *version = s->index_version;
-    int rc = eng_index_search_batch(s->index, vecs, nq, k, out, n_out, &e);
-    pthread_rwlock_unlock(&s->index_lock);
+    svc_version *v = svc_version_acquire(s);
+    *version = v->id;
+    svc_rwlock_rdlock(&v->index_lock);
+    int rc = eng_index_search_batch(&v->index, vecs, nq, k, out, n_out, &e);
+    svc_rwlock_unlock(&v->index_lock);
+    svc_version_release(v);
     if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
     return 0;
 }
@@ -31,11 +36,13 @@ int svc_search_batch(svc *s, const float *vecs, int nq, int k, eng_hit *out, int
 int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *version,
                   svc_err *err) {
     eng_err e = {0};
-    pthread_rwlock_rdlock(&s->index_lock);
-    *version = s->index_version;
-    int known = eng_index_get(s->index, id) != NULL;
-    int rc = known ? eng_index_neighbors(s->index, id, k, out, n_out, &e) : -1;
-    pthread_rwlock_unlock(&s->index_lock);
+    svc_version *v = svc_version_acquire(s);
+    *version = v->id;
+    svc_rwlock_rdlock(&v->index_lock);
+    int known = eng_index_get(&v->index, id) != NULL;
+    int rc = known ? eng_index_neighbors(&v->index, id, k, out, n_out, &e) : -1;
+    svc_rwlock_unlock(&v->index_lock);
+    svc_version_release(v);
     if (!known) {
         if (store_image_live(s->st, id))
             return svc_fail(err, SVC_UNAVAILABLE,
@@ -49,51 +56,62 @@ int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *
 
 int svc_vector(svc *s, int64_t id, float *out, int64_t *version) {
     for (int attempt = 0; attempt < 3; attempt++) {
-        pthread_rwlock_rdlock(&s->index_lock);
-        int64_t v = s->index_version;
-        int known = eng_index_get(s->index, id) != NULL;
-        pthread_rwlock_unlock(&s->index_lock);
+        svc_version *v = svc_version_acquire(s);
+        int64_t vid = v->id;
+        svc_rwlock_rdlock(&v->index_lock);
+        int known = eng_index_get(&v->index, id) != NULL;
+        svc_rwlock_unlock(&v->index_lock);
+        svc_version_release(v);
         if (!known) return 1;
         store_err se;
         /* the stored vector (the index holds it normalised); a swap and prune in between makes
          * it vanish, and the next attempt reads the new version's */
-        if (store_embedding_get(s->st, id, v, out, s->dim, &se) == 0) {
-            *version = v;
+        if (store_embedding_get(s->st, id, vid, out, s->dim, &se) == 0) {
+            *version = vid;
             return 0;
         }
     }
     return 1;
 }
 
-void svc_index_insert(svc *s, int64_t version, const int64_t *ids, const float *vecs, int n) {
-    /* member_mu keeps deletes out until the vectors are in; liveness is asked before the write
-     * lock, so searches wait only for the copies, not for the store's sampler lock (except when
-     * the small array below cannot be allocated: then it is asked under the lock, as before) */
-    pthread_mutex_lock(&s->member_mu);
-    char *live = malloc(n > 0 ? (size_t)n : 1);
-    for (int i = 0; live && i < n; i++) live[i] = (char)store_image_live(s->st, ids[i]);
-    pthread_rwlock_wrlock(&s->index_lock);
-    eng_index *ix = s->index_version == version                              ? s->index
-                    : s->pending_index && s->pending_version == version ? s->pending_index
-                                                                              : NULL;
-    for (int i = 0; ix && i < n; i++) {
+/* Puts the vectors whose images are live into v's index. */
+static void index_put_live_locked(svc_version *v, const int64_t *ids, const float *vecs, int n,
+                                  const char *live) {
+    assert(svc_rwlock_write_held(&v->index_lock));
+    for (int i = 0; i < n; i++) {
         eng_err e;
-        if (live ? live[i] : store_image_live(s->st, ids[i]))
-            (void)eng_index_put(ix, ids[i], vecs + (size_t)i * s->dim, &e);
+        if (live[i]) (void)eng_index_put(&v->index, ids[i], vecs + (size_t)i * v->dim, &e);
     }
-    pthread_rwlock_unlock(&s->index_lock);
-    pthread_mutex_unlock(&s->member_mu);
-    free(live);
 }
 
-/* Embeds prepared images with m, stores the vectors, and indexes them. */
-static int embed_store_index(svc *s, svc_model *m, const eng_aug_src *srcs, const int64_t *ids,
+void svc_index_insert(svc *s, svc_version *v, const int64_t *ids, const float *vecs, int n) {
+    /* member_mu keeps deletes out until the vectors are in; liveness is asked before the write
+     * lock, so searches wait only for the copies, not for the store's sampler lock */
+    char one, *live = n > 1 ? malloc((size_t)n) : &one;
+    svc_mutex_lock(&s->member_mu);
+    for (int i = 0; live && i < n; i++) live[i] = (char)store_image_live(s->st, ids[i]);
+    svc_rwlock_wrlock(&v->index_lock);
+    if (live) {
+        index_put_live_locked(v, ids, vecs, n, live);
+    } else { /* no room for the flags: one at a time, liveness asked under the lock */
+        for (int i = 0; i < n; i++) {
+            char l = (char)store_image_live(s->st, ids[i]);
+            index_put_live_locked(v, &ids[i], vecs + (size_t)i * v->dim, 1, &l);
+        }
+    }
+    svc_rwlock_unlock(&v->index_lock);
+    svc_mutex_unlock(&s->member_mu);
+    if (live != &one) free(live);
+}
+
+/* Embeds prepared images with v, stores the vectors, and indexes them. */
+static int embed_store_index(svc *s, svc_version *v, const eng_aug_src *srcs, const int64_t *ids,
                              int n, float *vecs, svc_err *err) {
-    if (svc_model_embed(s, m, srcs, n, vecs, err)) return -1;
+    if (svc_version_embed(v, srcs, n, vecs, err)) return -1;
     store_err se = {0};
-    if (store_embedding_put(s->st, m->version, n, ids, vecs, s->dim, &se))
+    if (store_embedding_put(s->st, v->id, n, ids, vecs, s->dim, &se))
         return svc_store_fail(s, err, &se, "saving vectors: %s", se.msg);
-    svc_index_insert(s, m->version, ids, vecs, n);
+    svc_index_insert(s, v, ids, vecs, n);
     return 0;
 }
 
@@ -107,18 +125,14 @@ int svc_embed_fresh(svc *s, const int64_t *ids, int n, svc_err *err) {
         svc_fail(err, SVC_INTERNAL, "out of memory");
         goto done;
     }
-    /* both references at once, so a swap between them cannot skip a version */
-    pthread_mutex_lock(&s->model_mu);
-    svc_model *serving = s->serving, *pending = s->pending;
-    atomic_fetch_add(&serving->refs, 1);
-    if (pending) atomic_fetch_add(&pending->refs, 1);
-    pthread_mutex_unlock(&s->model_mu);
+    svc_version *serving, *pending;
+    svc_versions_acquire(s, &serving, &pending);
     m = svc_load_copies(s, ids, n, imgs, srcs, kept, err);
     rc = m < 0 ? -1 : 0;
     if (m > 0) rc = embed_store_index(s, serving, srcs, kept, m, vecs, err);
     if (m > 0 && rc == 0 && pending) rc = embed_store_index(s, pending, srcs, kept, m, vecs, err);
-    svc_model_release(serving);
-    svc_model_release(pending);
+    svc_version_release(serving);
+    svc_version_release(pending);
 done:
     for (int i = 0; i < m; i++) eng_image_free(&imgs[i]);
     free(imgs);
@@ -132,9 +146,7 @@ int svc_publish(svc *s, const uint8_t *blob, size_t len, uint64_t step, double l
                 int64_t *version, svc_err *err) {
     char *json = eng_config_to_json(&s->cfg);
     if (!json) return svc_fail(err, SVC_INTERNAL, "out of memory");
-    pthread_mutex_lock(&s->model_mu);
-    int64_t serving = s->serving->version;
-    pthread_mutex_unlock(&s->model_mu);
+    int64_t serving = svc_serving_version(s);
     store_err se = {0};
     int rc = store_checkpoint_put(s->st, (int64_t)step, json, loss, blob, len, serving, version,
                                   &se);
@@ -155,26 +167,20 @@ static void set_progress(svc *s, int64_t done, int64_t total) {
     pthread_mutex_unlock(&s->stat_mu);
 }
 
-/* Drops the pending version (after a failure or a stop). */
+/* Drops the pending version and the progress shown for it. */
 static void clear_pending(svc *s) {
-    pthread_rwlock_wrlock(&s->index_lock);
-    pthread_mutex_lock(&s->model_mu);
-    svc_model *p = s->pending;
-    eng_index *ix = s->pending_index;
-    s->pending = NULL;
-    s->pending_index = NULL;
-    s->pending_version = -1;
-    pthread_mutex_unlock(&s->model_mu);
-    pthread_rwlock_unlock(&s->index_lock);
-    svc_model_release(p);
-    if (ix) eng_index_free(ix);
-    free(ix);
+    svc_version_drop_pending(s);
     set_progress(s, 0, 0);
 }
 
+typedef struct put_ctx {
+    svc *s;
+    svc_version *v;
+} put_ctx;
+
 static int put_existing(void *ctx, int64_t id, const float *vec) {
-    svc *s = ctx;
-    svc_index_insert(s, s->pending_version, &id, vec, 1);
+    put_ctx *c = ctx;
+    svc_index_insert(c->s, c->v, &id, vec, 1);
     return 0;
 }
 
@@ -185,34 +191,21 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     store_err se = {0};
     int r = store_checkpoint_latest(s->st, &info, &blob, &len, &se);
     if (r < 0) return svc_fail(err, SVC_INTERNAL, "%s", se.msg);
-    pthread_rwlock_rdlock(&s->index_lock);
-    int64_t current = s->index_version;
-    pthread_rwlock_unlock(&s->index_lock);
+    int64_t current = svc_serving_version(s);
     if (r == 1 || info.version <= current) {
         if (r == 0) free(blob);
         return 0;
     }
-    svc_model *p = svc_model_load(s, info.version, blob, len, err);
+    svc_version *p = svc_version_load(s, info.version, blob, len, err);
     free(blob);
     if (!p) return -1;
-    eng_index *ix = calloc(1, sizeof *ix);
-    eng_err e = {0};
-    if (!ix || eng_index_init(ix, s->dim, &e)) {
-        free(ix);
-        svc_model_release(p);
-        return svc_fail(err, SVC_INTERNAL, "index: %s", e.msg);
-    }
-    pthread_rwlock_wrlock(&s->index_lock);
-    pthread_mutex_lock(&s->model_mu);
-    s->pending = p;
-    s->pending_index = ix;
-    s->pending_version = p->version;
-    pthread_mutex_unlock(&s->model_mu);
-    pthread_rwlock_unlock(&s->index_lock);
+    svc_version_set_pending(s, p);
 
     /* vectors already stored for this version (a re-embedding cut short by a restart) */
-    if (store_embedding_each(s->st, p->version, s->dim, put_existing, s, &se)) {
+    put_ctx pc = {s, p};
+    if (store_embedding_each(s->st, p->id, s->dim, put_existing, &pc, &se)) {
         clear_pending(s);
+        svc_version_release(p);
         return svc_fail(err, SVC_INTERNAL, "%s", se.msg);
     }
     int64_t *ids;
@@ -232,10 +225,10 @@ int svc_reembed_newest(svc *s, svc_err *err) {
             break;
         }
         int t = 0;
-        pthread_rwlock_rdlock(&s->index_lock);
+        svc_rwlock_rdlock(&p->index_lock);
         for (; i < n && t < b; i++)
-            if (!eng_index_get(s->pending_index, ids[i])) todo[t++] = ids[i];
-        pthread_rwlock_unlock(&s->index_lock);
+            if (!eng_index_get(&p->index, ids[i])) todo[t++] = ids[i];
+        svc_rwlock_unlock(&p->index_lock);
         int m = svc_load_copies(s, todo, t, imgs, srcs, kept, err);
         if (m < 0) rc = -1;
         if (m > 0) rc = embed_store_index(s, p, srcs, kept, m, vecs, err);
@@ -249,28 +242,15 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     free(todo);
     free(kept);
     free(vecs);
-    if (rc == 0 && store_state_set(s->st, "serving_version", p->version, &se))
+    if (rc == 0 && store_state_set(s->st, "serving_version", p->id, &se))
         rc = svc_store_fail(s, err, &se, "%s", se.msg);
     if (rc) {
         clear_pending(s);
+        svc_version_release(p);
         return -1;
     }
-    /* the swap: model and index together */
-    pthread_rwlock_wrlock(&s->index_lock);
-    pthread_mutex_lock(&s->model_mu);
-    svc_model *old = s->serving;
-    eng_index *old_ix = s->index;
-    s->serving = s->pending;
-    s->index = s->pending_index;
-    s->index_version = s->pending_version;
-    s->pending = NULL;
-    s->pending_index = NULL;
-    s->pending_version = -1;
-    pthread_mutex_unlock(&s->model_mu);
-    pthread_rwlock_unlock(&s->index_lock);
-    svc_model_release(old);
-    eng_index_free(old_ix);
-    free(old_ix);
+    svc_version_promote(s); /* the swap: model and index together, one pointer */
+    svc_version_release(p);
     set_progress(s, 0, 0);
     return 1;
 }

@@ -25,8 +25,18 @@ void svc_write_ok(svc *s);
 /* Rings the re-embedder's doorbell (svc_wait_for_publish returns). */
 void svc_ring_reembed(svc *s);
 
-/* Adds vectors of `version` to whichever index holds that version (serving or pending), each
- * only if its image is still live; drops them when neither does (a swap overtook them). */
-void svc_index_insert(svc *s, int64_t version, const int64_t *ids, const float *vecs, int n);
+/* Adds vectors to version v's index, each only if its image is still live (a version that is
+ * no longer serving or pending takes them harmlessly: it is freed with its last reference). */
+void svc_index_insert(svc *s, svc_version *v, const int64_t *ids, const float *vecs, int n);
+
+/* Both versions at once (+1 reference each; *pending NULL when there is none), so a swap between
+ * two reads cannot skip a version. */
+void svc_versions_acquire(svc *s, svc_version **serving, svc_version **pending);
+/* Makes v pending (the service takes its own reference); there must be none pending. */
+void svc_version_set_pending(svc *s, svc_version *v);
+/* Drops the pending version (after a failure or a stop). */
+void svc_version_drop_pending(svc *s);
+/* The swap: pending becomes serving, one pointer store under version_mu. */
+void svc_version_promote(svc *s);
 
 #endif

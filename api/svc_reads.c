@@ -37,11 +37,11 @@ int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_
                     int64_t *version, svc_err *err) {
     eng_image img;
     if (svc_prepare(s, bytes, len, declared_type, &img, err)) return -1;
-    svc_model *m = svc_model_acquire(s);
+    svc_version *ver = svc_version_acquire(s);
     eng_aug_src src = eng_image_as_src(&img);
-    int bad = svc_model_embed(s, m, &src, 1, v, err);
-    *version = m->version;
-    svc_model_release(m);
+    int bad = svc_version_embed(ver, &src, 1, v, err);
+    *version = ver->id;
+    svc_version_release(ver);
     eng_image_free(&img);
     return bad ? -1 : 0;
 }

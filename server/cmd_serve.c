@@ -222,7 +222,7 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr,
             "barlowd: listening on %s:%d; database %s; model version %lld serving (%lld images, "
             "%d-float vectors); training %s\n",
-            host, http.port, o.db, (long long)s.index_version,
+            host, http.port, o.db, (long long)svc_serving_version(&s),
             (long long)store_image_count(st), s.dim,
             o.train ? "on" : "off");
     int sig = 0;

@@ -363,7 +363,7 @@ static void *reembed_main(void *arg) {
             fprintf(stderr, "re-embedder: %s\n", err.msg);
         if (r == 1)
             fprintf(stderr, "re-embedder: now serving model version %lld (%.1f s)\n",
-                    (long long)e->s->index_version, cli_now() - t0);
+                    (long long)svc_serving_version(e->s), cli_now() - t0);
         svc_wait_for_publish(e->s, r < 0 ? 10.0 : 5.0);
     }
     return NULL;

@@ -3,9 +3,11 @@
  * its own). The service is the only way in to the store and the engine on those paths. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "api_internal.h"
@@ -173,6 +175,125 @@ Test(service, training_samples_live_copies_and_a_publish_rings_the_reembedder) {
     cr_expect(waited < 5.0, "a stopping service still waited %.3f s", waited);
     svc_close(&f.s);
     store_close(f.st);
+}
+
+/* Searches the serving version until told to stop; every answer must hold every live image
+ * (a version is served only once it has all their vectors) and name version 1 or 2. */
+typedef struct searcher {
+    fixture *f;
+    int images;
+    atomic_int stop;
+    int answers, wrong;
+    int64_t last_version;
+} searcher;
+
+static void *search_loop(void *arg) {
+    searcher *q = arg;
+    float *vec = calloc((size_t)q->f->s.dim, sizeof *vec);
+    vec[0] = 1.0f;
+    eng_hit hits[16];
+    while (!atomic_load(&q->stop)) {
+        int n = 0;
+        int64_t version = 0;
+        svc_err err = {0};
+        if (svc_search(&q->f->s, vec, 16, hits, &n, &version, &err) || n != q->images ||
+            (version != 1 && version != 2))
+            q->wrong++;
+        q->last_version = version;
+        q->answers++;
+    }
+    free(vec);
+    return NULL;
+}
+
+static void *held_elsewhere(void *arg) { return (void *)(intptr_t)svc_mutex_held(arg); }
+
+Test(service, a_version_is_one_object_swapped_by_one_pointer_and_kept_while_referenced) {
+    fixture f;
+    open_service(&f);
+    int64_t ids[6];
+    for (unsigned i = 0; i < 6; i++) ids[i] = put_image(&f, 200 + i, NULL);
+    int64_t queued[16];
+    int nq = svc_queue_take(&f.s, queued, 16);
+    cr_assert_eq(nq, 6);
+    svc_err err = {0};
+    cr_assert(svc_embed_fresh(&f.s, queued, nq, &err) == 0, "%s", err.msg);
+    svc_version *v1 = svc_version_acquire(&f.s);
+    cr_assert_eq(v1->id, 1);
+    cr_expect_eq(v1->index.n, 6u);
+
+    /* publish version 2, then re-embed and swap while another thread searches */
+    void *bytes;
+    size_t len;
+    store_err se = {0};
+    store_checkpoint_info info;
+    cr_assert(store_checkpoint_latest(f.st, &info, &bytes, &len, &se) == 0, "%s", se.msg);
+    int64_t version;
+    cr_assert(svc_publish(&f.s, bytes, len, 9, 1.0, &version, &err) == 0, "%s", err.msg);
+    free(bytes);
+    cr_assert_eq(version, 2);
+    searcher q = {.f = &f, .images = 6};
+    atomic_init(&q.stop, 0);
+    pthread_t th;
+    cr_assert(pthread_create(&th, NULL, search_loop, &q) == 0);
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
+    svc_status st;
+    svc_get_status(&f.s, &st);
+    cr_expect_eq(st.serving_version, 2);
+    cr_expect_eq(st.pending_version, -1);
+    cr_expect_eq(st.vectors, 6u);
+    struct timespec pause = {0, 50 * 1000000L};
+    nanosleep(&pause, NULL);
+    atomic_store(&q.stop, 1);
+    pthread_join(th, NULL);
+    cr_expect(q.answers > 0 && q.wrong == 0, "%d of %d answers wrong", q.wrong, q.answers);
+    cr_expect_eq(q.last_version, 2, "the searches end on the new version");
+    cr_expect_eq(svc_serving_version(&f.s), 2);
+
+    /* the old version outlives the swap while referenced: its model and index still answer */
+    cr_expect_eq(v1->index.n, 6u);
+    float *vec = malloc(sizeof(float) * (size_t)f.s.dim);
+    eng_image img;
+    unsigned char pgm[1024];
+    size_t n = make_pgm(200, pgm);
+    cr_assert(svc_prepare(&f.s, pgm, n, NULL, &img, &err) == 0, "%s", err.msg);
+    eng_aug_src src = eng_image_as_src(&img);
+    cr_expect_eq(svc_version_embed(v1, &src, 1, vec, &err), 0, "%s", err.msg);
+    eng_image_free(&img);
+    svc_version_release(v1);
+
+    /* a delete reaches the serving version's index */
+    cr_expect_eq(svc_delete(&f.s, ids[0], &err), 0);
+    eng_hit hits[16];
+    int got = 0;
+    cr_assert(svc_search(&f.s, vec, 16, hits, &got, &version, &err) == 0, "%s", err.msg);
+    cr_expect_eq(got, 5);
+    for (int i = 0; i < got; i++) cr_expect_neq(hits[i].id, ids[0]);
+    free(vec);
+
+    /* the locks know their holder */
+    cr_expect_not(svc_mutex_held(&f.s.version_mu));
+    svc_mutex_lock(&f.s.version_mu);
+    cr_expect(svc_mutex_held(&f.s.version_mu));
+    pthread_t other;
+    void *held = NULL;
+    cr_assert(pthread_create(&other, NULL, held_elsewhere, &f.s.version_mu) == 0);
+    pthread_join(other, &held);
+    cr_expect_eq((intptr_t)held, 0, "another thread does not hold it");
+    svc_mutex_unlock(&f.s.version_mu);
+    cr_expect_not(svc_mutex_held(&f.s.version_mu));
+    svc_version *v2 = svc_version_acquire(&f.s);
+    cr_expect_not(svc_rwlock_held(&v2->index_lock));
+    svc_rwlock_rdlock(&v2->index_lock);
+    cr_expect(svc_rwlock_held(&v2->index_lock));
+    cr_expect_not(svc_rwlock_write_held(&v2->index_lock));
+    svc_rwlock_unlock(&v2->index_lock);
+    svc_rwlock_wrlock(&v2->index_lock);
+    cr_expect(svc_rwlock_write_held(&v2->index_lock));
+    svc_rwlock_unlock(&v2->index_lock);
+    cr_expect_not(svc_rwlock_held(&v2->index_lock));
+    svc_version_release(v2);
+    close_service(&f);
 }
 
 /* One place maps every failure to an HTTP status: the engine's codes to the service's kinds, and

@@ -1,0 +1,145 @@
+/* svc_version.c — model versions in memory: loading one (its inference models and an empty
+ * index), references, embedding with it, and the serving and pending pointers, whose every
+ * change is one store under version_mu. */
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "svc_internal.h"
+
+static void version_free(svc_version *v) {
+    for (int i = 0; i < SVC_ONE_POOL; i++) {
+        eng_infer_free(&v->one[i]);
+        pthread_mutex_destroy(&v->one_mu[i]);
+    }
+    eng_infer_free(&v->many);
+    pthread_mutex_destroy(&v->many_mu);
+    eng_index_free(&v->index);
+    svc_rwlock_destroy(&v->index_lock);
+    free(v);
+}
+
+svc_version *svc_version_load(const svc *s, int64_t id, const void *blob, size_t len,
+                              svc_err *err) {
+    svc_version *v = calloc(1, sizeof *v);
+    if (!v) {
+        svc_fail(err, SVC_NO_MEMORY, "out of memory loading model version %lld", (long long)id);
+        return NULL;
+    }
+    for (int i = 0; i < SVC_ONE_POOL; i++) pthread_mutex_init(&v->one_mu[i], NULL);
+    pthread_mutex_init(&v->many_mu, NULL);
+    svc_rwlock_init(&v->index_lock);
+    eng_err e = {0};
+    int bad = 0;
+    for (int i = 0; i < SVC_ONE_POOL && !bad; i++)
+        bad = eng_infer_create(&v->one[i], blob, len, 1, 1, &e); /* request threads: 1 core each */
+    if (!bad) bad = eng_infer_create(&v->many, blob, len, s->opts.embed_batch, 0, &e);
+    if (!bad && v->many.dim != s->dim) {
+        bad = 1;
+        snprintf(e.msg, sizeof e.msg, "its vectors have %d floats, the service's %d",
+                 v->many.dim, s->dim);
+    }
+    if (!bad) bad = eng_index_init(&v->index, s->dim, &e);
+    if (bad) {
+        svc_fail(err, SVC_INTERNAL, "loading model version %lld: %s", (long long)id, e.msg);
+        version_free(v);
+        return NULL;
+    }
+    v->id = id;
+    v->step = v->many.step;
+    v->dim = v->many.dim;
+    atomic_init(&v->refs, 1);
+    return v;
+}
+
+static svc_version *ref(svc_version *v) {
+    if (v) atomic_fetch_add(&v->refs, 1);
+    return v;
+}
+
+svc_version *svc_version_acquire(svc *s) {
+    svc_mutex_lock(&s->version_mu);
+    svc_version *v = ref(s->serving);
+    svc_mutex_unlock(&s->version_mu);
+    return v;
+}
+
+void svc_versions_acquire(svc *s, svc_version **serving, svc_version **pending) {
+    svc_mutex_lock(&s->version_mu);
+    *serving = ref(s->serving);
+    *pending = ref(s->pending);
+    svc_mutex_unlock(&s->version_mu);
+}
+
+void svc_version_release(svc_version *v) {
+    if (v && atomic_fetch_sub(&v->refs, 1) == 1) version_free(v);
+}
+
+int64_t svc_serving_version(svc *s) {
+    svc_mutex_lock(&s->version_mu);
+    int64_t id = s->serving->id;
+    svc_mutex_unlock(&s->version_mu);
+    return id;
+}
+
+/* ---- the two pointers: each change below is one store, under version_mu ---- */
+
+void svc_version_set_pending(svc *s, svc_version *v) {
+    svc_mutex_lock(&s->version_mu);
+    assert(s->pending == NULL);
+    s->pending = ref(v);
+    svc_mutex_unlock(&s->version_mu);
+}
+
+/* Takes the pending pointer out (the caller releases the service's reference). */
+static svc_version *take_pending_locked(svc *s) {
+    assert(svc_mutex_held(&s->version_mu));
+    svc_version *p = s->pending;
+    s->pending = NULL;
+    return p;
+}
+
+void svc_version_drop_pending(svc *s) {
+    svc_mutex_lock(&s->version_mu);
+    svc_version *p = take_pending_locked(s);
+    svc_mutex_unlock(&s->version_mu);
+    svc_version_release(p);
+}
+
+void svc_version_promote(svc *s) {
+    svc_mutex_lock(&s->version_mu);
+    assert(s->pending != NULL);
+    svc_version *old = s->serving;
+    s->serving = take_pending_locked(s); /* the service's reference moves with the pointer */
+    svc_mutex_unlock(&s->version_mu);
+    svc_version_release(old);
+}
+
+/* ---- embedding ---- */
+
+int svc_version_embed(svc_version *v, const eng_aug_src *imgs, int n, float *out, svc_err *err) {
+    eng_err e = {0};
+    int bad = 0;
+    if (n < 4) {
+        /* single requests: any free batch-1 model, else wait for the first */
+        for (int i = 0; i < n && !bad; i++) {
+            int slot = -1;
+            for (int j = 0; j < SVC_ONE_POOL && slot < 0; j++)
+                if (pthread_mutex_trylock(&v->one_mu[j]) == 0) slot = j;
+            if (slot < 0) pthread_mutex_lock(&v->one_mu[slot = 0]);
+            bad = eng_infer_embed(&v->one[slot], &imgs[i], 1, out + (size_t)i * v->dim, &e);
+            pthread_mutex_unlock(&v->one_mu[slot]);
+        }
+    } else {
+        pthread_mutex_lock(&v->many_mu);
+        bad = eng_infer_embed(&v->many, imgs, n, out, &e);
+        pthread_mutex_unlock(&v->many_mu);
+    }
+    if (bad) return svc_fail(err, svc_kind_of(&e), "inference failed: %s", e.msg);
+    for (size_t i = 0; i < (size_t)n * v->dim; i++)
+        if (!isfinite(out[i]))
+            return svc_fail(err, SVC_INTERNAL, "the model produced a non-finite vector");
+    return 0;
+}
