@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,20 +22,6 @@ static int parse_id(const char *s, size_t n, int64_t *id) {
         v = v * 10 + d;
     }
     *id = v;
-    return 0;
-}
-
-/* k from the query (default 10). 0 ok, -1 with an error response set. */
-static int query_k(const api *a, const api_request *rq, int *k, api_response *rs) {
-    const char *q = rq->query ? rq->query(rq->query_ctx, "k") : NULL;
-    *k = 10;
-    if (!q) return 0;
-    int64_t v;
-    if (parse_id(q, strlen(q), &v) || v < 1 || v > a->opts.max_k) {
-        api_error(rs, 400, "bad_k", "k must be an integer from 1 to %d", a->opts.max_k);
-        return -1;
-    }
-    *k = (int)v;
     return 0;
 }
 
@@ -122,7 +109,7 @@ static json_t *vector_json(const float *v, int dim) {
 
 /* ---- handlers ---- */
 
-static void post_train(api *a, const api_request *rq, api_response *rs) {
+static void post_train(api *a, const api_request *rq, const char *query_meta, api_response *rs) {
     svc_blob *imgs = NULL;
     int n = 0;
     const char *meta = NULL;
@@ -167,9 +154,9 @@ static void post_train(api *a, const api_request *rq, api_response *rs) {
         }
         imgs[0] = (svc_blob){rq->body, rq->body_len, type};
         n = 1;
-        meta = rq->query ? rq->query(rq->query_ctx, "meta") : NULL;
+        meta = query_meta; /* validated by the dispatcher (the route's parameter table) */
     }
-    if (check_meta(a, meta, rs)) goto done;
+    if (meta == meta_copy && check_meta(a, meta, rs)) goto done;
     int64_t *ids = calloc((size_t)n, sizeof *ids);
     int *existed = calloc((size_t)n, sizeof *existed);
     int failed;
@@ -247,9 +234,7 @@ static void search_reply(api *a, api_response *rs, const svc_hit *hits, int n, i
                                 results_json(a, hits, n)));
 }
 
-static void get_neighbors(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    int k;
-    if (query_k(a, rq, &k, rs)) return;
+static void get_neighbors(api *a, int64_t id, int k, api_response *rs) {
     svc_hit *hits = malloc((size_t)k * sizeof *hits);
     int n;
     int64_t version;
@@ -396,12 +381,12 @@ static void search_json(api *a, const api_request *rq, api_response *rs) {
     free(v);
 }
 
-static void post_search(api *a, const api_request *rq, api_response *rs) {
+static void post_search(api *a, const api_request *rq, int query_k, api_response *rs) {
     char type[128];
     media_type(rq->content_type, type, sizeof type);
     float *v = malloc((size_t)a->s->dim * sizeof *v);
     svc_hit *hits = NULL;
-    int k = 10, n;
+    int k = query_k, n;
     int64_t version;
     svc_err e = {0};
     if (!v) {
@@ -412,7 +397,6 @@ static void post_search(api *a, const api_request *rq, api_response *rs) {
         search_json(a, rq, rs);
         goto done;
     }
-    if (query_k(a, rq, &k, rs)) goto done;
     if (!(hits = malloc((size_t)k * sizeof *hits))) goto oom;
     /* an image query: embed and search with the same version (retry if a swap came between) */
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -582,8 +566,16 @@ static void get_metrics(api *a, api_response *rs) {
 
 /* ---- dispatch: one table ---- */
 
-/* A route's handler: the request, the {id} of its path (0 when it has none) and the response. */
-typedef void (*route_fn)(api *a, const api_request *rq, int64_t id, api_response *rs);
+/* What the dispatcher parsed and validated for a handler, from the path and the route's
+ * parameter table. */
+typedef struct route_args {
+    int64_t id;       /* the {id} segment (0 when the pattern has none) */
+    int k;            /* ?k= */
+    const char *meta; /* ?meta=: a JSON object within the metadata limit, or NULL */
+} route_args;
+
+/* A route's handler. */
+typedef void (*route_fn)(api *a, const api_request *rq, const route_args *args, api_response *rs);
 
 enum {
     RF_WRITE = 1, /* changes data: always needs the API key when one is set */
@@ -591,59 +583,80 @@ enum {
     RF_BODY = 4   /* needs a body (411 without Content-Length or chunked) */
 };
 
+/* A query parameter a route takes: checked before its handler runs, which then reads the value
+ * from route_args (or the default when it is absent). Unknown query parameters are ignored. */
+typedef enum param_kind {
+    PK_INT = 1,    /* a decimal integer in [lo, hi] (hi 0: the server's --max-k), into an int */
+    PK_JSON_OBJECT /* a JSON object of at most the service's max_meta_bytes, into a string */
+} param_kind;
+
+typedef struct param_def {
+    const char *name;
+    param_kind kind;
+    size_t offset;      /* of its value in route_args */
+    int64_t dflt, lo, hi;
+    const char *code;   /* the error code of a bad value (PK_INT) */
+} param_def;
+
+#define MAX_PARAMS 2
+#define ARG(f) offsetof(route_args, f)
+static const param_def P_K = {"k", PK_INT, ARG(k), 10, 1, 0, "bad_k"};
+static const param_def P_META = {"meta", PK_JSON_OBJECT, ARG(meta), 0, 0, 0, "bad_meta"};
+
 /* One row per route: "METHOD /path/{param}" (also its label in logs and /metrics), the handler,
- * flags. Literal segments win over parameters, whatever the order; {id} is a decimal int64. */
+ * flags, query parameters. Literal segments win over parameters, whatever the order; {id} is a
+ * decimal int64. */
 typedef struct route_def {
     const char *label;
     route_fn fn;
     int flags;
+    const param_def *params[MAX_PARAMS]; /* NULL-terminated when shorter */
 } route_def;
 
-static void h_train(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    (void)id;
-    post_train(a, rq, rs);
+static void h_train(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    post_train(a, rq, args->meta, rs);
 }
-static void h_embed_get(api *a, const api_request *rq, int64_t id, api_response *rs) {
+static void h_embed_get(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)rq;
-    get_embed(a, id, rs);
+    get_embed(a, args->id, rs);
 }
-static void h_embed_post(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    (void)id;
+static void h_embed_post(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)args;
     post_embed(a, rq, rs);
 }
-static void h_neighbors(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    get_neighbors(a, rq, id, rs);
-}
-static void h_search(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    (void)id;
-    post_search(a, rq, rs);
-}
-static void h_image(api *a, const api_request *rq, int64_t id, api_response *rs) {
+static void h_neighbors(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)rq;
-    get_image(a, id, 0, rs);
+    get_neighbors(a, args->id, args->k, rs);
 }
-static void h_image_raw(api *a, const api_request *rq, int64_t id, api_response *rs) {
+static void h_search(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    post_search(a, rq, args->k, rs);
+}
+static void h_image(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)rq;
-    get_image(a, id, 1, rs);
+    get_image(a, args->id, 0, rs);
 }
-static void h_image_delete(api *a, const api_request *rq, int64_t id, api_response *rs) {
+static void h_image_raw(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)rq;
-    delete_image(a, id, rs);
+    get_image(a, args->id, 1, rs);
 }
-static void h_status(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    (void)rq, (void)id;
+static void h_image_delete(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq;
+    delete_image(a, args->id, rs);
+}
+static void h_status(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq, (void)args;
     get_status(a, rs);
 }
-static void h_checkpoints(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    (void)rq, (void)id;
+static void h_checkpoints(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq, (void)args;
     get_checkpoints(a, rs);
 }
-static void h_healthz(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    (void)a, (void)rq, (void)id;
+static void h_healthz(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)a, (void)rq, (void)args;
     api_json(rs, 200, json_pack("{s:s}", "status", "ok"));
 }
-static void h_readyz(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    (void)rq, (void)id;
+static void h_readyz(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq, (void)args;
     if (!a->ready)
         api_error(rs, 503, "not_ready", "starting or stopping");
     else if (atomic_load(&a->s->writes_failing))
@@ -652,25 +665,25 @@ static void h_readyz(api *a, const api_request *rq, int64_t id, api_response *rs
     else
         api_json(rs, 200, json_pack("{s:s}", "status", "ready"));
 }
-static void h_metrics(api *a, const api_request *rq, int64_t id, api_response *rs) {
-    (void)rq, (void)id;
+static void h_metrics(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq, (void)args;
     get_metrics(a, rs);
 }
 
 static const route_def routes[] = {
-    {"POST /train", h_train, RF_WRITE | RF_BODY},
-    {"GET /embed/{id}", h_embed_get, 0},
-    {"POST /embed", h_embed_post, RF_BODY},
-    {"GET /neighbors/{id}", h_neighbors, 0},
-    {"POST /search", h_search, RF_BODY},
-    {"GET /images/{id}", h_image, 0},
-    {"GET /images/{id}/raw", h_image_raw, 0},
-    {"DELETE /images/{id}", h_image_delete, RF_WRITE},
-    {"GET /status", h_status, 0},
-    {"GET /checkpoints", h_checkpoints, 0},
-    {"GET /healthz", h_healthz, RF_OPEN},
-    {"GET /readyz", h_readyz, RF_OPEN},
-    {"GET /metrics", h_metrics, 0},
+    {"POST /train", h_train, RF_WRITE | RF_BODY, {&P_META}},
+    {"GET /embed/{id}", h_embed_get, 0, {NULL}},
+    {"POST /embed", h_embed_post, RF_BODY, {NULL}},
+    {"GET /neighbors/{id}", h_neighbors, 0, {&P_K}},
+    {"POST /search", h_search, RF_BODY, {&P_K}},
+    {"GET /images/{id}", h_image, 0, {NULL}},
+    {"GET /images/{id}/raw", h_image_raw, 0, {NULL}},
+    {"DELETE /images/{id}", h_image_delete, RF_WRITE, {NULL}},
+    {"GET /status", h_status, 0, {NULL}},
+    {"GET /checkpoints", h_checkpoints, 0, {NULL}},
+    {"GET /healthz", h_healthz, RF_OPEN, {NULL}},
+    {"GET /readyz", h_readyz, RF_OPEN, {NULL}},
+    {"GET /metrics", h_metrics, 0, {NULL}},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof *routes))
 /* the routes, then the three labels of requests that matched none */
@@ -746,6 +759,33 @@ static int method_is(const char *label, const char *m) {
     return n == 3 && !memcmp(label, "GET", 3) && !strcmp(m, "HEAD");
 }
 
+/* Reads, checks and stores one query parameter (its default when absent). 0 ok, -1 with the
+ * error response set: 400 with the parameter's code for a malformed value (for metadata,
+ * check_meta's 400 bad_meta or 413 meta_too_large). */
+static int parse_param(const api *a, const api_request *rq, const param_def *p, route_args *args,
+                       api_response *rs) {
+    const char *q = rq->query ? rq->query(rq->query_ctx, p->name) : NULL;
+    char *field = (char *)args + p->offset;
+    switch (p->kind) {
+    case PK_INT: {
+        int64_t v = p->dflt, hi = p->hi ? p->hi : a->opts.max_k;
+        if (q && (parse_id(q, strlen(q), &v) || v < p->lo || v > hi)) {
+            api_error(rs, 400, p->code,
+                      "%s must be an integer from %lld to %lld", p->name, (long long)p->lo,
+                      (long long)hi);
+            return -1;
+        }
+        *(int *)(void *)field = (int)v;
+        return 0;
+    }
+    case PK_JSON_OBJECT:
+        if (check_meta(a, q, rs)) return -1;
+        *(const char **)(void *)field = q;
+        return 0;
+    }
+    return 0;
+}
+
 void api_handle(api *a, const api_request *rq, api_response *rs) {
     memset(rs, 0, sizeof *rs);
     rs->route = pseudo_labels[0];
@@ -800,8 +840,8 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
         api_error(rs, 401, "unauthorized", "this route needs Authorization: Bearer <api key>");
         return;
     }
-    int64_t id = 0;
-    if (id_seg >= 0 && parse_id(seg[id_seg], sl[id_seg], &id)) {
+    route_args args = {0};
+    if (id_seg >= 0 && parse_id(seg[id_seg], sl[id_seg], &args.id)) {
         api_error(rs, 400, "bad_id", "ids are decimal integers from 0 to 9223372036854775807");
         return;
     }
@@ -809,5 +849,7 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
         api_error(rs, 411, "length_required", "send a body with Content-Length (or chunked)");
         return;
     }
-    r->fn(a, rq, id, rs);
+    for (int i = 0; i < MAX_PARAMS && r->params[i]; i++)
+        if (parse_param(a, rq, r->params[i], &args, rs)) return;
+    r->fn(a, rq, &args, rs);
 }

@@ -2,6 +2,7 @@
  * model, called the way the route handlers and the workers call it (no HTTP, no threads of
  * its own). The service is the only way in to the store and the engine on those paths. */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -431,6 +432,82 @@ Test(service, the_route_table_dispatches_with_allow_auth_and_labels) {
     cr_expect_str_eq(rs.route, "unmatched");
     free(rs.body);
     for (int i = 0; i < API_ROUTES; i++) cr_expect(api_route_label(i)[0] != 0);
+    api_free(&a);
+    close_service(&f);
+}
+
+/* Query arguments for in-process requests: "key=value" strings, NULL-terminated. */
+static const char *query_of(void *ctx, const char *key) {
+    for (const char *const *kv = ctx; *kv; kv++) {
+        size_t n = strlen(key);
+        if (!strncmp(*kv, key, n) && (*kv)[n] == '=') return *kv + n + 1;
+    }
+    return NULL;
+}
+
+/* One request through the table; returns the status, and the error code into code. */
+static int call(api *a, const char *method, const char *path, const char *const *query,
+                const char *type, const char *body, char code[64]) {
+    api_request rq = {0};
+    rq.method = method;
+    rq.path = path;
+    rq.path_len = strlen(path);
+    rq.query = query ? query_of : NULL;
+    rq.query_ctx = (void *)query;
+    rq.content_type = type;
+    rq.body = (const uint8_t *)body;
+    rq.body_len = body ? strlen(body) : 0;
+    rq.has_body = body != NULL;
+    api_response rs;
+    api_handle(a, &rq, &rs);
+    code[0] = 0;
+    json_t *j = rs.body ? json_loadb(rs.body, rs.len, 0, NULL) : NULL;
+    const char *c = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+    if (c) snprintf(code, 64, "%s", c);
+    json_decref(j);
+    free(rs.body);
+    return rs.status;
+}
+
+Test(service, query_parameters_are_checked_from_the_route_table_before_the_handler) {
+    fixture f;
+    open_service(&f);
+    api a;
+    api_opts ao = {NULL, 0, 50};
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    char code[64];
+    const char *const k0[] = {"k=0", NULL}, *const kbig[] = {"k=51", NULL},
+                      *const kword[] = {"k=ten", NULL}, *const k3[] = {"k=3", NULL},
+                      *const other[] = {"x=1", NULL};
+    /* the parameter is refused before the id is looked up */
+    cr_expect_eq(call(&a, "GET", "/neighbors/999", k0, NULL, NULL, code), 400);
+    cr_expect_str_eq(code, "bad_k");
+    cr_expect_eq(call(&a, "GET", "/neighbors/999", kbig, NULL, NULL, code), 400, "above --max-k");
+    cr_expect_eq(call(&a, "GET", "/neighbors/999", k3, NULL, NULL, code), 404);
+    cr_expect_eq(call(&a, "GET", "/neighbors/999", other, NULL, NULL, code), 404,
+                 "unknown parameters are ignored");
+    /* a JSON search checks ?k= too (its k is the body's) */
+    cr_expect_eq(call(&a, "POST", "/search", kword, "application/json", "{\"vector\": [1]}", code),
+                 400);
+    cr_expect_str_eq(code, "bad_k");
+    /* metadata: a JSON object within the limit */
+    const char *const meta_arr[] = {"meta=[1]", NULL}, *const meta_bad[] = {"meta={", NULL};
+    cr_expect_eq(call(&a, "POST", "/train", meta_arr, "image/png", "x", code), 400);
+    cr_expect_str_eq(code, "bad_meta");
+    cr_expect_eq(call(&a, "POST", "/train", meta_bad, "image/png", "x", code), 400);
+    char big[5000 + 8];
+    memcpy(big, "meta={\"a\":\"", 11);
+    memset(big + 11, 'x', 4200);
+    memcpy(big + 4211, "\"}", 3);
+    const char *const meta_big[] = {big, NULL};
+    cr_expect_eq(call(&a, "POST", "/train", meta_big, "image/png", "x", code), 413);
+    cr_expect_str_eq(code, "meta_too_large");
+    /* a good one reaches the handler, which refuses the body for its own reason */
+    const char *const meta_ok[] = {"meta={\"label\":\"bag\"}", NULL};
+    int st = call(&a, "POST", "/train", meta_ok, "image/png", "x", code);
+    cr_expect(st >= 400 && st < 500 && strcmp(code, "bad_meta") && strcmp(code, "meta_too_large"),
+              "%d %s", st, code);
     api_free(&a);
     close_service(&f);
 }
