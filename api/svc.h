@@ -255,6 +255,50 @@ int svc_log_training(svc *s, const eng_train_stats *stats, svc_err *err);
  * -1 on error (serving stays as it was). Checks svc->stopping between batches. */
 int svc_reembed_newest(svc *s, svc_err *err);
 
+/* ---- the continual trainer (driven by the server's train worker) ---- */
+
+/* Runs fn(arg) on a thread that may take the locks requests take: the trainer's threads run
+ * under SCHED_IDLE and make every store and service call through it (the server's proxy). */
+typedef void (*svc_run_fn)(void *runner, void (*fn)(void *arg), void *arg);
+
+/* The trainer of the service's model and its store-backed image source. The source draws live
+ * images' training copies on the augmentation thread, through `run`, waiting while there are
+ * none; it fails only once *stop is set. */
+typedef struct svc_trainer {
+    eng_trainer t;
+    int created;              /* t is built */
+    _Atomic(svc *) s;         /* the service to draw from (svc_trainer_attach), or NULL */
+    svc_run_fn run;           /* NULL: calls are made directly */
+    void *runner;
+    void (*thread_init)(void); /* run once on the augmentation thread (its priority), or NULL */
+    int thread_ready;          /* thread_init ran (touched by the augmentation thread only) */
+    const atomic_int *stop;    /* borrowed: set to interrupt a step and end the source's waits */
+    uint64_t rng;              /* the sampler's state (augmentation thread only) */
+    eng_image *imgs;           /* owned [batch]: the batch being augmented */
+    int batch;
+} svc_trainer;
+
+/* Builds the trainer for cfg: resumes from `newest` (the store's newest checkpoint, borrowed)
+ * when there is one; else a new model from seed, its step-0 checkpoint in *initial (malloc'd,
+ * for svc_open). *stop interrupts a running step between layers. Called before svc_open; on
+ * error returns -1 (free with svc_trainer_free either way). */
+int svc_trainer_create(svc_trainer *tr, const eng_config *cfg, int batch, uint64_t seed,
+                       const void *newest, size_t newest_len, const atomic_int *stop,
+                       svc_run_fn run, void *runner, void (*thread_init)(void),
+                       uint8_t **initial, size_t *initial_len, svc_err *err);
+/* From now on the source draws from s. */
+void svc_trainer_attach(svc_trainer *tr, svc *s);
+/* One training step (waits for its batch); -1 when it failed or was interrupted. */
+int svc_trainer_step(svc_trainer *tr, svc_err *err);
+/* The statistics of the last completed step (from the trainer's thread, or while it waits). */
+const eng_train_stats *svc_trainer_stats(const svc_trainer *tr);
+/* A checkpoint of the last completed step (*blob malloc'd) and that step's statistics, waiting
+ * at most wait_s for a running step's update; from any thread. */
+int svc_trainer_save(svc_trainer *tr, double wait_s, uint8_t **blob, size_t *len,
+                     eng_train_stats *at, svc_err *err);
+/* Stops the augmentation thread and frees everything. */
+void svc_trainer_free(svc_trainer *tr);
+
 /* A consistent copy of what /status and /metrics report. */
 typedef struct svc_status {
     svc_train_status train;

@@ -195,7 +195,7 @@ int cmd_serve(int argc, char **argv) {
         goto done;
     }
     svc_made = 1;
-    svc_report_training(&s, o.train ? SVC_TRAIN_WAITING : SVC_TRAIN_STOPPED, &tw.t.stats, NULL); /* the resumed step */
+    svc_report_training(&s, o.train ? SVC_TRAIN_WAITING : SVC_TRAIN_STOPPED, svc_trainer_stats(&tw.tr), NULL); /* the resumed step */
     api_opts ao = {o.api_key, o.api_key_reads, 1000};
     api_init(&a, &s, &ao);
     api_made = 1;

@@ -1,4 +1,5 @@
-/* workers.c — the continual trainer thread and the two embedder threads. */
+/* workers.c — the continual trainer thread and the two embedder threads: loops around the
+ * service (svc.h), with the process concerns (priorities, the proxy, stopping) of their own. */
 #define _GNU_SOURCE /* SCHED_IDLE, syscall */
 #include "workers.h"
 
@@ -15,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "eng_checkpoint.h"
 #include "cli_util.h"
 
 static void sleep_ms(int ms) {
@@ -31,43 +31,8 @@ static void background_priority(void) {
 
 /* ---- calls that take shared locks, made on the proxy (see proxy_thread.h) ---- */
 
-typedef struct fill_job {
-    train_worker *w;
-    int from, n;  /* fill imgs[from, n) */
-    int filled;   /* out: how many from `from` on */
-} fill_job;
-
-/* Draws live images' training copies into imgs[from, n) until n are in or there are none. */
-static void fill_on_proxy(void *arg) {
-    fill_job *j = arg;
-    svc_err e = {0};
-    int got = svc_training_sample(j->w->s, &j->w->rng, j->w->imgs + j->from, j->n - j->from, &e);
-    j->filled = got > 0 ? got : 0;
-}
-
-/* The trainer's source of images: n random live images from the store (on the prefetch
- * thread, which runs under SCHED_IDLE; the store is read on the proxy). Waits while there are
- * none; fails only when the worker stops. */
-static int store_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
-    train_worker *w = ctx;
-    static _Thread_local int prio_set;
-    if (!prio_set) { /* the augmentation thread yields to requests like the trainer does */
-        background_priority();
-        prio_set = 1;
-    }
-    for (int i = 0; i < n; i++) eng_image_free(&w->imgs[i]);
-    for (int from = 0; from < n;) {
-        if (atomic_load(&w->stop)) return eng_fail(err, "stopping");
-        if (!atomic_load(&w->has_svc)) /* steps run only after train_worker_start */
-            return eng_fail(err, "trainer: no service to draw images from");
-        fill_job j = {w, from, n, 0};
-        proxy_call(&w->proxy, fill_on_proxy, &j);
-        from += j.filled;
-        if (from < n) sleep_ms(100);
-    }
-    for (int i = 0; i < n; i++) srcs[i] = eng_image_as_src(&w->imgs[i]);
-    return 0;
-}
+/* The service's trainer makes its store calls through the proxy. */
+static void proxy_run(void *runner, void (*fn)(void *), void *arg) { proxy_call(runner, fn, arg); }
 
 typedef struct report_job {
     train_worker *w;
@@ -77,7 +42,7 @@ typedef struct report_job {
 
 static void report_on_proxy(void *arg) {
     report_job *j = arg;
-    svc_report_training(j->w->s, j->state, &j->w->t.stats, j->error);
+    svc_report_training(j->w->s, j->state, svc_trainer_stats(&j->w->tr), j->error);
 }
 
 /* The training state and statistics for /status (the stats are read while the trainer waits). */
@@ -105,49 +70,29 @@ static int64_t live_images(train_worker *w) {
 static void log_on_proxy(void *arg) {
     train_worker *w = arg;
     svc_err e = {0};
-    if (svc_log_training(w->s, &w->t.stats, &e)) fprintf(stderr, "trainer: %s\n", e.msg);
+    if (svc_log_training(w->s, svc_trainer_stats(&w->tr), &e))
+        fprintf(stderr, "trainer: %s\n", e.msg);
 }
 
 int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
                         uint64_t seed, const void *newest, size_t newest_len,
                         uint8_t **initial, size_t *initial_len, char *msg, size_t n) {
     memset(w, 0, sizeof *w);
-    w->batch = batch;
-    w->rng = seed * 0x9e3779b97f4a7c15ULL + 7;
     atomic_init(&w->stop, 0);
     atomic_init(&w->published_step, 0);
     atomic_init(&w->attempted_step, 0);
-    atomic_init(&w->has_svc, 0);
     *initial = NULL;
     if (proxy_start(&w->proxy)) /* first: train_worker_free stops it whatever fails below */
         fprintf(stderr, "trainer: no proxy thread; store calls run on the trainer's threads\n");
-    w->imgs = calloc((size_t)batch, sizeof *w->imgs);
-    if (!w->imgs) {
-        snprintf(msg, n, "out of memory");
+    svc_err e = {0};
+    if (svc_trainer_create(&w->tr, cfg, batch, seed, newest, newest_len, &w->stop, proxy_run,
+                           &w->proxy, background_priority, initial, initial_len, &e)) {
+        snprintf(msg, n, "%s", e.msg);
         return -1;
     }
-    eng_trainer_cfg tc = eng_trainer_defaults(cfg, batch);
-    tc.seed = seed;
-    eng_err e = {0};
-    if (eng_trainer_create(&w->t, cfg, &tc, store_fill, NULL, w, &e)) {
-        snprintf(msg, n, "building the trainer: %s", e.msg);
-        return -1;
-    }
-    w->created = 1;
-    eng_trainer_interrupt_on(&w->t, &w->stop);
-    if (newest) {
-        if (eng_trainer_resume(&w->t, newest, newest_len, &e)) {
-            snprintf(msg, n, "resuming from the newest model version: %s", e.msg);
-            return -1;
-        }
-        atomic_store(&w->published_step, w->t.stats.step);
-        atomic_store(&w->attempted_step, w->t.stats.step);
-        return 0;
-    }
-    if (eng_trainer_save(&w->t, initial, initial_len, &e)) {
-        snprintf(msg, n, "saving the initial model: %s", e.msg);
-        return -1;
-    }
+    long step = (long)svc_trainer_stats(&w->tr)->step; /* a resumed model's */
+    atomic_store(&w->published_step, step);
+    atomic_store(&w->attempted_step, step);
     return 0;
 }
 
@@ -198,10 +143,10 @@ static void say(train_worker *w, const char *fmt, ...) {
  * From the trainer's thread, or from the stopping thread. */
 static void publish(train_worker *w, double wait_s) {
     publish_job j = {w, NULL, 0, 0, 0};
-    eng_err e = {0};
+    svc_err e = {0};
     eng_train_stats at;
     /* serialising takes no shared lock */
-    if (eng_trainer_save_within(&w->t, wait_s, &j.blob, &j.len, &at, &e)) {
+    if (svc_trainer_save(&w->tr, wait_s, &j.blob, &j.len, &at, &e)) {
         say(w, "trainer: saving a checkpoint failed: %s\n", e.msg);
         free(j.blob);
         return;
@@ -233,18 +178,19 @@ static void *train_main(void *arg) {
             sleep_ms(200);
             continue;
         }
-        eng_err e = {0};
-        if (eng_trainer_step(&w->t, &e)) {
+        svc_err e = {0};
+        if (svc_trainer_step(&w->tr, &e)) {
             if (atomic_load(&w->stop)) break; /* interrupted: the step counts for nothing */
-            say(w, "trainer: step %ld failed, training stops: %s\n", w->t.stats.step, e.msg);
+            say(w, "trainer: step %ld failed, training stops: %s\n",
+                (long)svc_trainer_stats(&w->tr)->step, e.msg);
             report(w, SVC_TRAIN_FAILED, e.msg);
             return NULL;
         }
         idle++;
         report(w, SVC_TRAIN_TRAINING, NULL);
-        if (w->t.stats.step % 10 == 0) proxy_call(&w->proxy, log_on_proxy, w);
-        if ((w->publish_steps &&
-             w->t.stats.step - atomic_load(&w->attempted_step) >= w->publish_steps) ||
+        long step = (long)svc_trainer_stats(&w->tr)->step;
+        if (step % 10 == 0) proxy_call(&w->proxy, log_on_proxy, w);
+        if ((w->publish_steps && step - atomic_load(&w->attempted_step) >= w->publish_steps) ||
             (w->publish_seconds > 0 && cli_now() - published_at >= w->publish_seconds)) {
             publish(w, 3600.0); /* its own thread: nothing else holds the update lock */
             published_at = cli_now();
@@ -257,7 +203,7 @@ static void *train_main(void *arg) {
 
 int train_worker_start(train_worker *w, svc *s) {
     w->s = s;
-    atomic_store(&w->has_svc, 1);
+    svc_trainer_attach(&w->tr, s); /* steps draw images only from now on */
     if (pthread_create(&w->thread, NULL, train_main, w)) return -1;
     w->running = 1;
     return 0;
@@ -315,7 +261,8 @@ int train_worker_stop(train_worker *w, double wait_s) {
     /* The last completed step, unless it is published already. When the trainer's thread is
      * still in a step (starved of CPU), its update lock is free but for LARS's few milliseconds:
      * wait for it a little. */
-    if (w->created && w->s && (abandoned || w->t.stats.step > atomic_load(&w->published_step))) {
+    if (w->tr.created && w->s &&
+        (abandoned || (long)svc_trainer_stats(&w->tr)->step > atomic_load(&w->published_step))) {
         publish(w, 1.0);
         if (!abandoned) report(w, SVC_TRAIN_STOPPED, NULL);
     }
@@ -324,10 +271,8 @@ int train_worker_stop(train_worker *w, double wait_s) {
 
 void train_worker_free(train_worker *w) {
     atomic_store(&w->stop, 1);
-    if (w->created) eng_trainer_free(&w->t); /* joins the prefetch thread (fill sees stop) */
-    proxy_stop(&w->proxy);                   /* after its last caller */
-    for (int i = 0; w->imgs && i < w->batch; i++) eng_image_free(&w->imgs[i]);
-    free(w->imgs);
+    svc_trainer_free(&w->tr); /* joins the augmentation thread (its source sees stop) */
+    proxy_stop(&w->proxy);    /* after its last caller */
     memset(w, 0, sizeof *w);
 }
 

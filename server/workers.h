@@ -13,29 +13,21 @@
 #include <stdatomic.h>
 
 #include "svc.h"
-#include "eng_trainer.h"
 #include "proxy_thread.h"
 
 typedef struct train_worker {
     svc *s;                       /* borrowed (set by train_worker_start) */
-    atomic_int has_svc;           /* s is set: the prefetcher may draw images */
-    atomic_int stop;              /* also interrupts a running step (eng_trainer_interrupt_on) */
+    atomic_int stop;              /* also interrupts a running step */
     atomic_long published_step;   /* the step of the newest checkpoint this worker published */
     atomic_long attempted_step;   /* ... or tried to (a full disk): the next try is due from it */
     int idle_stuck;               /* threads left SCHED_IDLE by train_worker_signal_stop */
-    eng_trainer t;
-    int created;                  /* t is built */
+    svc_trainer tr;               /* the trainer and its store-backed image source */
     long min_images;
     long publish_steps;           /* 0: by time only */
     double publish_seconds;       /* 0: by steps only */
     long idle_steps;              /* 0: never pause */
     pthread_t thread;
     int running;
-    /* the sampler's state and the images of the batch being augmented (fill runs on the
-     * prefetch thread only) */
-    uint64_t rng;
-    eng_image *imgs;              /* owned [batch] */
-    int batch;
     proxy_thread proxy;           /* makes the store and service calls of the trainer's
                                    * SCHED_IDLE threads (proxy_thread.h) */
 } train_worker;

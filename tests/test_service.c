@@ -511,3 +511,60 @@ Test(service, query_parameters_are_checked_from_the_route_table_before_the_handl
     api_free(&a);
     close_service(&f);
 }
+
+/* A runner that counts the calls it makes (the server's is the proxy thread). */
+static void counting_run(void *runner, void (*fn)(void *), void *arg) {
+    atomic_fetch_add((atomic_int *)runner, 1);
+    fn(arg);
+}
+
+Test(service, the_trainer_draws_live_images_through_the_runner_and_saves_its_last_step) {
+    fixture f;
+    open_service(&f);
+    for (unsigned i = 0; i < 6; i++) put_image(&f, 300 + i, NULL);
+    eng_err e = {0};
+    eng_config cfg;
+    cr_assert(eng_config_preset(&cfg, "tiny", &e) == 0, "%s", e.msg);
+    atomic_int stop, calls;
+    atomic_init(&stop, 0);
+    atomic_init(&calls, 0);
+    svc_trainer tr;
+    uint8_t *initial = NULL;
+    size_t initial_len = 0;
+    svc_err err = {0};
+    cr_assert(svc_trainer_create(&tr, &cfg, 4, 3, NULL, 0, &stop, counting_run, &calls, NULL,
+                                 &initial, &initial_len, &err) == 0, "%s", err.msg);
+    cr_expect(initial && initial_len > 0, "a new model's step-0 checkpoint");
+    free(initial);
+    svc_trainer_attach(&tr, &f.s);
+    cr_assert(svc_trainer_step(&tr, &err) == 0, "%s", err.msg);
+    cr_assert(svc_trainer_step(&tr, &err) == 0, "%s", err.msg);
+    cr_expect_eq(svc_trainer_stats(&tr)->step, 2);
+    cr_expect(isfinite(svc_trainer_stats(&tr)->loss));
+    cr_expect(atomic_load(&calls) > 0, "the store was read through the runner");
+    uint8_t *blob;
+    size_t len;
+    eng_train_stats at;
+    cr_assert(svc_trainer_save(&tr, 5.0, &blob, &len, &at, &err) == 0, "%s", err.msg);
+    cr_expect_eq(at.step, 2);
+    int64_t version;
+    cr_assert(svc_publish(&f.s, blob, len, at.step, at.loss, &version, &err) == 0, "%s", err.msg);
+    cr_expect_eq(version, 2);
+    free(blob);
+    /* the next version resumes where this one stopped */
+    svc_trainer again;
+    void *newest;
+    size_t newest_len;
+    store_err se = {0};
+    store_checkpoint_info info;
+    cr_assert(store_checkpoint_latest(f.st, &info, &newest, &newest_len, &se) == 0, "%s", se.msg);
+    cr_assert(svc_trainer_create(&again, &cfg, 4, 3, newest, newest_len, &stop, NULL, NULL, NULL,
+                                 &initial, &initial_len, &err) == 0, "%s", err.msg);
+    cr_expect_eq(svc_trainer_stats(&again)->step, 2);
+    cr_expect_null(initial, "a resumed trainer makes no initial checkpoint");
+    free(newest);
+    atomic_store(&stop, 1);
+    svc_trainer_free(&again);
+    svc_trainer_free(&tr);
+    close_service(&f);
+}
