@@ -64,18 +64,19 @@ void api_svc_error(api_response *rs, const svc_err *e, const char *prefix) {
     static const struct {
         int status;
         const char *code;
-    } map[] = {[SVC_OK] = {500, "internal"},
-               [SVC_BAD_INPUT] = {422, "invalid_image"},
-               [SVC_NOT_FOUND] = {404, "not_found"},
-               [SVC_TOO_LARGE] = {413, "too_large"},
-               [SVC_UNSUPPORTED] = {415, "unsupported_media_type"},
-               [SVC_UNAVAILABLE] = {503, "unavailable"},
-               [SVC_INTERNAL] = {500, "internal"},
-               [SVC_NO_MEMORY] = {503, "out_of_memory"},
-               [SVC_DISK_FULL] = {507, "disk_full"}};
-    int k = e->kind >= 0 && e->kind <= SVC_DISK_FULL ? e->kind : SVC_INTERNAL;
+    } map[] = {[ERR_OK] = {500, "internal"},
+               [ERR_BAD_INPUT] = {422, "invalid_image"},
+               [ERR_NOT_FOUND] = {404, "not_found"},
+               [ERR_TOO_LARGE] = {413, "too_large"},
+               [ERR_UNSUPPORTED] = {415, "unsupported_media_type"},
+               [ERR_UNAVAILABLE] = {503, "unavailable"},
+               [ERR_INTERNAL] = {500, "internal"},
+               [ERR_NO_MEMORY] = {503, "out_of_memory"},
+               [ERR_DISK_FULL] = {507, "disk_full"}};
+    _Static_assert(sizeof map / sizeof *map == ERR_N_CODES, "a status for every code");
+    int k = e->code > ERR_OK && e->code < ERR_N_CODES ? (int)e->code : ERR_INTERNAL;
     api_error(rs, map[k].status, map[k].code, "%s%s", prefix, e->msg);
-    if (k == SVC_UNAVAILABLE || k == SVC_NO_MEMORY) rs->retry_after = 1;
+    if (k == ERR_UNAVAILABLE || k == ERR_NO_MEMORY) rs->retry_after = 1;
 }
 
 /* Constant-time comparison of the presented bearer token with the key. */

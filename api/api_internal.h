@@ -22,7 +22,7 @@ const char *api_route_label(int i);
 long api_pattern_fit(const char *label, const char *path);
 /* Sets a JSON response (takes the reference to body). */
 void api_json(api_response *rs, int status, json_t *body);
-/* The error response of a service failure (status from its kind), message after prefix. */
+/* The error response of a service failure (the status from its code), message after prefix. */
 void api_svc_error(api_response *rs, const svc_err *e, const char *prefix);
 /* 1 when no key is configured or the request carries it (compared in constant time). */
 int api_authorized(const api *a, const api_request *rq);

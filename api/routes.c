@@ -344,7 +344,7 @@ done:
 /* A failed vector search: the query's fault is 422 bad_vector, anything else (out of memory, a
  * failure of ours) keeps its own status. */
 static void search_error(api_response *rs, const svc_err *e) {
-    if (e->kind == SVC_BAD_INPUT)
+    if (e->code == ERR_BAD_INPUT)
         api_error(rs, 422, "bad_vector", "%s", e->msg);
     else
         api_svc_error(rs, e, "");

@@ -17,9 +17,9 @@ svc_opts svc_defaults(void) {
     return o;
 }
 
-int svc_fail(svc_err *err, int kind, const char *fmt, ...) {
+int svc_fail(svc_err *err, eng_code code, const char *fmt, ...) {
     if (err) {
-        err->kind = kind;
+        err->code = code;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
@@ -29,13 +29,13 @@ int svc_fail(svc_err *err, int kind, const char *fmt, ...) {
 }
 
 int svc_store_fail(svc *s, svc_err *err, const store_err *se, const char *fmt, ...) {
-    int full = se->code == STORE_FULL;
+    int full = se->code == ERR_DISK_FULL;
     if (full) {
         atomic_fetch_add(&s->disk_full_errors, 1);
         atomic_store(&s->writes_failing, 1);
     }
     if (err) {
-        err->kind = full ? SVC_DISK_FULL : SVC_INTERNAL;
+        err->code = full ? ERR_DISK_FULL : ERR_INTERNAL;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
@@ -44,14 +44,7 @@ int svc_store_fail(svc *s, svc_err *err, const store_err *se, const char *fmt, .
     return -1;
 }
 
-int svc_kind_of(const eng_err *e) {
-    switch (e->code) {
-    case ENG_BAD_INPUT: return SVC_BAD_INPUT;
-    case ENG_TOO_LARGE: return SVC_TOO_LARGE;
-    case ENG_NO_MEMORY: return SVC_NO_MEMORY;
-    default: return SVC_INTERNAL;
-    }
-}
+eng_code svc_code_of(const eng_err *e) { return e->code != ERR_OK ? e->code : ERR_INTERNAL; }
 
 void svc_write_ok(svc *s) { atomic_store(&s->writes_failing, 0); }
 
@@ -147,7 +140,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
         if (r == 1) { /* a new database: version 1 is the untrained model */
             eng_config cfg;
             if (eng_checkpoint_peek(initial_blob, initial_len, &cfg, NULL, &e)) {
-                svc_fail(err, SVC_INTERNAL, "initial model: %s", e.msg);
+                svc_fail(err, ERR_INTERNAL, "initial model: %s", e.msg);
                 goto fail;
             }
             char *json = eng_config_to_json(&cfg);
@@ -162,7 +155,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
         if (store_state_set(st, "serving_version", serving, &se)) goto store_fail;
     }
     if (eng_checkpoint_peek(blob, len, &s->cfg, NULL, &e)) {
-        svc_fail(err, SVC_INTERNAL, "model version %lld: %s", (long long)serving, e.msg);
+        svc_fail(err, ERR_INTERNAL, "model version %lld: %s", (long long)serving, e.msg);
         goto fail;
     }
     s->dim = eng_config_rep_dim(&s->cfg);
@@ -176,7 +169,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     int64_t *ids;
     int64_t n = store_image_ids(st, &ids);
     if (n < 0) {
-        svc_fail(err, SVC_INTERNAL, "out of memory listing images");
+        svc_fail(err, ERR_INTERNAL, "out of memory listing images");
         goto fail;
     }
     for (int64_t i = 0; i < n; i++)
@@ -184,7 +177,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     free(ids);
     return 0;
 store_fail:
-    svc_fail(err, SVC_INTERNAL, "%s", se.msg);
+    svc_fail(err, ERR_INTERNAL, "%s", se.msg);
 fail:
     free(blob);
     svc_close(s);

@@ -41,29 +41,14 @@
 #include "store.h"
 #include "svc_lock.h"
 
-#define SVC_ERR_LEN 256
 #define SVC_ONE_POOL 2 /* batch-1 inference models per version (concurrent single embeds) */
 
 /* A search result: an image id and its cosine score. */
 typedef eng_hit svc_hit;
 
-/* Error kinds, so handlers can map them to HTTP statuses. */
-enum {
-    SVC_OK = 0,
-    SVC_BAD_INPUT,   /* the client's data is wrong (400/422) */
-    SVC_NOT_FOUND,   /* no such image/version (404) */
-    SVC_TOO_LARGE,   /* over a configured limit (413) */
-    SVC_UNSUPPORTED, /* unknown media type (415) */
-    SVC_UNAVAILABLE, /* not ready yet, or stopping (503) */
-    SVC_INTERNAL,    /* our fault: store or engine failure (500) */
-    SVC_NO_MEMORY,   /* an allocation failed: try again later (503) */
-    SVC_DISK_FULL    /* the database's disk is full: nothing was written (507) */
-};
-
-typedef struct svc_err {
-    int kind;               /* SVC_* */
-    char msg[SVC_ERR_LEN];  /* for the client; never holds secrets */
-} svc_err;
+/* The service's errors are the program's one error value (eng_err: a message for the client,
+ * which never holds secrets, and a code that api_svc_error maps to the HTTP status). */
+typedef eng_err svc_err;
 
 typedef struct svc_opts {
     long long max_pixels;  /* decoded images above this are refused (default 40 MP) */
@@ -110,7 +95,7 @@ typedef struct svc_train_status {
     eng_train_stats stats;
     double updated;       /* unix seconds of the last report */
     int64_t last_published;
-    char error[SVC_ERR_LEN];
+    char error[ENG_ERR_LEN];
 } svc_train_status;
 
 typedef struct svc {

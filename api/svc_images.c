@@ -9,27 +9,27 @@
 static int prepare(const svc *s, const void *bytes, size_t len, const char *declared_type,
                    eng_image *out, int *width, int *height, svc_err *err) {
     memset(out, 0, sizeof *out);
-    if (len == 0) return svc_fail(err, SVC_BAD_INPUT, "the image is empty");
+    if (len == 0) return svc_fail(err, ERR_BAD_INPUT, "the image is empty");
     int kind = eng_image_sniff(bytes, len);
     const char *actual = eng_image_media_type(kind);
     if (!actual)
-        return svc_fail(err, SVC_UNSUPPORTED,
+        return svc_fail(err, ERR_UNSUPPORTED,
                         "the body is not a PNG, JPEG or binary PGM image (unknown magic bytes)");
     if (declared_type && strcmp(declared_type, "application/octet-stream") &&
         strcmp(declared_type, actual))
-        return svc_fail(err, SVC_UNSUPPORTED, "Content-Type says %.64s but the body is %s",
+        return svc_fail(err, ERR_UNSUPPORTED, "Content-Type says %.64s but the body is %s",
                         declared_type, actual);
     eng_decode_opts o = eng_decode_defaults();
     o.max_pixels = s->opts.max_pixels;
     eng_image img;
     eng_err e = {0};
     if (eng_image_decode(bytes, len, &o, &img, &e))
-        return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
+        return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     *width = img.width;
     *height = img.height;
     int rc = eng_train_copy_make(&img, s->cfg.in_channels, 2 * s->cfg.input_size, out, &e);
     eng_image_free(&img);
-    if (rc) return svc_fail(err, svc_kind_of(&e), "preparing the image: %s", e.msg);
+    if (rc) return svc_fail(err, svc_code_of(&e), "preparing the image: %s", e.msg);
     return 0;
 }
 
@@ -48,7 +48,7 @@ int svc_upload(svc *s, const svc_blob *imgs, int n, const char *meta_json, int64
     int *dims = calloc((size_t)n * 2, sizeof *dims);
     int rc = -1;
     if (!packed || !packed_len || !dims) {
-        svc_fail(err, SVC_INTERNAL, "out of memory");
+        svc_fail(err, ERR_INTERNAL, "out of memory");
         goto done;
     }
     /* every image is checked before any is saved: a request is stored whole or not at all */
@@ -62,7 +62,7 @@ int svc_upload(svc *s, const svc_blob *imgs, int n, const char *meta_json, int64
         int bad = eng_train_copy_pack(&copy, &packed[i], &packed_len[i], &e);
         eng_image_free(&copy);
         if (bad) {
-            svc_fail(err, SVC_INTERNAL, "%s", e.msg);
+            svc_fail(err, ERR_INTERNAL, "%s", e.msg);
             goto done;
         }
     }
@@ -118,7 +118,7 @@ int svc_load_copies(svc *s, const int64_t *ids, int n, eng_image *imgs, eng_aug_
         if (r == 1) continue; /* deleted meanwhile */
         if (r < 0) {
             for (int j = 0; j < m; j++) eng_image_free(&imgs[j]);
-            return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)ids[i], se.msg);
+            return svc_fail(err, ERR_INTERNAL, "reading image %lld: %s", (long long)ids[i], se.msg);
         }
         eng_err e = {0};
         int bad = eng_train_copy_unpack(bytes, len, &imgs[m], &e);

@@ -16,7 +16,7 @@ int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_
     int rc = eng_index_search(&v->index, vec, k, NULL, out, n_out, &e);
     svc_rwlock_unlock(&v->index_lock);
     svc_version_release(v);
-    if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
+    if (rc) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
 }
 
@@ -29,7 +29,7 @@ int svc_search_batch(svc *s, const float *vecs, int nq, int k, eng_hit *out, int
     int rc = eng_index_search_batch(&v->index, vecs, nq, k, out, n_out, &e);
     svc_rwlock_unlock(&v->index_lock);
     svc_version_release(v);
-    if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
+    if (rc) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
 }
 
@@ -45,12 +45,12 @@ int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *
     svc_version_release(v);
     if (!known) {
         if (store_image_live(s->st, id))
-            return svc_fail(err, SVC_UNAVAILABLE,
+            return svc_fail(err, ERR_UNAVAILABLE,
                             "image %lld has no vector of model version %lld yet; retry shortly",
                             (long long)id, (long long)*version);
-        return svc_fail(err, SVC_NOT_FOUND, "no image %lld", (long long)id);
+        return svc_fail(err, ERR_NOT_FOUND, "no image %lld", (long long)id);
     }
-    if (rc) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
+    if (rc) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
 }
 
@@ -122,7 +122,7 @@ int svc_embed_fresh(svc *s, const int64_t *ids, int n, svc_err *err) {
     float *vecs = malloc((size_t)n * s->dim * sizeof *vecs);
     int rc = -1, m = 0;
     if (!imgs || !srcs || !kept || !vecs) {
-        svc_fail(err, SVC_INTERNAL, "out of memory");
+        svc_fail(err, ERR_INTERNAL, "out of memory");
         goto done;
     }
     svc_version *serving, *pending;
@@ -145,7 +145,7 @@ done:
 int svc_publish(svc *s, const uint8_t *blob, size_t len, uint64_t step, double loss,
                 int64_t *version, svc_err *err) {
     char *json = eng_config_to_json(&s->cfg);
-    if (!json) return svc_fail(err, SVC_INTERNAL, "out of memory");
+    if (!json) return svc_fail(err, ERR_INTERNAL, "out of memory");
     int64_t serving = svc_serving_version(s);
     store_err se = {0};
     int rc = store_checkpoint_put(s->st, (int64_t)step, json, loss, blob, len, serving, version,
@@ -190,7 +190,7 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     size_t len;
     store_err se = {0};
     int r = store_checkpoint_latest(s->st, &info, &blob, &len, &se);
-    if (r < 0) return svc_fail(err, SVC_INTERNAL, "%s", se.msg);
+    if (r < 0) return svc_fail(err, ERR_INTERNAL, "%s", se.msg);
     int64_t current = svc_serving_version(s);
     if (r == 1 || info.version <= current) {
         if (r == 0) free(blob);
@@ -206,7 +206,7 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     if (store_embedding_each(s->st, p->id, s->dim, put_existing, &pc, &se)) {
         clear_pending(s);
         svc_version_release(p);
-        return svc_fail(err, SVC_INTERNAL, "%s", se.msg);
+        return svc_fail(err, ERR_INTERNAL, "%s", se.msg);
     }
     int64_t *ids;
     int64_t n = store_image_ids(s->st, &ids);
@@ -217,11 +217,11 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     float *vecs = malloc((size_t)b * s->dim * sizeof *vecs);
     int rc = 0;
     if (n < 0 || !imgs || !srcs || !todo || !kept || !vecs)
-        rc = svc_fail(err, SVC_INTERNAL, "out of memory re-embedding");
+        rc = svc_fail(err, ERR_INTERNAL, "out of memory re-embedding");
     int64_t done = 0;
     for (int64_t i = 0; rc == 0 && i < n;) {
         if (atomic_load(&s->stopping)) {
-            rc = svc_fail(err, SVC_UNAVAILABLE, "stopping");
+            rc = svc_fail(err, ERR_UNAVAILABLE, "stopping");
             break;
         }
         int t = 0;

@@ -4,19 +4,20 @@
 
 #include "svc.h"
 
-/* Formats into err with a kind and returns -1. */
-int svc_fail(svc_err *err, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Formats into err with a code and returns -1. */
+int svc_fail(svc_err *err, eng_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Loads the training copies of ids into imgs/srcs (imgs owned by the caller: free each with
  * eng_image_free) and writes the ids that were found (still live) to kept. Returns how many. */
 int svc_load_copies(svc *s, const int64_t *ids, int n, eng_image *imgs, eng_aug_src *srcs,
                     int64_t *kept, svc_err *err);
 
-/* The service's kind for an engine failure: bad input, too large, out of memory, else internal. */
-int svc_kind_of(const eng_err *e);
+/* The code a lower layer's failure keeps in the service's answer (internal when it set none). */
+eng_code svc_code_of(const eng_err *e);
 
-/* A store failure as a service error: SVC_DISK_FULL (counted, and the service reports itself not
- * ready until a write succeeds again) when the disk was full, else SVC_INTERNAL. Returns -1. */
+/* A store failure as a service error: ERR_DISK_FULL (counted, and the service reports itself not
+ * ready until a write succeeds again) when the disk was full, else ERR_INTERNAL. Returns -1. */
 int svc_store_fail(svc *s, svc_err *err, const store_err *se, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* A write went through: the disk is no longer full. */

@@ -8,7 +8,7 @@
 int svc_image_get(svc *s, int64_t id, svc_image *out, svc_err *err) {
     store_err se = {0};
     int r = store_image_get(s->st, id, out, &se);
-    if (r < 0) return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
+    if (r < 0) return svc_fail(err, ERR_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
     return r;
 }
 
@@ -25,7 +25,7 @@ int svc_image_bytes(svc *s, int64_t id, void **bytes, size_t *len, char media_ty
     svc_image_free(&img);
     store_err se = {0};
     r = store_image_data(s->st, id, 0, bytes, len, &se);
-    if (r < 0) return svc_fail(err, SVC_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
+    if (r < 0) return svc_fail(err, ERR_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
     return r;
 }
 
@@ -49,6 +49,6 @@ int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_
 int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err) {
     store_err se = {0};
     int n = store_checkpoint_list(s->st, out, max, &se);
-    if (n < 0) return svc_fail(err, SVC_INTERNAL, "listing model versions: %s", se.msg);
+    if (n < 0) return svc_fail(err, ERR_INTERNAL, "listing model versions: %s", se.msg);
     return n;
 }

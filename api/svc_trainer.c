@@ -67,22 +67,22 @@ int svc_trainer_create(svc_trainer *tr, const eng_config *cfg, int batch, uint64
     tr->rng = seed * 0x9e3779b97f4a7c15ULL + 7;
     *initial = NULL;
     tr->imgs = calloc((size_t)batch, sizeof *tr->imgs);
-    if (!tr->imgs) return svc_fail(err, SVC_NO_MEMORY, "out of memory");
+    if (!tr->imgs) return svc_fail(err, ERR_NO_MEMORY, "out of memory");
     eng_trainer_cfg tc = eng_trainer_defaults(cfg, batch);
     tc.seed = seed;
     eng_err e = {0};
     if (eng_trainer_create(&tr->t, cfg, &tc, store_fill, NULL, tr, &e))
-        return svc_fail(err, svc_kind_of(&e), "building the trainer: %s", e.msg);
+        return svc_fail(err, svc_code_of(&e), "building the trainer: %s", e.msg);
     tr->created = 1;
     if (stop) eng_trainer_interrupt_on(&tr->t, stop);
     if (newest) {
         if (eng_trainer_resume(&tr->t, newest, newest_len, &e))
-            return svc_fail(err, SVC_INTERNAL, "resuming from the newest model version: %s",
+            return svc_fail(err, ERR_INTERNAL, "resuming from the newest model version: %s",
                             e.msg);
         return 0;
     }
     if (eng_trainer_save(&tr->t, initial, initial_len, &e))
-        return svc_fail(err, svc_kind_of(&e), "saving the initial model: %s", e.msg);
+        return svc_fail(err, svc_code_of(&e), "saving the initial model: %s", e.msg);
     return 0;
 }
 
@@ -90,7 +90,7 @@ void svc_trainer_attach(svc_trainer *tr, svc *s) { atomic_store(&tr->s, s); }
 
 int svc_trainer_step(svc_trainer *tr, svc_err *err) {
     eng_err e = {0};
-    if (eng_trainer_step(&tr->t, &e)) return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
+    if (eng_trainer_step(&tr->t, &e)) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
 }
 
@@ -100,7 +100,7 @@ int svc_trainer_save(svc_trainer *tr, double wait_s, uint8_t **blob, size_t *len
                      eng_train_stats *at, svc_err *err) {
     eng_err e = {0};
     if (eng_trainer_save_within(&tr->t, wait_s, blob, len, at, &e))
-        return svc_fail(err, svc_kind_of(&e), "%s", e.msg);
+        return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
 }
 

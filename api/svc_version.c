@@ -25,7 +25,7 @@ svc_version *svc_version_load(const svc *s, int64_t id, const void *blob, size_t
                               svc_err *err) {
     svc_version *v = calloc(1, sizeof *v);
     if (!v) {
-        svc_fail(err, SVC_NO_MEMORY, "out of memory loading model version %lld", (long long)id);
+        svc_fail(err, ERR_NO_MEMORY, "out of memory loading model version %lld", (long long)id);
         return NULL;
     }
     for (int i = 0; i < SVC_ONE_POOL; i++) pthread_mutex_init(&v->one_mu[i], NULL);
@@ -43,7 +43,7 @@ svc_version *svc_version_load(const svc *s, int64_t id, const void *blob, size_t
     }
     if (!bad) bad = eng_index_init(&v->index, s->dim, &e);
     if (bad) {
-        svc_fail(err, SVC_INTERNAL, "loading model version %lld: %s", (long long)id, e.msg);
+        svc_fail(err, ERR_INTERNAL, "loading model version %lld: %s", (long long)id, e.msg);
         version_free(v);
         return NULL;
     }
@@ -137,9 +137,9 @@ int svc_version_embed(svc_version *v, const eng_aug_src *imgs, int n, float *out
         bad = eng_infer_embed(&v->many, imgs, n, out, &e);
         pthread_mutex_unlock(&v->many_mu);
     }
-    if (bad) return svc_fail(err, svc_kind_of(&e), "inference failed: %s", e.msg);
+    if (bad) return svc_fail(err, svc_code_of(&e), "inference failed: %s", e.msg);
     for (size_t i = 0; i < (size_t)n * v->dim; i++)
         if (!isfinite(out[i]))
-            return svc_fail(err, SVC_INTERNAL, "the model produced a non-finite vector");
+            return svc_fail(err, ERR_INTERNAL, "the model produced a non-finite vector");
     return 0;
 }

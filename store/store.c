@@ -15,7 +15,7 @@ store_opts store_defaults(void) {
 
 int store_fail(store_err *err, const char *fmt, ...) {
     if (err) {
-        err->code = STORE_ERROR;
+        err->code = ERR_INTERNAL;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
@@ -28,7 +28,7 @@ int store_sql_fail(store_err *err, sqlite3 *db, const char *what) {
     store_fail(err, "store: %s: %s", what, db ? sqlite3_errmsg(db) : "no database");
     if (err && db && ((sqlite3_errcode(db) & 0xff) == SQLITE_FULL ||
                       sqlite3_system_errno(db) == ENOSPC))
-        err->code = STORE_FULL;
+        err->code = ERR_DISK_FULL;
     return -1;
 }
 

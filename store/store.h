@@ -13,20 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "eng_err.h"
+
 #define STORE_SCHEMA_VERSION 2
-#define STORE_ERR_LEN 256
-
-/* What kind of failure a store_err holds. */
-typedef enum store_code {
-    STORE_OK = 0,
-    STORE_ERROR,   /* any failure not listed below */
-    STORE_FULL     /* the disk (or the file system holding the database) is full */
-} store_code;
-
-typedef struct store_err {
-    char msg[STORE_ERR_LEN]; /* human-readable reason; "" when nothing failed */
-    store_code code;         /* STORE_OK when nothing failed */
-} store_err;
+/* The store's errors are the program's one error value (engine/base/eng_err.h): ERR_INTERNAL, or
+ * ERR_DISK_FULL when SQLite reports SQLITE_FULL or ENOSPC. */
+typedef eng_err store_err;
 
 typedef struct store store; /* opaque: owns the connections and the live-image sampler */
 

@@ -365,11 +365,11 @@ Test(png, header_of_5000_squared_passes_40e6_but_not_1e6) {
     cr_assert_eq(eng_image_decode(m.data, m.len, &o, &img, &err), -1, "header-only accepted");
     cr_expect(strstr(err.msg, "limit") == NULL && strstr(err.msg, "truncated") != NULL,
               "with 40e6 the size check should pass and the missing data fail: \"%s\"", err.msg);
-    cr_expect_eq(err.code, ENG_BAD_INPUT, "truncated data is the input's fault (code %d)", err.code);
+    cr_expect_eq(err.code, ERR_BAD_INPUT, "truncated data is the input's fault (code %d)", err.code);
     o.max_pixels = 1000000;
     cr_assert_eq(eng_image_decode(m.data, m.len, &o, &img, &err), -1, "header-only accepted");
     cr_expect(strstr(err.msg, "1000000-pixel limit") != NULL, "message was \"%s\"", err.msg);
-    cr_expect_eq(err.code, ENG_TOO_LARGE, "over the pixel limit is too large (code %d)", err.code);
+    cr_expect_eq(err.code, ERR_TOO_LARGE, "over the pixel limit is too large (code %d)", err.code);
     free(m.data);
 }
 

@@ -13,6 +13,10 @@
 #include "eng_rng.h"
 #include "test_util.h"
 
+/* Search options: the int8 first pass (excluding an id, rerank factor) or the exact scan. */
+#define INT8_PASS(exclude, rerank) (&(eng_search_opts){ENG_INDEX_INT8, (exclude), (rerank)})
+#define EXACT_PASS(exclude) (&(eng_search_opts){ENG_INDEX_EXACT, (exclude), 0})
+
 /* The reference: every live vector's cosine in double, sorted (score desc, id asc). */
 typedef struct ref_set {
     int dim;
@@ -220,7 +224,8 @@ Test(index, many_inserts_and_deletes_keep_every_id_findable) {
             cr_assert(eng_index_put(&ix, id, v, &err) == 0, "%s", err.msg);
         }
         /* rounds 0 and 2 remove the even ids, round 1 the odd ones */
-        for (int64_t id = round % 2; id < 20000; id += 2) cr_assert_eq(eng_index_remove(&ix, id), 1);
+        for (int64_t id = round % 2; id < 20000; id += 2)
+            cr_assert_eq(eng_index_remove(&ix, id), 1);
     }
     for (int64_t id = 0; id < 20000; id++) {
         const float *row = eng_index_get(&ix, id);
@@ -268,8 +273,8 @@ static double measure_recall(const eng_index *ix, const float *qs, int nq, int k
     for (int t = 0; t < nq; t++) {
         const float *q = qs + (size_t)t * ix->dim;
         int nf, ne;
-        cr_assert(eng_index_search(ix, q, k, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, rerank}, fast, &nf, &err) == 0, "%s",
-                  err.msg);
+        cr_assert(eng_index_search(ix, q, k, INT8_PASS(INT64_MIN, rerank), fast, &nf, &err) == 0,
+                  "%s", err.msg);
         cr_assert(eng_index_search(ix, q, k, NULL, exact, &ne, &err) == 0, "%s", err.msg);
         cr_assert_eq(nf, ne, "%s query %d: %d fast hits, %d exact", what, t, nf, ne);
         char w[96];
@@ -387,18 +392,20 @@ Test(index_fast, stays_consistent_through_removes_and_replaces) {
     cr_assert(eng_index_put(&ix, 2, v, &err) == 0, "%s", err.msg);
     eng_hit h[10];
     int nh;
-    cr_assert(eng_index_search(&ix, v, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &nh, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, v, 1, INT8_PASS(INT64_MIN, 0), h, &nh, &err) == 0, "%s",
+              err.msg);
     cr_expect(nh == 1 && h[0].id == 2 && fabsf(h[0].score - 1.0f) < 1e-5f,
               "replaced id 2 not found by its new vector (got id %lld score %f)",
               (long long)h[0].id, h[0].score);
     /* exclude skips it */
-    cr_assert(eng_index_search(&ix, v, 10, &(eng_search_opts){ENG_INDEX_INT8, 2, 0}, h, &nh, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, v, 10, INT8_PASS(2, 0), h, &nh, &err) == 0, "%s", err.msg);
     for (int i = 0; i < nh; i++) cr_expect(h[i].id != 2, "excluded id returned");
     float *qs = malloc(sizeof(float) * (size_t)nq * dim);
     random_vec(&rng, qs, nq * dim);
     double rec = measure_recall(&ix, qs, nq, 10, 0, "after updates");
     for (int t = 0; t < nq; t++) { /* removed ids (multiples of 3 not put back) never appear */
-        cr_assert(eng_index_search(&ix, qs + (size_t)t * dim, 10, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &nh, &err) == 0);
+        cr_assert(eng_index_search(&ix, qs + (size_t)t * dim, 10, INT8_PASS(INT64_MIN, 0), h, &nh,
+                                   &err) == 0);
         for (int i = 0; i < nh; i++)
             cr_expect(!(h[i].id % 3 == 0 && h[i].id % 10 != 1),
                       "removed id %lld returned", (long long)h[i].id);
@@ -407,7 +414,8 @@ Test(index_fast, stays_consistent_through_removes_and_replaces) {
     cr_expect(rec >= 0.99, "recall@10 %.4f < 0.99", rec);
     /* remove everything: the int8 copy shrinks with the rows */
     for (int i = 0; i < n; i++) eng_index_remove(&ix, i);
-    cr_assert(eng_index_search(&ix, v, 10, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &nh, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, v, 10, INT8_PASS(INT64_MIN, 0), h, &nh, &err) == 0, "%s",
+              err.msg);
     cr_expect_eq(nh, 0);
     free(qs);
     eng_index_free(&ix);
@@ -425,7 +433,8 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
     /* an int8 query with the extreme values ±127 and every value between */
     int8_t *q = aligned_alloc(64, ix.stride8);
     memset(q, 0, ix.stride8);
-    for (int j = 0; j < dim; j++) q[j] = (int8_t)(j % 3 == 0 ? (j % 2 ? 127 : -127) : (j * 37) % 255 - 127);
+    for (int j = 0; j < dim; j++)
+        q[j] = (int8_t)(j % 3 == 0 ? (j % 2 ? 127 : -127) : (j * 37) % 255 - 127);
     int32_t *want = malloc(sizeof(int32_t) * n), *got = malloc(sizeof(int32_t) * n);
     for (int r = 0; r < n; r++) {
         int64_t s = 0, sum = 0;
@@ -444,7 +453,8 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
     int nref[20];
     cr_assert(eng_index_use_kernel8(&ix, "scalar") == 0);
     for (int t = 0; t < 20; t++)
-        cr_assert(eng_index_search(&ix, qf + t * dim, 10, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 1}, ref[t], &nref[t], &err) == 0);
+        cr_assert(eng_index_search(&ix, qf + t * dim, 10, INT8_PASS(INT64_MIN, 1), ref[t], &nref[t],
+                                   &err) == 0);
     for (size_t kk = 0; kk < sizeof kernels / sizeof *kernels; kk++) {
         int usable = eng_index_use_kernel8(&ix, kernels[kk]) == 0;
         int has = kk == 0   ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw") &&
@@ -464,11 +474,13 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
         memset(got, 0x55, sizeof(int32_t) * n);
         ix.dot8(q, ix.rows8, ix.rsum8, ix.stride8, (size_t)n, got);
         for (int r = 0; r < n; r++)
-            cr_expect_eq(got[r], want[r], "%s row %d: %d, want %d", kernels[kk], r, got[r], want[r]);
+            cr_expect_eq(got[r], want[r], "%s row %d: %d, want %d", kernels[kk], r, got[r],
+                         want[r]);
         for (int t = 0; t < 20; t++) {
             eng_hit h[10];
             int nh;
-            cr_assert(eng_index_search(&ix, qf + t * dim, 10, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 1}, h, &nh, &err) == 0);
+            cr_assert(eng_index_search(&ix, qf + t * dim, 10, INT8_PASS(INT64_MIN, 1), h, &nh,
+                                       &err) == 0);
             cr_assert_eq(nh, nref[t]);
             for (int i = 0; i < nh; i++)
                 cr_expect(h[i].id == ref[t][i].id && h[i].score == ref[t][i].score,
@@ -487,29 +499,49 @@ Test(index_fast, bad_input_is_refused) {
     eng_err err = {0};
     eng_index ix;
     cr_assert(eng_index_init(&ix, 4, &err) == 0);
-    float good[4] = {1, 2, 3, 4}, zero[4] = {0}, nan[4] = {1, NAN, 0, 0}, inf[4] = {INFINITY, 0, 0, 0};
+    float good[4] = {1, 2, 3, 4}, zero[4] = {0}, nan[4] = {1, NAN, 0, 0},
+          inf[4] = {INFINITY, 0, 0, 0};
     eng_hit h[8];
     int n = 99;
     /* an empty index answers with no hits */
-    cr_assert(eng_index_search(&ix, good, 3, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, good, 3, INT8_PASS(INT64_MIN, 0), h, &n, &err) == 0, "%s",
+              err.msg);
     cr_expect_eq(n, 0);
     cr_assert(eng_index_put(&ix, 5, good, &err) == 0);
     cr_assert(eng_index_put(&ix, 6, (float[4]){4, 3, 2, 1}, &err) == 0);
     n = 99;
-    cr_expect(eng_index_search(&ix, good, 0, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) != 0 &&
+    cr_expect(eng_index_search(&ix, good, 0, INT8_PASS(INT64_MIN, 0), h, &n, &err) != 0 &&
               strstr(err.msg, "k must"));
     cr_expect_eq(n, 0, "a refused search reports no hits");
-    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, -1}, h, &n, &err) != 0 &&
+    cr_expect(eng_index_search(&ix, good, 1, INT8_PASS(INT64_MIN, -1), h, &n, &err) != 0 &&
               strstr(err.msg, "rerank"));
-    cr_expect(eng_index_search(&ix, zero, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) != 0 &&
+    cr_expect(eng_index_search(&ix, zero, 1, INT8_PASS(INT64_MIN, 0), h, &n, &err) != 0 &&
               strstr(err.msg, "zero"));
-    cr_expect(eng_index_search(&ix, nan, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) != 0 &&
+    cr_expect(eng_index_search(&ix, nan, 1, INT8_PASS(INT64_MIN, 0), h, &n, &err) != 0 &&
               strstr(err.msg, "finite"));
-    cr_expect(eng_index_search(&ix, inf, 1, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) != 0);
+    cr_expect(eng_index_search(&ix, inf, 1, INT8_PASS(INT64_MIN, 0), h, &n, &err) != 0);
+    cr_expect_eq(err.code, ERR_BAD_INPUT, "a query's fault is bad input");
+    /* an unknown back end is the caller's fault too; each pass has a name */
+    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){(eng_index_pass)7, INT64_MIN, 0},
+                               h, &n, &err) != 0 &&
+              err.code == ERR_BAD_INPUT && strstr(err.msg, "pass"));
+    cr_expect_str_eq(eng_index_pass_name(ENG_INDEX_EXACT), "exact");
+    cr_expect_str_eq(eng_index_pass_name(ENG_INDEX_INT8), "int8");
+    cr_expect_null(eng_index_pass_name(ENG_INDEX_PASSES));
+    /* NULL options are the exact pass: the same hits as asking for it */
+    eng_hit he[2], hn[2];
+    int ne = 0, nn = 0;
+    eng_search_opts exact = eng_search_defaults();
+    cr_assert(eng_index_search(&ix, good, 2, &exact, he, &ne, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, good, 2, NULL, hn, &nn, &err) == 0, "%s", err.msg);
+    cr_expect_eq(ne, nn);
+    for (int i = 0; i < ne && i < nn; i++)
+        cr_expect(he[i].id == hn[i].id && he[i].score == hn[i].score, "hit %d", i);
     /* k larger than the index returns every row, best first */
-    cr_assert(eng_index_search(&ix, good, 8, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, 0}, h, &n, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, good, 8, INT8_PASS(INT64_MIN, 0), h, &n, &err) == 0, "%s",
+              err.msg);
     cr_expect(n == 2 && h[0].id == 5 && h[1].id == 6);
-    cr_assert(eng_index_search(&ix, good, 8, &(eng_search_opts){ENG_INDEX_INT8, 5, 0}, h, &n, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&ix, good, 8, INT8_PASS(5, 0), h, &n, &err) == 0, "%s", err.msg);
     cr_expect(n == 1 && h[0].id == 6, "exclude skips the row");
     eng_index_free(&ix);
 }

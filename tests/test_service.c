@@ -121,7 +121,7 @@ Test(service, embedding_bytes_uses_the_serving_version_and_refuses_bad_images) {
     cr_assert(svc_embed_bytes(&f.s, img, n, NULL, w, &again, &err) == 0, "%s", err.msg);
     cr_expect(!memcmp(v, w, sizeof(float) * (size_t)f.s.dim), "the same bytes, another vector");
     cr_expect_neq(svc_embed_bytes(&f.s, "P5 nonsense", 11, NULL, v, &version, &err), 0);
-    cr_expect_eq(err.kind, SVC_BAD_INPUT, "kind %d: %s", err.kind, err.msg);
+    cr_expect_eq(err.code, ERR_BAD_INPUT, "kind %d: %s", err.code, err.msg);
     free(v);
     free(w);
     close_service(&f);
@@ -297,33 +297,37 @@ Test(service, a_version_is_one_object_swapped_by_one_pointer_and_kept_while_refe
     close_service(&f);
 }
 
-/* One place maps every failure to an HTTP status: the engine's codes to the service's kinds, and
- * the kinds to a status and an error code. */
-Test(service, failures_map_to_kinds_and_statuses_in_one_place) {
-    static const struct {
-        eng_code code;
-        int kind;
-    } eng_map[] = {{ENG_BAD_INPUT, SVC_BAD_INPUT}, {ENG_TOO_LARGE, SVC_TOO_LARGE},
-                   {ENG_NO_MEMORY, SVC_NO_MEMORY}, {ENG_INTERNAL, SVC_INTERNAL}};
-    for (size_t i = 0; i < sizeof eng_map / sizeof *eng_map; i++) {
+/* One error value from the engine and the store up to the service, and one place that maps its
+ * code to an HTTP status and error code. */
+Test(service, failures_keep_their_code_and_map_to_statuses_in_one_place) {
+    static const eng_code codes[] = {ERR_BAD_INPUT, ERR_TOO_LARGE, ERR_NO_MEMORY, ERR_INTERNAL};
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
         eng_err e = {0};
-        eng_fail_code(&e, eng_map[i].code, "x");
-        cr_expect_eq(svc_kind_of(&e), eng_map[i].kind, "engine code %d", eng_map[i].code);
+        eng_fail_code(&e, codes[i], "x");
+        cr_expect_eq(svc_code_of(&e), codes[i], "engine code %d", codes[i]);
     }
     eng_err plain = {0};
     eng_fail(&plain, "anything");
-    cr_expect_eq(plain.code, ENG_INTERNAL, "eng_fail is internal unless told otherwise");
+    cr_expect_eq(plain.code, ERR_INTERNAL, "eng_fail is internal unless told otherwise");
+    eng_err unset = {0};
+    cr_expect_eq(svc_code_of(&unset), ERR_INTERNAL, "a failure without a code is internal");
+    /* the store's and the service's errors are the same type as the engine's */
+    store_err se = {0};
+    svc_err *as_svc = &se;
+    eng_err *as_eng = as_svc;
+    cr_expect_eq(as_eng->code, ERR_OK);
     static const struct {
-        int kind, status;
+        eng_code kind;
+        int status;
         const char *code;
         int retry;
-    } http[] = {{SVC_BAD_INPUT, 422, "invalid_image", 0}, {SVC_NOT_FOUND, 404, "not_found", 0},
-                {SVC_TOO_LARGE, 413, "too_large", 0},
-                {SVC_UNSUPPORTED, 415, "unsupported_media_type", 0},
-                {SVC_UNAVAILABLE, 503, "unavailable", 1}, {SVC_INTERNAL, 500, "internal", 0},
-                {SVC_NO_MEMORY, 503, "out_of_memory", 1}, {SVC_DISK_FULL, 507, "disk_full", 0}};
+    } http[] = {{ERR_BAD_INPUT, 422, "invalid_image", 0}, {ERR_NOT_FOUND, 404, "not_found", 0},
+                {ERR_TOO_LARGE, 413, "too_large", 0},
+                {ERR_UNSUPPORTED, 415, "unsupported_media_type", 0},
+                {ERR_UNAVAILABLE, 503, "unavailable", 1}, {ERR_INTERNAL, 500, "internal", 0},
+                {ERR_NO_MEMORY, 503, "out_of_memory", 1}, {ERR_DISK_FULL, 507, "disk_full", 0}};
     for (size_t i = 0; i < sizeof http / sizeof *http; i++) {
-        svc_err e = {http[i].kind, "why"};
+        svc_err e = {.msg = "why", .code = http[i].kind};
         api_response rs = {0};
         api_svc_error(&rs, &e, "");
         cr_expect_eq(rs.status, http[i].status, "kind %d", http[i].kind);
@@ -344,15 +348,15 @@ Test(service, a_bad_query_vector_is_bad_input_and_an_undecodable_image_too) {
     int64_t version;
     svc_err err = {0};
     cr_expect_neq(svc_search(&f.s, zero, 4, hits, &n, &version, &err), 0);
-    cr_expect_eq(err.kind, SVC_BAD_INPUT, "a zero vector: kind %d (%s)", err.kind, err.msg);
+    cr_expect_eq(err.code, ERR_BAD_INPUT, "a zero vector: kind %d (%s)", err.code, err.msg);
     zero[0] = 1;
     cr_expect_neq(svc_search(&f.s, zero, 0, hits, &n, &version, &err), 0);
-    cr_expect_eq(err.kind, SVC_BAD_INPUT, "k = 0: kind %d (%s)", err.kind, err.msg);
+    cr_expect_eq(err.code, ERR_BAD_INPUT, "k = 0: kind %d (%s)", err.code, err.msg);
     /* a PNG signature with nothing after it: the decoder refuses, and says it is the data */
     static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0};
     eng_image img;
     cr_expect_neq(svc_prepare(&f.s, png, sizeof png, "image/png", &img, &err), 0);
-    cr_expect_eq(err.kind, SVC_BAD_INPUT, "kind %d (%s)", err.kind, err.msg);
+    cr_expect_eq(err.code, ERR_BAD_INPUT, "kind %d (%s)", err.code, err.msg);
     free(zero);
     close_service(&f);
 }

@@ -13,7 +13,7 @@ static void vfail(eng_err *err, eng_code code, const char *fmt, va_list ap) {
 int eng_fail(eng_err *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vfail(err, ENG_INTERNAL, fmt, ap);
+    vfail(err, ERR_INTERNAL, fmt, ap);
     va_end(ap);
     return -1;
 }

@@ -35,7 +35,7 @@ int eng_image_alloc(eng_image *img, int width, int height, int channels, eng_err
     size_t n = (size_t)width * (size_t)height * (size_t)channels;
     img->pixels = malloc(n);
     if (!img->pixels)
-        return eng_fail_code(err, ENG_NO_MEMORY, "image: out of memory for %dx%dx%d pixels", width, height, channels);
+        return eng_fail_code(err, ERR_NO_MEMORY, "image: out of memory for %dx%dx%d pixels", width, height, channels);
     img->width = width;
     img->height = height;
     img->channels = channels;
@@ -87,7 +87,7 @@ static int check_dims(const char *fmt, long long w, long long h, long long max_p
                       eng_err *err) {
     /* w, h < 2^32, so the product can't overflow */
     if (w >= 1 && h >= 1 && w * h > max_pixels)
-        return eng_fail_code(err, ENG_TOO_LARGE, "%s: %lldx%lld exceeds the %lld-pixel limit", fmt, w, h, max_pixels);
+        return eng_fail_code(err, ERR_TOO_LARGE, "%s: %lldx%lld exceeds the %lld-pixel limit", fmt, w, h, max_pixels);
     if (w < 1 || h < 1 || w > ENG_IMAGE_MAX_SIDE || h > ENG_IMAGE_MAX_SIDE)
         return eng_fail(err, "%s: invalid dimensions %lldx%lld (each side must be 1..%d)", fmt, w,
                         h, ENG_IMAGE_MAX_SIDE);
@@ -388,7 +388,7 @@ static int decode_jpeg(const uint8_t *b, size_t len, long long max_pixels, eng_i
                        eng_err *err) {
     if (jpeg_precheck(b, len, max_pixels, err) != 0) return -1;
     jpeg_state *st = calloc(1, sizeof *st);
-    if (!st) return eng_fail_code(err, ENG_NO_MEMORY, "jpeg: out of memory for the decoder");
+    if (!st) return eng_fail_code(err, ERR_NO_MEMORY, "jpeg: out of memory for the decoder");
     st->max_pixels = max_pixels;
     st->cinfo.err = jpeg_std_error(&st->jerr);
     st->jerr.error_exit = jpeg_on_error;
@@ -486,12 +486,12 @@ static int decode_pgm(const uint8_t *b, size_t len, long long max_pixels, eng_im
 static int decode_any(const void *bytes, size_t len, const eng_decode_opts *opts, eng_image *out,
                       eng_err *err);
 
-/* A decoder's refusal is the data's fault (ENG_BAD_INPUT) unless it said otherwise (memory,
+/* A decoder's refusal is the data's fault (ERR_BAD_INPUT) unless it said otherwise (memory,
  * the pixel limit). */
 int eng_image_decode(const void *bytes, size_t len, const eng_decode_opts *opts, eng_image *out,
                      eng_err *err) {
     int rc = decode_any(bytes, len, opts, out, err);
-    if (rc && err && err->code == ENG_INTERNAL) err->code = ENG_BAD_INPUT;
+    if (rc && err && err->code == ERR_INTERNAL) err->code = ERR_BAD_INPUT;
     return rc;
 }
 
@@ -613,17 +613,17 @@ int eng_image_downscale(const eng_image *in, int max_side, eng_image *out, eng_e
     int ow = w < h ? max_side : scaled, oh = w < h ? scaled : max_side;
     box_axis ax, ay;
     uint32_t *tmp = NULL; /* horizontal pass: [h][ow][c], sums scaled by w */
-    if (box_axis_make(&ax, w, ow) != 0) return eng_fail_code(err, ENG_NO_MEMORY, "image downscale: out of memory");
+    if (box_axis_make(&ax, w, ow) != 0) return eng_fail_code(err, ERR_NO_MEMORY, "image downscale: out of memory");
     if (box_axis_make(&ay, h, oh) != 0) {
         box_axis_free(&ax);
-        return eng_fail_code(err, ENG_NO_MEMORY, "image downscale: out of memory");
+        return eng_fail_code(err, ERR_NO_MEMORY, "image downscale: out of memory");
     }
     tmp = malloc(sizeof *tmp * (size_t)h * (size_t)ow * (size_t)c);
     if (!tmp || eng_image_alloc(out, ow, oh, c, err) != 0) {
         box_axis_free(&ax);
         box_axis_free(&ay);
         free(tmp);
-        return eng_fail_code(err, ENG_NO_MEMORY, "image downscale: out of memory");
+        return eng_fail_code(err, ERR_NO_MEMORY, "image downscale: out of memory");
     }
     for (int y = 0; y < h; y++) {
         const uint8_t *row = in->pixels + (size_t)y * w * c;

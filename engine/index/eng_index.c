@@ -91,7 +91,7 @@ static int rehash(eng_index *ix, size_t n_slots, eng_err *err) {
     if (!sid || !srow) {
         free(sid);
         free(srow);
-        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %zu hash slots", n_slots);
+        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory for %zu hash slots", n_slots);
     }
     for (size_t i = 0; i < n_slots; i++) sid[i] = SLOT_EMPTY;
     free(ix->slot_id);
@@ -115,7 +115,7 @@ static int grow(eng_index *ix, eng_err *err) {
     if (!rows || !ids) {
         free(rows);
         free(ids);
-        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %zu vectors", cap);
+        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory for %zu vectors", cap);
     }
     if (ix->n) {
         memcpy(rows, ix->rows, ix->n * ix->stride * sizeof(float));
@@ -139,7 +139,7 @@ size_t index_row_of(const eng_index *ix, int64_t id) {
 
 int eng_index_init(eng_index *ix, int dim, eng_err *err) {
     memset(ix, 0, sizeof *ix);
-    if (dim < 1 || dim > 65536) return eng_fail_code(err, ENG_BAD_INPUT, "index: dimension %d out of range", dim);
+    if (dim < 1 || dim > 65536) return eng_fail_code(err, ERR_BAD_INPUT, "index: dimension %d out of range", dim);
     ix->dim = dim;
     ix->stride = ((size_t)dim + 15) / 16 * 16;
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
@@ -156,10 +156,10 @@ int eng_index_init(eng_index *ix, int dim, eng_err *err) {
 int index_normalise(const eng_index *ix, const float *vec, float *dst, eng_err *err) {
     double ss = 0;
     for (int i = 0; i < ix->dim; i++) {
-        if (!isfinite(vec[i])) return eng_fail_code(err, ENG_BAD_INPUT, "index: vector has a non-finite value");
+        if (!isfinite(vec[i])) return eng_fail_code(err, ERR_BAD_INPUT, "index: vector has a non-finite value");
         ss += (double)vec[i] * vec[i];
     }
-    if (!(ss > 0)) return eng_fail_code(err, ENG_BAD_INPUT, "index: zero vector has no direction");
+    if (!(ss > 0)) return eng_fail_code(err, ERR_BAD_INPUT, "index: zero vector has no direction");
     float inv = (float)(1.0 / sqrt(ss));
     for (int i = 0; i < ix->dim; i++) dst[i] = vec[i] * inv;
     for (size_t i = (size_t)ix->dim; i < ix->stride; i++) dst[i] = 0.0f;
@@ -232,11 +232,11 @@ int eng_index_search(const eng_index *ix, const float *query, int k, const eng_s
                      eng_hit *out, int *n_out, eng_err *err) {
     *n_out = 0;
     eng_search_opts o = opts ? *opts : eng_search_defaults();
-    if (k < 1) return eng_fail_code(err, ENG_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
+    if (k < 1) return eng_fail_code(err, ERR_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
     if (o.pass < 0 || o.pass >= ENG_INDEX_PASSES)
-        return eng_fail_code(err, ENG_BAD_INPUT, "index: unknown search pass %d", (int)o.pass);
+        return eng_fail_code(err, ERR_BAD_INPUT, "index: unknown search pass %d", (int)o.pass);
     float *q = aligned_alloc(64, ix->stride * sizeof(float));
-    if (!q) return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory");
+    if (!q) return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory");
     if (index_normalise(ix, query, q, err)) {
         free(q);
         return -1;

@@ -107,7 +107,7 @@ const char *eng_index_pass_name(eng_index_pass pass);
  * their number to *n_out. Every back end returns exact float scores, by the same kernel, in the
  * same order; ENG_INDEX_INT8 may miss a true top-k row when its int8 score falls below R others
  * (the tests measure recall@10 >= 0.99 at the default). Refuses k < 1, rerank < 0, an unknown
- * pass, and zero or non-finite queries (ENG_BAD_INPUT). */
+ * pass, and zero or non-finite queries (ERR_BAD_INPUT). */
 int eng_index_search(const eng_index *ix, const float *query, int k, const eng_search_opts *opts,
                      eng_hit *out, int *n_out, eng_err *err);
 

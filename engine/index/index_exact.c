@@ -95,14 +95,14 @@ const index_backend index_exact = {
 
 int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, int k,
                            eng_hit *out, int *n_out, eng_err *err) {
-    if (k < 1) return eng_fail_code(err, ENG_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
-    if (nq < 0) return eng_fail_code(err, ENG_BAD_INPUT, "index: negative query count");
+    if (k < 1) return eng_fail_code(err, ERR_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
+    if (nq < 0) return eng_fail_code(err, ERR_BAD_INPUT, "index: negative query count");
     float *q = aligned_alloc(64, ((size_t)nq * ix->stride + 16) * sizeof(float));
     topk *t = calloc((size_t)nq + 1, sizeof *t);
     if (!q || !t) {
         free(q);
         free(t);
-        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %d queries", nq);
+        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory for %d queries", nq);
     }
     for (int i = 0; i < nq; i++) {
         if (index_normalise(ix, queries + (size_t)i * ix->dim, q + (size_t)i * ix->stride, err)) {
@@ -119,7 +119,7 @@ int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, in
     if (!scores) {
         free(q);
         free(t);
-        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for the score block");
+        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory for the score block");
     }
     for (size_t q0 = 0; q0 < (size_t)nq; q0 += qchunk) {
         size_t nqc = (size_t)nq - q0 < qchunk ? (size_t)nq - q0 : qchunk;

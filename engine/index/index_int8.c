@@ -164,7 +164,7 @@ static int int8_grow(eng_index *ix, size_t cap, eng_err *err) {
         free(rows8);
         free(scale8);
         free(rsum8);
-        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %zu int8 rows", cap);
+        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory for %zu int8 rows", cap);
     }
     if (ix->n) {
         memcpy(rows8, ix->rows8, ix->n * ix->stride8);
@@ -205,7 +205,7 @@ static int int8_search(const eng_index *ix, const float *q, const eng_search_opt
                        eng_err *err) {
     int k = t->k, rerank = o->rerank;
     if (rerank < 0)
-        return eng_fail_code(err, ENG_BAD_INPUT, "index: rerank factor must be >= 0 (got %d)",
+        return eng_fail_code(err, ERR_BAD_INPUT, "index: rerank factor must be >= 0 (got %d)",
                              rerank);
     if (rerank == 0) rerank = ENG_INDEX_RERANK_FACTOR;
     size_t r_cand = (size_t)rerank * (size_t)k;
@@ -217,7 +217,7 @@ static int int8_search(const eng_index *ix, const float *q, const eng_search_opt
     bytes = (bytes + 63) / 64 * 64;
     char *mem = aligned_alloc(64, bytes);
     if (!mem)
-        return eng_fail_code(err, ENG_NO_MEMORY, "index: out of memory for %zu candidates",
+        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory for %zu candidates",
                              r_cand);
     int8_t *qi = (int8_t *)mem;
     int32_t *dots = (int32_t *)(void *)(mem + q8);

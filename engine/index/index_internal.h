@@ -19,7 +19,7 @@ void index_topk_offer(topk *t, float score, int64_t id);
 /* Sorts the heap's hits best first (higher score, then lower id). */
 void index_topk_sort(topk *t);
 
-/* Writes the normalised vec into dst (ix->stride floats, zero padded); -1 (ENG_BAD_INPUT) for a
+/* Writes the normalised vec into dst (ix->stride floats, zero padded); -1 (ERR_BAD_INPUT) for a
  * zero or non-finite vector, dst then untouched. */
 int index_normalise(const eng_index *ix, const float *vec, float *dst, eng_err *err);
 

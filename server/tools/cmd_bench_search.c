@@ -60,7 +60,8 @@ __attribute__((target("avx512f"))) static unsigned long long xor_words_avx512(
         d = _mm512_xor_si512(d, _mm512_load_si512((const void *)(w + i + 24)));
     }
     unsigned long long out[8];
-    _mm512_storeu_si512((void *)out, _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
+    _mm512_storeu_si512((void *)out,
+                        _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
     unsigned long long x = 0;
     for (int k = 0; k < 8; k++) x ^= out[k];
     return x ^ xor_words(w + i, words - i);
@@ -198,7 +199,9 @@ int cmd_bench_search(int argc, char **argv) {
     double recall = 0;
     for (long q = 0; q < nq; q++) {
         double t = now_ms();
-        if (eng_index_search(&ix, qs + (size_t)q * dim, (int)k, &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, (int)rerank}, fast, &got, &err)) {
+        if (eng_index_search(&ix, qs + (size_t)q * dim, (int)k,
+                             &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, (int)rerank}, fast, &got,
+                             &err)) {
             fprintf(stderr, "error: %s\n", err.msg);
             goto done;
         }
