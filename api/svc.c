@@ -169,7 +169,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     int64_t *ids;
     int64_t n = store_image_ids(st, &ids);
     if (n < 0) {
-        svc_fail(err, ERR_INTERNAL, "out of memory listing images");
+        svc_fail(err, ERR_NO_MEMORY, "out of memory listing images");
         goto fail;
     }
     for (int64_t i = 0; i < n; i++)
@@ -177,7 +177,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     free(ids);
     return 0;
 store_fail:
-    svc_fail(err, ERR_INTERNAL, "%s", se.msg);
+    svc_fail(err, svc_code_of(&se), "%s", se.msg);
 fail:
     free(blob);
     svc_close(s);

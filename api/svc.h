@@ -256,7 +256,8 @@ typedef struct svc_trainer {
     svc_run_fn run;           /* NULL: calls are made directly */
     void *runner;
     void (*thread_init)(void); /* run once on the augmentation thread (its priority), or NULL */
-    int thread_ready;          /* thread_init ran (touched by the augmentation thread only) */
+    unsigned long ready_thread; /* the thread thread_init last ran on (augmentation threads
+                                 * only; one at a time, each joined before the next starts) */
     const atomic_int *stop;    /* borrowed: set to interrupt a step and end the source's waits */
     uint64_t rng;              /* the sampler's state (augmentation thread only) */
     eng_image *imgs;           /* owned [batch]: the batch being augmented */

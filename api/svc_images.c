@@ -48,7 +48,7 @@ int svc_upload(svc *s, const svc_blob *imgs, int n, const char *meta_json, int64
     int *dims = calloc((size_t)n * 2, sizeof *dims);
     int rc = -1;
     if (!packed || !packed_len || !dims) {
-        svc_fail(err, ERR_INTERNAL, "out of memory");
+        svc_fail(err, ERR_NO_MEMORY, "out of memory");
         goto done;
     }
     /* every image is checked before any is saved: a request is stored whole or not at all */

@@ -122,7 +122,7 @@ int svc_embed_fresh(svc *s, const int64_t *ids, int n, svc_err *err) {
     float *vecs = malloc((size_t)n * s->dim * sizeof *vecs);
     int rc = -1, m = 0;
     if (!imgs || !srcs || !kept || !vecs) {
-        svc_fail(err, ERR_INTERNAL, "out of memory");
+        svc_fail(err, ERR_NO_MEMORY, "out of memory");
         goto done;
     }
     svc_version *serving, *pending;
@@ -145,7 +145,7 @@ done:
 int svc_publish(svc *s, const uint8_t *blob, size_t len, uint64_t step, double loss,
                 int64_t *version, svc_err *err) {
     char *json = eng_config_to_json(&s->cfg);
-    if (!json) return svc_fail(err, ERR_INTERNAL, "out of memory");
+    if (!json) return svc_fail(err, ERR_NO_MEMORY, "out of memory");
     int64_t serving = svc_serving_version(s);
     store_err se = {0};
     int rc = store_checkpoint_put(s->st, (int64_t)step, json, loss, blob, len, serving, version,
@@ -217,7 +217,7 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     float *vecs = malloc((size_t)b * s->dim * sizeof *vecs);
     int rc = 0;
     if (n < 0 || !imgs || !srcs || !todo || !kept || !vecs)
-        rc = svc_fail(err, ERR_INTERNAL, "out of memory re-embedding");
+        rc = svc_fail(err, ERR_NO_MEMORY, "out of memory re-embedding");
     int64_t done = 0;
     for (int64_t i = 0; rc == 0 && i < n;) {
         if (atomic_load(&s->stopping)) {

@@ -32,9 +32,11 @@ static void call(svc_trainer *tr, void (*fn)(void *), void *arg) {
  * while there are none; fails only when stopping or before a service is attached. */
 static int store_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
     svc_trainer *tr = ctx;
-    if (tr->thread_init && !tr->thread_ready) {
+    /* once per augmentation thread: a resume restarts the stream on a new one */
+    unsigned long self = (unsigned long)pthread_self();
+    if (tr->thread_init && tr->ready_thread != self) {
         tr->thread_init();
-        tr->thread_ready = 1;
+        tr->ready_thread = self;
     }
     for (int i = 0; i < n; i++) eng_image_free(&tr->imgs[i]);
     for (int from = 0; from < n;) {
@@ -77,7 +79,7 @@ int svc_trainer_create(svc_trainer *tr, const eng_config *cfg, int batch, uint64
     if (stop) eng_trainer_interrupt_on(&tr->t, stop);
     if (newest) {
         if (eng_trainer_resume(&tr->t, newest, newest_len, &e))
-            return svc_fail(err, ERR_INTERNAL, "resuming from the newest model version: %s",
+            return svc_fail(err, svc_code_of(&e), "resuming from the newest model version: %s",
                             e.msg);
         return 0;
     }

@@ -43,7 +43,7 @@ svc_version *svc_version_load(const svc *s, int64_t id, const void *blob, size_t
     }
     if (!bad) bad = eng_index_init(&v->index, s->dim, &e);
     if (bad) {
-        svc_fail(err, ERR_INTERNAL, "loading model version %lld: %s", (long long)id, e.msg);
+        svc_fail(err, svc_code_of(&e), "loading model version %lld: %s", (long long)id, e.msg);
         version_free(v);
         return NULL;
     }

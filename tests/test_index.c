@@ -525,6 +525,11 @@ Test(index_fast, bad_input_is_refused) {
     cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){(eng_index_pass)7, INT64_MIN, 0},
                                h, &n, &err) != 0 &&
               err.code == ERR_BAD_INPUT && strstr(err.msg, "pass"));
+    cr_expect(eng_index_search(&ix, good, 1, EXACT_PASS(INT64_MIN), h, &n, &err) == 0);
+    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){ENG_INDEX_EXACT, INT64_MIN, -1},
+                               h, &n, &err) != 0 &&
+                  err.code == ERR_BAD_INPUT,
+              "a negative rerank is refused whatever the pass");
     cr_expect_str_eq(eng_index_pass_name(ENG_INDEX_EXACT), "exact");
     cr_expect_str_eq(eng_index_pass_name(ENG_INDEX_INT8), "int8");
     cr_expect_null(eng_index_pass_name(ENG_INDEX_PASSES));

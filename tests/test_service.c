@@ -326,6 +326,20 @@ Test(service, failures_keep_their_code_and_map_to_statuses_in_one_place) {
                 {ERR_UNSUPPORTED, 415, "unsupported_media_type", 0},
                 {ERR_UNAVAILABLE, 503, "unavailable", 1}, {ERR_INTERNAL, 500, "internal", 0},
                 {ERR_NO_MEMORY, 503, "out_of_memory", 1}, {ERR_DISK_FULL, 507, "disk_full", 0}};
+    /* every code has a row: a status of 400 or more and an error code */
+    for (int c = ERR_OK; c < ERR_N_CODES; c++) {
+        svc_err e = {.msg = "why", .code = (eng_code)c};
+        api_response rs = {0};
+        api_svc_error(&rs, &e, "");
+        cr_expect(rs.status >= 400 && rs.body && strstr(rs.body, "\"code\":\""),
+                  "code %d: status %d", c, rs.status);
+        free(rs.body);
+    }
+    /* a handler's own allocation failure goes through the same table */
+    api_response oom = {0};
+    api_out_of_memory(&oom);
+    cr_expect(oom.status == 503 && oom.retry_after > 0 && strstr(oom.body, "out_of_memory"));
+    free(oom.body);
     for (size_t i = 0; i < sizeof http / sizeof *http; i++) {
         svc_err e = {.msg = "why", .code = http[i].kind};
         api_response rs = {0};

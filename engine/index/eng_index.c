@@ -175,7 +175,7 @@ static void row_set(eng_index *ix, size_t r) {
 int eng_index_put(eng_index *ix, int64_t id, const float *vec, eng_err *err) {
     if (id == SLOT_EMPTY || id == SLOT_TOMB) return eng_fail(err, "index: id %lld is reserved", (long long)id);
     size_t slot = find_slot(ix, id);
-    if (slot != (size_t)-1) { /* replace in place (normalise_into checks before it writes) */
+    if (slot != (size_t)-1) { /* replace in place (index_normalise checks before it writes) */
         size_t r = ix->slot_row[slot];
         if (index_normalise(ix, vec, ix->rows + r * ix->stride, err)) return -1;
         row_set(ix, r);
@@ -235,6 +235,9 @@ int eng_index_search(const eng_index *ix, const float *query, int k, const eng_s
     if (k < 1) return eng_fail_code(err, ERR_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
     if (o.pass < 0 || o.pass >= ENG_INDEX_PASSES)
         return eng_fail_code(err, ERR_BAD_INPUT, "index: unknown search pass %d", (int)o.pass);
+    if (o.rerank < 0)
+        return eng_fail_code(err, ERR_BAD_INPUT, "index: rerank factor must be >= 0 (got %d)",
+                             o.rerank);
     float *q = aligned_alloc(64, ix->stride * sizeof(float));
     if (!q) return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory");
     if (index_normalise(ix, query, q, err)) {

@@ -203,10 +203,7 @@ static void int8_release(eng_index *ix) {
 
 static int int8_search(const eng_index *ix, const float *q, const eng_search_opts *o, topk *t,
                        eng_err *err) {
-    int k = t->k, rerank = o->rerank;
-    if (rerank < 0)
-        return eng_fail_code(err, ERR_BAD_INPUT, "index: rerank factor must be >= 0 (got %d)",
-                             rerank);
+    int k = t->k, rerank = o->rerank; /* >= 0: checked by the core */
     if (rerank == 0) rerank = ENG_INDEX_RERANK_FACTOR;
     size_t r_cand = (size_t)rerank * (size_t)k;
     if (r_cand < (size_t)k + ENG_INDEX_RERANK_MARGIN) r_cand = (size_t)k + ENG_INDEX_RERANK_MARGIN;
