@@ -28,6 +28,7 @@ static const struct {
      "train --data DIR|FILE.idx [--model small] [--minutes M | --seconds S | --steps N]\n"
      "      [--batch 256]\n"
      "      [--checkpoint out.bin] [--resume yes] [--seed S] [--warmup W] [--save-every SEC]\n"
+     "      [--recipe FILE.json]\n"
      "        train on a directory of images or an IDX file, with a progress line; the\n"
      "        checkpoint is written atomically every SEC seconds and at the end (or on Ctrl-C)"},
     {"embed", cmd_embed,

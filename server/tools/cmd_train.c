@@ -4,6 +4,7 @@
  *   barlowd train --data DIR|FILE.idx [--model small] [--minutes M] [--seconds S] [--steps N]
  *                 [--batch 256]
  *                 [--checkpoint out.bin] [--resume] [--seed S] [--warmup W] [--save-every SEC]
+ *                 [--recipe FILE.json]
  *   barlowd embed --checkpoint out.bin --data DIR|FILE.idx --out vectors.f32 [--batch 256]
  *
  * Checkpoints are written atomically (temporary file, fsync, rename). SIGINT/SIGTERM stop
@@ -19,6 +20,7 @@
 
 #include "eng_source.h"
 #include "eng_infer.h"
+#include "eng_recipe.h"
 #include "eng_trainer.h"
 #include "cli_util.h"
 #include "commands.h"
@@ -78,12 +80,14 @@ static void seek_source(void *ctx, uint64_t seed, uint64_t batch) {
 int cmd_train(int argc, char **argv) {
     static const char *const known[] = {"--data",   "--model", "--minutes", "--seconds",
                                         "--steps",  "--batch", "--checkpoint", "--resume",
-                                        "--seed",   "--warmup", "--save-every", NULL};
+                                        "--seed",   "--warmup", "--save-every", "--recipe",
+                                        NULL};
     if (cli_check_flags(argc, argv, known)) return CLI_BAD_INPUT;
     const char *data = cli_flag(argc, argv, "--data");
     const char *model = cli_flag(argc, argv, "--model");
     const char *ckpt = cli_flag(argc, argv, "--checkpoint");
     const char *resume = cli_flag(argc, argv, "--resume");
+    const char *recipe = cli_flag(argc, argv, "--recipe");
     long minutes = cli_flag_long(argc, argv, "--minutes", 0, 0, 1000000);
     long seconds = cli_flag_long(argc, argv, "--seconds", 0, 0, 1000000000);
     long steps = cli_flag_long(argc, argv, "--steps", 0, 0, 1000000000);
@@ -124,6 +128,11 @@ int cmd_train(int argc, char **argv) {
     eng_trainer_cfg tc = eng_trainer_defaults(&cfg, (int)batch);
     tc.seed = (uint64_t)seed;
     tc.opt.warmup = warmup;
+    if (recipe && eng_recipe_load(&tc, recipe, &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        eng_source_free(&src);
+        return CLI_BAD_INPUT;
+    }
     eng_trainer t;
     int rc = CLI_FAIL;
     if (eng_trainer_create(&t, &cfg, &tc, eng_source_fill, seek_source, &src, &err)) {
