@@ -479,6 +479,26 @@ static void delete_image(api *a, int64_t id, api_response *rs) {
 }
 
 
+/* A number, or null when it was not measured. */
+static json_t *real_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+/* The quality monitor's record of a version as JSON (null when it has none). */
+static json_t *quality_json(const store_quality *q) {
+    if (!q || q->version <= 0) return json_null();
+    return json_pack("{s:I,s:I,s:o,s:o,s:o,s:b,s:s,s:f}", "version", (json_int_t)q->version,
+                     "labelled", (json_int_t)q->labelled, "knn20", real_or_null(q->knn20),
+                     "pixels_knn20", real_or_null(q->pixels_knn20), "serving_knn20",
+                     real_or_null(q->serving_knn20), "accepted", q->accepted, "reason",
+                     q->reason, "decided", q->decided);
+}
+
+/* A version's record from the store, as JSON. */
+static json_t *version_quality_json(api *a, int64_t version) {
+    store_quality q;
+    svc_err e = {0};
+    return svc_version_quality(a->s, version, &q, &e) == 0 ? quality_json(&q) : json_null();
+}
+
 static void get_status(api *a, api_response *rs) {
     svc_status st;
     svc_get_status(a->s, &st);
@@ -497,6 +517,11 @@ static void get_status(api *a, api_response *rs) {
         "reembedding", "done", (json_int_t)st.reembed_done, "total", (json_int_t)st.reembed_total, "uptime_s", svc_now() - a->started);
     if (t.state == SVC_TRAIN_FAILED && t.error[0])
         json_object_set_new(json_object_get(j, "training"), "error", json_string(t.error));
+    json_object_set_new(json_object_get(j, "models"), "quality",
+                        json_pack("{s:o,s:o,s:s}", "serving",
+                                  version_quality_json(a, st.serving_version), "last_decision",
+                                  quality_json(&st.last_decision), "label_key",
+                                  a->s->opts.label_key));
     api_json(rs, 200, j);
 }
 
@@ -514,12 +539,13 @@ static void get_checkpoints(api *a, api_response *rs) {
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(
-            arr, json_pack("{s:I,s:I,s:I,s:o,s:I,s:b}", "version", (json_int_t)list[i].version,
+            arr, json_pack("{s:I,s:I,s:I,s:o,s:I,s:b,s:o}", "version", (json_int_t)list[i].version,
                            "step", (json_int_t)list[i].step, "created", (json_int_t)list[i].created,
                            "loss", list[i].step > 0 && isfinite(list[i].loss)
                                        ? json_real(list[i].loss) : json_null(),
                            "bytes", (json_int_t)list[i].bytes, "serving",
-                           list[i].version == serving));
+                           list[i].version == serving, "quality",
+                           version_quality_json(a, list[i].version)));
     api_json(rs, 200, json_pack("{s:I,s:o}", "serving_version", (json_int_t)serving,
                                 "checkpoints", arr));
 }
@@ -548,12 +574,23 @@ static void get_metrics(api *a, api_response *rs) {
                "# TYPE barlowd_disk_full_errors_total counter\n"
                "barlowd_disk_full_errors_total %ld\n"
                "# TYPE barlowd_writes_failing gauge\nbarlowd_writes_failing %d\n"
-               "# TYPE barlowd_uptime_seconds gauge\nbarlowd_uptime_seconds %.3f\n",
+               "# TYPE barlowd_uptime_seconds gauge\nbarlowd_uptime_seconds %.3f\n"
+               "# TYPE barlowd_quality_last_refused gauge\n"
+               "barlowd_quality_last_refused %d\n",
                (long long)st.images, st.vectors, st.queue, (long long)st.serving_version,
                (long long)st.reembed_done, (long long)st.reembed_total, t.stats.step,
                t.stats.loss, t.stats.lr, t.stats.images_per_s, t.stats.diag_mean,
                t.stats.offdiag_abs_mean, st.disk_full_errors, st.writes_failing,
-               svc_now() - a->started);
+               svc_now() - a->started,
+               st.last_decision.version > 0 && !st.last_decision.accepted);
+    store_quality sq;
+    svc_err qe = {0};
+    if (svc_version_quality(a->s, st.serving_version, &sq, &qe) == 0 && isfinite(sq.knn20))
+        buf_printf(&b,
+                   "# TYPE barlowd_quality_knn20 gauge\nbarlowd_quality_knn20 %g\n"
+                   "# TYPE barlowd_quality_pixels_knn20 gauge\nbarlowd_quality_pixels_knn20 %g\n"
+                   "# TYPE barlowd_quality_labelled gauge\nbarlowd_quality_labelled %lld\n",
+                   sq.knn20, sq.pixels_knn20, (long long)sq.labelled);
     if (!b.p) {
         api_out_of_memory(rs);
         return;

@@ -13,7 +13,8 @@
 
 svc_opts svc_defaults(void) {
     svc_opts o = {.max_pixels = ENG_DECODE_DEFAULT_MAX_PIXELS, .embed_batch = 64,
-                  .max_meta_bytes = 4096};
+                  .max_meta_bytes = 4096, .gate = 1, .gate_tolerance = 0.005,
+                  .label_key = "label", .quality_sample = 20000, .min_labelled = 200};
     return o;
 }
 
@@ -120,6 +121,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     atomic_init(&s->stopping, 0);
     atomic_init(&s->disk_full_errors, 0);
     atomic_init(&s->writes_failing, 0);
+    s->pixels_knn20 = NAN;
 
     store_err se = {0};
     eng_err e = {0};
@@ -231,6 +233,7 @@ void svc_get_status(svc *s, svc_status *out) {
     out->train = s->train;
     out->reembed_done = s->reembed_done;
     out->reembed_total = s->reembed_total;
+    out->last_decision = s->last_decision;
     pthread_mutex_unlock(&s->stat_mu);
     svc_version *serving, *pending;
     svc_versions_acquire(s, &serving, &pending);

@@ -54,6 +54,11 @@ typedef struct svc_opts {
     long long max_pixels;  /* decoded images above this are refused (default 40 MP) */
     int embed_batch;       /* images per forward of the background embedders (64) */
     int max_meta_bytes;    /* client metadata limit (4096) */
+    int gate;              /* 1: a version is swapped in only if the quality gate passes it */
+    double gate_tolerance; /* absolute k-NN-20 a candidate may lose against serving (0.005) */
+    char label_key[65];    /* meta key holding an image's label ("label") */
+    int quality_sample;    /* labelled images scored at most (20000) */
+    int min_labelled;      /* fewer labelled images: versions are not scored (200) */
 } svc_opts;
 
 svc_opts svc_defaults(void);
@@ -118,6 +123,9 @@ typedef struct svc {
     pthread_mutex_t stat_mu;
     svc_train_status train;
     int64_t reembed_done, reembed_total; /* progress of the pending version */
+    store_quality last_decision;         /* the gate's newest decision (version 0: none yet) */
+    uint64_t pixels_sample;              /* re-embedder only: the sample the figure below is of */
+    double pixels_knn20;                 /* ... raw pixels' k-NN-20 on it (NAN: none yet) */
 
     pthread_mutex_t bell_mu;   /* the re-embedder's doorbell: rung by svc_publish */
     pthread_cond_t bell_cv;
@@ -195,6 +203,10 @@ int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_
 /* A stored model version (the store's record). */
 typedef store_checkpoint_info svc_checkpoint;
 
+/* The quality monitor's figures and the gate's decision for a version. 0 found, 1 none (not
+ * decided: version 1, or still pending), -1 error. */
+int svc_version_quality(svc *s, int64_t version, store_quality *out, svc_err *err);
+
 /* Up to max versions, newest first; returns how many, -1 on error. */
 int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err);
 
@@ -235,9 +247,11 @@ void svc_wait_for_publish(svc *s, double seconds);
 int svc_training_sample(svc *s, uint64_t *rng, eng_image *imgs, int n, svc_err *err);
 /* Appends the trainer's statistics at a step to the training log. */
 int svc_log_training(svc *s, const eng_train_stats *stats, svc_err *err);
-/* Re-embeds every live image with the newest version when it is newer than the serving one,
- * then swaps it in. Returns 1 when a version was swapped in, 0 when there was nothing to do,
- * -1 on error (serving stays as it was). Checks svc->stopping between batches. */
+/* Re-embeds every live image with the newest version when it is newer than the serving one and
+ * not refused before, scores it (the quality monitor) and lets the gate decide: swaps it in and
+ * returns 1, or refuses it (recorded; it is never re-embedded again) and returns 2. 0 when there
+ * was nothing to do, -1 on error (serving stays as it was). Checks svc->stopping between
+ * batches. */
 int svc_reembed_newest(svc *s, svc_err *err);
 
 /* ---- the continual trainer (driven by the server's train worker) ---- */
@@ -294,6 +308,7 @@ typedef struct svc_status {
     int64_t images;                           /* live images */
     size_t queue;                             /* uploads waiting for their vector */
     long disk_full_errors;                    /* writes refused for a full disk, in all */
+    store_quality last_decision;              /* the gate's newest decision; version 0: none */
     int writes_failing;                       /* the last write failed for a full disk */
 } svc_status;
 

@@ -2,6 +2,7 @@
  * publishing a version, and re-embedding everything with it before the atomic swap. */
 #include <assert.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,6 +193,12 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     int r = store_checkpoint_latest(s->st, &info, &blob, &len, &se);
     if (r < 0) return svc_fail(err, ERR_INTERNAL, "%s", se.msg);
     int64_t current = svc_serving_version(s);
+    store_quality refused;
+    if (r == 0 && info.version > current &&
+        store_quality_get(s->st, info.version, &refused, &se) == 0 && !refused.accepted) {
+        free(blob); /* refused by the gate once: never re-embedded again */
+        return 0;
+    }
     if (r == 1 || info.version <= current) {
         if (r == 0) free(blob);
         return 0;
@@ -242,6 +249,25 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     free(todo);
     free(kept);
     free(vecs);
+    /* the quality monitor and the gate, now that every vector of p is in */
+    store_quality q;
+    if (rc == 0 && svc_quality_decide(s, p, &q, err)) rc = -1;
+    if (rc == 0 && store_quality_put(s->st, &q, &se))
+        rc = svc_store_fail(s, err, &se, "saving the gate's decision: %s", se.msg);
+    if (rc == 0) {
+        pthread_mutex_lock(&s->stat_mu);
+        s->last_decision = q;
+        pthread_mutex_unlock(&s->stat_mu);
+    }
+    if (rc == 0 && !q.accepted) {
+        clear_pending(s);
+        svc_version_release(p);
+        if (err) { /* not a failure: the reason for the log */
+            err->code = ERR_OK;
+            snprintf(err->msg, sizeof err->msg, "%s", q.reason);
+        }
+        return 2;
+    }
     if (rc == 0 && store_state_set(s->st, "serving_version", p->id, &se))
         rc = svc_store_fail(s, err, &se, "%s", se.msg);
     if (rc) {

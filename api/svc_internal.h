@@ -30,6 +30,10 @@ void svc_ring_reembed(svc *s);
  * no longer serving or pending takes them harmlessly: it is freed with its last reference). */
 void svc_index_insert(svc *s, svc_version *v, const int64_t *ids, const float *vecs, int n);
 
+/* The quality monitor's figures for candidate `cand` and the gate's decision on them (not yet
+ * stored). */
+int svc_quality_decide(svc *s, svc_version *cand, store_quality *out, svc_err *err);
+
 /* Both versions at once (+1 reference each; *pending NULL when there is none), so a swap between
  * two reads cannot skip a version. */
 void svc_versions_acquire(svc *s, svc_version **serving, svc_version **pending);

@@ -187,6 +187,9 @@ int cmd_serve(int argc, char **argv) {
     svc_opts sv = svc_defaults();
     sv.max_pixels = o.max_pixels;
     sv.embed_batch = (int)o.embed_batch;
+    sv.gate = o.gate;
+    sv.gate_tolerance = o.gate_tolerance;
+    snprintf(sv.label_key, sizeof sv.label_key, "%s", o.label_key);
     svc_err err = {0};
     int bad = svc_open(&s, st, &sv, initial, initial_len, &err);
     free(initial);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { T_STR, T_LONG, T_LLONG, T_BOOL, T_SYNC, T_PUBLISH };
+enum { T_STR, T_LONG, T_LLONG, T_BOOL, T_SYNC, T_PUBLISH, T_PERMILLE };
 
 typedef struct opt_def {
     const char *flag;
@@ -53,6 +53,12 @@ static const opt_def defs[] = {
      "once ready, write the HOST:PORT really listened on here (barlowd health reads it)"},
     {"--idle-steps", T_LONG, O(idle_steps), 0, 1000000000, "0",
      "pause training after N steps without a new upload (0: never pause)"},
+    {"--gate", T_BOOL, O(gate), 0, 1, "yes",
+     "yes: a new version is swapped in only if its labelled k-NN is not worse (see --label-key)"},
+    {"--gate-tolerance", T_PERMILLE, O(gate_tolerance), -1000, 1000, "0.005",
+     "how much lower a new version's k-NN-20 may be than the serving one's (absolute)"},
+    {"--label-key", T_STR, O(label_key), 0, 0, "label",
+     "the meta key whose value labels an image for the quality monitor"},
 };
 #define N_DEFS (sizeof defs / sizeof *defs)
 
@@ -86,6 +92,16 @@ static int set(serve_opts *o, const opt_def *d, const char *v, const char *from)
     }
     char *end;
     errno = 0;
+    if (d->type == T_PERMILLE) { /* a fraction with at most three decimals, lo..hi thousandths */
+        double f = strtod(v, &end);
+        if (errno || end == v || *end || !(f * 1000 >= d->lo && f * 1000 <= d->hi)) {
+            fprintf(stderr, "error: %s %s: expected a number from %g to %g\n", from, v,
+                    d->lo / 1000.0, d->hi / 1000.0);
+            return -1;
+        }
+        *(double *)p = f;
+        return 0;
+    }
     long long x = strtoll(v, &end, 10);
     int seconds = d->type == T_PUBLISH && *end == 's' && end[1] == 0;
     if (errno || end == v || (*end && !seconds) || x < d->lo || x > d->hi) {

@@ -30,6 +30,9 @@ typedef struct serve_opts {
     int train;                 /* 0: serve only, never train */
     long idle_steps;           /* pause after this many steps without a new upload (0: never) */
     const char *addr_file;     /* NULL: none; else where the listening address is written */
+    int gate;                  /* 1: the quality gate decides each swap */
+    double gate_tolerance;     /* absolute k-NN-20 a new version may lose */
+    const char *label_key;     /* meta key of the monitor's labels */
 } serve_opts;
 
 /* Fills o from defaults, environment and argv. Returns 0, 1 when --help was printed, -1 on a

@@ -309,6 +309,7 @@ static void *reembed_main(void *arg) {
         if (r == 1)
             fprintf(stderr, "re-embedder: now serving model version %lld (%.1f s)\n",
                     (long long)svc_serving_version(e->s), cli_now() - t0);
+        if (r == 2) fprintf(stderr, "re-embedder: the quality gate %s\n", err.msg);
         svc_wait_for_publish(e->s, r < 0 ? 10.0 : 5.0);
     }
     return NULL;

@@ -15,7 +15,7 @@
 
 #include "eng_err.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 /* The store's errors are the program's one error value (engine/base/eng_err.h): ERR_INTERNAL, or
  * ERR_DISK_FULL when SQLite reports SQLITE_FULL or ENOSPC. */
 typedef eng_err store_err;
@@ -138,6 +138,31 @@ typedef struct store_log_row {
 } store_log_row;
 
 int store_log_append(store *s, const store_log_row *row, store_err *err);
+
+/* ----- the quality monitor (store_quality.c) ----- */
+
+/* A version's figures and the gate's decision. */
+typedef struct store_quality {
+    int64_t version;
+    double decided;        /* unix seconds */
+    int64_t labelled;      /* labelled images in the sample */
+    double knn20;          /* NAN when not measured */
+    double pixels_knn20;   /* NAN when not measured */
+    double serving_knn20;  /* the serving version's figure then, NAN when none */
+    int accepted;          /* 1 swapped in, 0 refused */
+    char reason[160];
+} store_quality;
+
+/* Records (or replaces) a version's decision. */
+int store_quality_put(store *s, const store_quality *q, store_err *err);
+/* A version's decision: 0 found, 1 none, -1 error. */
+int store_quality_get(store *s, int64_t version, store_quality *q, store_err *err);
+/* Calls fn for up to max live images whose meta has a string or number under `key` (letters,
+ * digits and '_' only), in increasing SHA-256 order, with the label as text. fn returns
+ * non-zero to stop. Returns how many were passed, -1 on error. */
+int64_t store_labelled_each(store *s, const char *key, int64_t max,
+                            int (*fn)(void *ctx, int64_t id, const char *label), void *ctx,
+                            store_err *err);
 /* The last max rows, oldest first; returns how many, -1 on error. */
 int store_log_tail(store *s, store_log_row *out, int max, store_err *err);
 

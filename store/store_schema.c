@@ -36,6 +36,16 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "CREATE TABLE state("
     "  key TEXT PRIMARY KEY,"
     "  value INTEGER NOT NULL) WITHOUT ROWID;",
+    /* 2 → 3: the quality monitor's figures and the gate's decision for each version */
+    "CREATE TABLE version_quality("
+    "  version INTEGER PRIMARY KEY,"     /* a checkpoint's version (kept if it is pruned) */
+    "  decided REAL NOT NULL,"           /* unix seconds */
+    "  labelled INTEGER NOT NULL,"       /* labelled images in the sample */
+    "  knn20 REAL,"                      /* leave-one-out k-NN-20 of the sample; NULL: none */
+    "  pixels_knn20 REAL,"               /* the same for raw pixels of the evaluation view */
+    "  serving_knn20 REAL,"              /* the serving version's figure at the decision */
+    "  accepted INTEGER NOT NULL,"       /* 1 swapped in, 0 refused */
+    "  reason TEXT NOT NULL);",
 };
 
 static int user_version(sqlite3 *db, int *v, store_err *err) {

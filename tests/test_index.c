@@ -550,3 +550,70 @@ Test(index_fast, bad_input_is_refused) {
     cr_expect(n == 1 && h[0].id == 6, "exclude skips the row");
     eng_index_free(&ix);
 }
+
+/* Labels for the leave-one-out test: id → label. */
+static int label_from_table(void *ctx, int64_t id) { return ((const int *)ctx)[id]; }
+
+Test(index, leave_one_out_knn_equals_a_brute_force_count) {
+    enum { N = 400, DIM = 24, K = 20, CLASSES = 4 };
+    eng_rng rng;
+    eng_rng_seed(&rng, 77);
+    float *v = malloc(sizeof(float) * N * DIM), centre[CLASSES][DIM];
+    int labels[N];
+    for (int c = 0; c < CLASSES; c++) random_vec(&rng, centre[c], DIM);
+    eng_index ix;
+    eng_err err = {0};
+    cr_assert(eng_index_init(&ix, DIM, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < N; i++) { /* noisy copies of a class centre; some labels flipped */
+        labels[i] = i % CLASSES;
+        random_vec(&rng, v + i * DIM, DIM);
+        for (int d = 0; d < DIM; d++) v[i * DIM + d] = centre[labels[i]][d] + 0.8f * v[i * DIM + d];
+        if (i % 9 == 0) labels[i] = (labels[i] + 1) % CLASSES;
+        cr_assert(eng_index_put(&ix, i, v + i * DIM, &err) == 0, "%s", err.msg);
+    }
+    double acc = -1;
+    cr_assert(eng_index_knn_loo(&ix, K, label_from_table, labels, &acc, &err) == 0, "%s", err.msg);
+    /* brute force in double: each row's K nearest others (score desc, id asc), majority label,
+     * ties to the label met first */
+    int right = 0;
+    for (int i = 0; i < N; i++) {
+        double s[N];
+        int order[N], m = 0;
+        for (int j = 0; j < N; j++) {
+            if (j == i) continue;
+            double dot = 0, ni = 0, nj = 0;
+            for (int d = 0; d < DIM; d++) {
+                dot += (double)v[i * DIM + d] * v[j * DIM + d];
+                ni += (double)v[i * DIM + d] * v[i * DIM + d];
+                nj += (double)v[j * DIM + d] * v[j * DIM + d];
+            }
+            s[j] = dot / sqrt(ni * nj);
+            order[m++] = j;
+        }
+        for (int a = 0; a < K; a++) /* partial selection sort: the K best first */
+            for (int b = a + 1; b < m; b++)
+                if (s[order[b]] > s[order[a]] || (s[order[b]] == s[order[a]] && order[b] < order[a])) {
+                    int t = order[a];
+                    order[a] = order[b];
+                    order[b] = t;
+                }
+        int count[CLASSES] = {0}, first[CLASSES];
+        for (int c = 0; c < CLASSES; c++) first[c] = K;
+        for (int a = 0; a < K; a++) {
+            int l = labels[order[a]];
+            if (!count[l]++) first[l] = a;
+        }
+        int best = 0;
+        for (int c = 1; c < CLASSES; c++)
+            if (count[c] > count[best] || (count[c] == count[best] && first[c] < first[best]))
+                best = c;
+        right += best == labels[i];
+    }
+    cr_expect_eq(acc, (double)right / N, "monitor %.6f, brute force %.6f", acc, (double)right / N);
+    cr_expect(acc > 0.5 && acc < 0.99, "a figure that can tell better from worse: %.4f", acc);
+    /* too few rows, or k < 1, is refused */
+    cr_expect_neq(eng_index_knn_loo(&ix, N, label_from_table, labels, &acc, &err), 0);
+    cr_expect_neq(eng_index_knn_loo(&ix, 0, label_from_table, labels, &acc, &err), 0);
+    eng_index_free(&ix);
+    free(v);
+}

@@ -586,3 +586,130 @@ Test(service, the_trainer_draws_live_images_through_the_runner_and_saves_its_las
     svc_trainer_free(&tr);
     close_service(&f);
 }
+
+/* The monitor's figure by brute force: leave-one-out k-NN-20 over the stored vectors (cosine in
+ * double; score desc then id asc; majority, ties to the label met first). */
+static double brute_knn20(fixture *f, const int64_t *ids, const int *labels, int n) {
+    int dim = f->s.dim, right = 0;
+    float *v = malloc(sizeof(float) * (size_t)n * dim);
+    for (int i = 0; i < n; i++) {
+        int64_t version;
+        cr_assert_eq(svc_vector(&f->s, ids[i], v + (size_t)i * dim, &version), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        double *s = malloc(sizeof(double) * (size_t)n);
+        int *order = malloc(sizeof(int) * (size_t)n), m = 0;
+        for (int j = 0; j < n; j++) {
+            if (j == i) continue;
+            double dot = 0, a = 0, b = 0;
+            for (int d = 0; d < dim; d++) {
+                dot += (double)v[(size_t)i * dim + d] * v[(size_t)j * dim + d];
+                a += (double)v[(size_t)i * dim + d] * v[(size_t)i * dim + d];
+                b += (double)v[(size_t)j * dim + d] * v[(size_t)j * dim + d];
+            }
+            s[j] = dot / sqrt(a * b);
+            order[m++] = j;
+        }
+        for (int x = 0; x < 20; x++)
+            for (int y = x + 1; y < m; y++)
+                if (s[order[y]] > s[order[x]] ||
+                    (s[order[y]] == s[order[x]] && ids[order[y]] < ids[order[x]])) {
+                    int t = order[x];
+                    order[x] = order[y];
+                    order[y] = t;
+                }
+        int count[2] = {0, 0}, first[2] = {20, 20};
+        for (int x = 0; x < 20; x++)
+            if (!count[labels[order[x]]]++) first[labels[order[x]]] = x;
+        int best = count[1] > count[0] || (count[1] == count[0] && first[1] < first[0]);
+        right += best == labels[i];
+        free(s);
+        free(order);
+    }
+    free(v);
+    return (double)right / n;
+}
+
+/* Publishes the newest checkpoint's weights again as a new version (the same model). */
+static int64_t republish(fixture *f, uint64_t step) {
+    void *bytes;
+    size_t len;
+    store_err se = {0};
+    store_checkpoint_info info;
+    cr_assert(store_checkpoint_latest(f->st, &info, &bytes, &len, &se) == 0, "%s", se.msg);
+    int64_t version;
+    svc_err err = {0};
+    cr_assert(svc_publish(&f->s, bytes, len, step, 1.0, &version, &err) == 0, "%s", err.msg);
+    free(bytes);
+    return version;
+}
+
+Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it) {
+    fixture f;
+    open_service(&f);
+    f.s.opts.min_labelled = 40; /* a small sample keeps the test quick; the default is 200 */
+    enum { N = 60 };
+    int64_t ids[N];
+    int labels[N];
+    for (int i = 0; i < N; i++) { /* the blob's column decides the label: left or right half */
+        unsigned seed = (unsigned)(i * 4 + (i % 3)) % 256;
+        labels[i] = 6 + (int)(seed % 16) >= 14;
+        ids[i] = put_image(&f, seed, labels[i] ? "{\"label\":\"right\"}" : "{\"label\":\"left\"}");
+    }
+    put_image(&f, 999, NULL);            /* unlabelled: not in the sample */
+    put_image(&f, 998, "{\"label\":[1]}"); /* not a string or number: not in the sample */
+    int64_t queued[128];
+    int nq = svc_queue_take(&f.s, queued, 128);
+    svc_err err = {0};
+    cr_assert(svc_embed_fresh(&f.s, queued, nq, &err) == 0, "%s", err.msg);
+
+    /* the same weights as version 1: scored exactly as the serving version, accepted */
+    int64_t v2 = republish(&f, 5);
+    cr_assert_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
+    store_quality q;
+    cr_assert_eq(svc_version_quality(&f.s, v2, &q, &err), 0, "%s", err.msg);
+    cr_expect(q.accepted && q.labelled == N, "accepted %d labelled %lld: %s", q.accepted,
+              (long long)q.labelled, q.reason);
+    cr_expect_eq(q.knn20, q.serving_knn20, "same model, same figure");
+    cr_expect(isfinite(q.pixels_knn20) && q.pixels_knn20 > 0.5, "pixels %.4f", q.pixels_knn20);
+    double want = brute_knn20(&f, ids, labels, N);
+    cr_expect_eq(q.knn20, want, "monitor %.6f, brute force %.6f", q.knn20, want);
+    printf("quality: %lld labelled, k-NN-20 %.4f (brute force %.4f), raw pixels %.4f\n",
+           (long long)q.labelled, q.knn20, want, q.pixels_knn20);
+    cr_expect_eq(svc_serving_version(&f.s), v2);
+
+    /* a gate that demands half a point more refuses the next (equal) version */
+    f.s.opts.gate_tolerance = -0.5;
+    int64_t v3 = republish(&f, 9);
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "refused: %s", err.msg);
+    cr_expect(strstr(err.msg, "refused"), "%s", err.msg);
+    cr_expect_eq(svc_serving_version(&f.s), v2, "the serving version stays");
+    cr_assert_eq(svc_version_quality(&f.s, v3, &q, &err), 0);
+    cr_expect_not(q.accepted);
+    svc_status st;
+    svc_get_status(&f.s, &st);
+    cr_expect(st.last_decision.version == v3 && !st.last_decision.accepted);
+    cr_expect_eq(st.pending_version, -1);
+    /* never re-embedded again, even once the gate would pass it */
+    f.s.opts.gate_tolerance = 0.005;
+    store_err se = {0};
+    int64_t before = store_embedding_count(f.st, v3, &se);
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 0);
+    cr_expect_eq(store_embedding_count(f.st, v3, &se), before);
+    cr_expect_eq(svc_serving_version(&f.s), v2);
+
+    /* the decisions survive a restart */
+    svc_stop(&f.s);
+    svc_close(&f.s);
+    eng_err e = {0};
+    eng_config cfg;
+    cr_assert(eng_config_preset(&cfg, "tiny", &e) == 0);
+    cr_assert(svc_open(&f.s, f.st, NULL, NULL, 0, &err) == 0, "%s", err.msg);
+    cr_assert_eq(svc_version_quality(&f.s, v3, &q, &err), 0);
+    cr_expect_not(q.accepted);
+    cr_assert_eq(svc_version_quality(&f.s, v2, &q, &err), 0);
+    cr_expect(q.accepted && q.knn20 == want);
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 0, "a refused version stays refused");
+    cr_expect_eq(svc_serving_version(&f.s), v2);
+    close_service(&f);
+}

@@ -401,3 +401,68 @@ Test(store, every_acknowledged_upload_survives_kill_9, .timeout = 120) {
     sqlite3_close(db);
     cr_log_info("%lld acknowledged uploads checked after 50 kills", (long long)total_acked);
 }
+
+/* Collects what store_labelled_each passes. */
+typedef struct labelled_seen {
+    int n;
+    int64_t ids[16];
+    char labels[16][16];
+} labelled_seen;
+
+static int see_labelled(void *ctx, int64_t id, const char *label) {
+    labelled_seen *l = ctx;
+    l->ids[l->n] = id;
+    snprintf(l->labels[l->n++], 16, "%s", label);
+    return 0;
+}
+
+Test(store, quality_records_round_trip_and_the_labelled_sample_is_in_sha256_order) {
+    store *s = open_store();
+    store_err err = {0};
+    store_quality q = {.version = 4, .decided = 123.5, .labelled = 300, .knn20 = 0.81,
+                       .pixels_knn20 = 0.79, .serving_knn20 = NAN, .accepted = 0};
+    snprintf(q.reason, sizeof q.reason, "refused: why");
+    cr_assert(store_quality_put(s, &q, &err) == 0, "%s", err.msg);
+    store_quality back;
+    cr_assert_eq(store_quality_get(s, 4, &back, &err), 0, "%s", err.msg);
+    cr_expect(back.version == 4 && back.decided == 123.5 && back.labelled == 300 &&
+              back.knn20 == 0.81 && back.pixels_knn20 == 0.79 && isnan(back.serving_knn20) &&
+              !back.accepted && !strcmp(back.reason, "refused: why"));
+    cr_expect_eq(store_quality_get(s, 5, &back, &err), 1, "no record");
+    q.accepted = 1; /* a later decision replaces the record */
+    cr_assert(store_quality_put(s, &q, &err) == 0, "%s", err.msg);
+    cr_assert_eq(store_quality_get(s, 4, &back, &err), 0);
+    cr_expect(back.accepted);
+    /* labelled images: strings and numbers under the key, in SHA-256 order, at most max */
+    static const char *const metas[] = {"{\"label\": \"shoe\"}", "{\"label\": 7}", NULL,
+                                        "{\"other\": 1}", "{\"label\": [1]}", "{\"label\": 2.5}"};
+    for (int i = 0; i < 6; i++) {
+        unsigned char bytes[64];
+        fake_bytes(900 + (uint64_t)i, bytes, sizeof bytes);
+        store_image_in in = {bytes, sizeof bytes, "image/png", 8, 8, bytes, 8, metas[i]};
+        int64_t id;
+        int existed;
+        cr_assert(store_image_put(s, &in, &id, &existed, &err) == 0, "%s", err.msg);
+    }
+    labelled_seen seen = {0};
+    cr_expect_eq(store_labelled_each(s, "label", 10, see_labelled, &seen, &err), 3, "%s", err.msg);
+    cr_assert_eq(seen.n, 3);
+    for (int i = 0; i + 1 < seen.n; i++) {
+        store_image_info a, b;
+        cr_assert(store_image_get(s, seen.ids[i], &a, &err) == 0);
+        cr_assert(store_image_get(s, seen.ids[i + 1], &b, &err) == 0);
+        cr_expect(strcmp(a.sha256, b.sha256) < 0, "SHA-256 order");
+        store_image_info_free(&a);
+        store_image_info_free(&b);
+    }
+    int texts = 0;
+    for (int i = 0; i < seen.n; i++)
+        texts += !strcmp(seen.labels[i], "shoe") + !strcmp(seen.labels[i], "7") +
+                 !strcmp(seen.labels[i], "2.5");
+    cr_expect_eq(texts, 3, "labels as text");
+    labelled_seen two = {0};
+    cr_expect_eq(store_labelled_each(s, "label", 2, see_labelled, &two, &err), 2);
+    cr_expect(two.ids[0] == seen.ids[0] && two.ids[1] == seen.ids[1], "the smallest SHA-256 first");
+    cr_expect_lt(store_labelled_each(s, "la'bel", 2, see_labelled, &two, &err), 0);
+    store_close(s);
+}

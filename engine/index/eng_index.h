@@ -136,6 +136,14 @@ int eng_index_use_kernel(eng_index *ix, const char *name);
  * either row is a correct answer. 1.0 when ne is 0. This function can't fail. */
 double eng_index_recall(const eng_hit *hits, int nf, const eng_hit *exact, int ne);
 
+/* Leave-one-out k-nearest-neighbour accuracy of labelled vectors: each stored row is classified
+ * by the majority label of its k nearest other rows (cosine, exact scores in batches), ties going
+ * to the tied label met first in rank order; the result is the fraction classified as its own
+ * label. label_of(ctx, id) gives a row's label (>= 0). Needs at least k + 1 rows. On error
+ * (k < 1, too few rows, out of memory) returns -1. */
+int eng_index_knn_loo(const eng_index *ix, int k, int (*label_of)(void *ctx, int64_t id),
+                      void *ctx, double *accuracy, eng_err *err);
+
 void eng_index_free(eng_index *ix);
 
 #endif
