@@ -485,11 +485,12 @@ static json_t *real_or_null(double v) { return isfinite(v) ? json_real(v) : json
 /* The quality monitor's record of a version as JSON (null when it has none). */
 static json_t *quality_json(const store_quality *q) {
     if (!q || q->version <= 0) return json_null();
-    return json_pack("{s:I,s:I,s:o,s:o,s:o,s:b,s:s,s:f}", "version", (json_int_t)q->version,
-                     "labelled", (json_int_t)q->labelled, "knn20", real_or_null(q->knn20),
-                     "pixels_knn20", real_or_null(q->pixels_knn20), "serving_knn20",
-                     real_or_null(q->serving_knn20), "accepted", q->accepted, "reason",
-                     q->reason, "decided", q->decided);
+    return json_pack("{s:I,s:I,s:o,s:o,s:o,s:o,s:o,s:b,s:s,s:f}", "version",
+                     (json_int_t)q->version, "labelled", (json_int_t)q->labelled, "knn20",
+                     real_or_null(q->knn20), "pixels_knn20", real_or_null(q->pixels_knn20),
+                     "serving_knn20", real_or_null(q->serving_knn20), "effective_rank",
+                     real_or_null(q->eff_rank), "mean_std", real_or_null(q->mean_std),
+                     "accepted", q->accepted, "reason", q->reason, "decided", q->decided);
 }
 
 /* A version's record from the store, as JSON. */

@@ -218,6 +218,14 @@ const char *svc_train_state_name(svc_train_state st) {
     return st >= 0 && st < SVC_TRAIN_N_STATES ? names[st] : "failed";
 }
 
+int64_t svc_training_restart_take(svc *s) {
+    pthread_mutex_lock(&s->stat_mu);
+    int64_t v = s->restart_from;
+    s->restart_from = 0;
+    pthread_mutex_unlock(&s->stat_mu);
+    return v;
+}
+
 void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *stats,
                          const char *error) {
     pthread_mutex_lock(&s->stat_mu);

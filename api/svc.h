@@ -42,6 +42,7 @@
 #include "svc_lock.h"
 
 #define SVC_ONE_POOL 2 /* batch-1 inference models per version (concurrent single embeds) */
+#define SVC_REFUSALS_TO_RESTART 3 /* refused versions in a row before training restarts */
 
 /* A search result: an image id and its cosine score. */
 typedef eng_hit svc_hit;
@@ -124,6 +125,9 @@ typedef struct svc {
     svc_train_status train;
     int64_t reembed_done, reembed_total; /* progress of the pending version */
     store_quality last_decision;         /* the gate's newest decision (version 0: none yet) */
+    int refused_in_row;                  /* versions the gate refused since the last swap */
+    int64_t restart_from;                /* after SVC_REFUSALS_TO_RESTART refusals: the version
+                                          * training should restart from (0: none) */
     uint64_t pixels_sample;              /* re-embedder only: the sample the figure below is of */
     double pixels_knn20;                 /* ... raw pixels' k-NN-20 on it (NAN: none yet) */
 
@@ -206,6 +210,9 @@ typedef store_checkpoint_info svc_checkpoint;
 /* The quality monitor's figures and the gate's decision for a version. 0 found, 1 none (not
  * decided: version 1, or still pending), -1 error. */
 int svc_version_quality(svc *s, int64_t version, store_quality *out, svc_err *err);
+
+/* A version's checkpoint (*blob malloc'd, caller frees). 0 found, 1 not found, -1 error. */
+int svc_checkpoint_blob(svc *s, int64_t version, void **blob, size_t *len, svc_err *err);
 
 /* Up to max versions, newest first; returns how many, -1 on error. */
 int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err);
@@ -296,6 +303,8 @@ const eng_train_stats *svc_trainer_stats(const svc_trainer *tr);
  * at most wait_s for a running step's update; from any thread. */
 int svc_trainer_save(svc_trainer *tr, double wait_s, uint8_t **blob, size_t *len,
                      eng_train_stats *at, svc_err *err);
+/* Restarts training from a checkpoint (weights, statistics, optimiser state and step). */
+int svc_trainer_restart(svc_trainer *tr, const void *blob, size_t len, svc_err *err);
 /* Stops the augmentation thread and frees everything. */
 void svc_trainer_free(svc_trainer *tr);
 
@@ -313,6 +322,10 @@ typedef struct svc_status {
 } svc_status;
 
 void svc_get_status(svc *s, svc_status *out);
+
+/* The version training should restart from, once SVC_REFUSALS_TO_RESTART versions in a row were
+ * refused by the gate (the request is consumed); 0 when none. */
+int64_t svc_training_restart_take(svc *s);
 
 /* Trainer reports. */
 void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *stats,

@@ -255,8 +255,14 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     if (rc == 0 && store_quality_put(s->st, &q, &se))
         rc = svc_store_fail(s, err, &se, "saving the gate's decision: %s", se.msg);
     if (rc == 0) {
+        int64_t serving = svc_serving_version(s); /* before stat_mu: both are leaves */
         pthread_mutex_lock(&s->stat_mu);
         s->last_decision = q;
+        s->refused_in_row = q.accepted ? 0 : s->refused_in_row + 1;
+        if (s->refused_in_row >= SVC_REFUSALS_TO_RESTART) { /* training went astray */
+            s->restart_from = serving;
+            s->refused_in_row = 0;
+        }
         pthread_mutex_unlock(&s->stat_mu);
     }
     if (rc == 0 && !q.accepted) {

@@ -140,20 +140,71 @@ static int knn_of_pixels(svc *s, svc_version *v, qsample *q, double *acc, svc_er
     return rc;
 }
 
+/* Without labels: the effective rank and spread of v's vectors of `ids` (the first images). */
+static int health_of_version(svc *s, svc_version *v, const int64_t *ids, int n, double *eff,
+                             double *spread, size_t *rows, svc_err *err) {
+    eng_index ix;
+    eng_err e = {0};
+    if (eng_index_init(&ix, s->dim, &e)) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
+    int rc = 0;
+    svc_rwlock_rdlock(&v->index_lock);
+    for (int i = 0; i < n && rc == 0; i++) {
+        const float *vec = eng_index_get(&v->index, ids[i]);
+        if (vec && eng_index_put(&ix, ids[i], vec, &e)) rc = svc_fail(err, svc_code_of(&e), "%s", e.msg);
+    }
+    svc_rwlock_unlock(&v->index_lock);
+    *rows = ix.n;
+    if (rc == 0 && ix.n < 2) { /* no vectors at all (e.g. every one was zero): collapsed */
+        *eff = *spread = 0;
+    } else if (rc == 0 && eng_index_health(&ix, eff, spread, &e)) {
+        rc = svc_fail(err, svc_code_of(&e), "quality: %s", e.msg);
+    }
+    eng_index_free(&ix);
+    return rc;
+}
+
+/* The unlabelled gate: refuse a candidate that collapsed (effective rank below a tenth of what
+ * its sample allows — the dimension, or one less than the number of vectors when that is
+ * smaller — or a spread below 1% of the serving version's). */
+static int decide_unlabelled(svc *s, svc_version *cand, store_quality *out, svc_err *err) {
+    int64_t *ids;
+    int64_t n = store_image_ids(s->st, &ids);
+    if (n < 0) return svc_fail(err, ERR_NO_MEMORY, "quality: out of memory");
+    if (n > s->opts.quality_sample) n = s->opts.quality_sample;
+    double serving_spread = NAN, serving_eff;
+    size_t rows = 0, serving_rows = 0;
+    svc_version *serving = svc_version_acquire(s);
+    int rc = health_of_version(s, cand, ids, (int)n, &out->eff_rank, &out->mean_std, &rows, err);
+    if (rc == 0)
+        rc = health_of_version(s, serving, ids, (int)n, &serving_eff, &serving_spread,
+                               &serving_rows, err);
+    svc_version_release(serving);
+    free(ids);
+    if (rc) return -1;
+    size_t most = rows > 1 && rows - 1 < (size_t)s->dim ? rows - 1 : (size_t)s->dim;
+    int low_rank = out->eff_rank < 0.1 * (double)most;
+    int narrow = out->mean_std < 0.01 * serving_spread;
+    out->accepted = !s->opts.gate || !(low_rank || narrow);
+    snprintf(out->reason, sizeof out->reason,
+             "%s without labels (%lld labelled, under %d): effective rank %.1f of %zu, spread "
+             "%.3g against serving's %.3g%s",
+             out->accepted ? "accepted" : "refused as collapsed", (long long)out->labelled,
+             s->opts.min_labelled, out->eff_rank, most, out->mean_std, serving_spread,
+             s->opts.gate ? "" : "; the gate is off");
+    return 0;
+}
+
 int svc_quality_decide(svc *s, svc_version *cand, store_quality *out, svc_err *err) {
     memset(out, 0, sizeof *out);
     out->version = cand->id;
     out->decided = svc_now();
-    out->knn20 = out->pixels_knn20 = out->serving_knn20 = NAN;
+    out->knn20 = out->pixels_knn20 = out->serving_knn20 = out->eff_rank = out->mean_std = NAN;
     qsample q;
     if (sample_load(s, &q, err)) return -1;
     out->labelled = q.n;
     int rc = 0;
     if (q.n < s->opts.min_labelled || q.n < QUALITY_K + 1) {
-        out->accepted = 1;
-        snprintf(out->reason, sizeof out->reason,
-                 "not scored: %d labelled images (meta \"%s\"), fewer than %d", q.n,
-                 s->opts.label_key, s->opts.min_labelled);
+        rc = decide_unlabelled(s, cand, out, err);
     } else {
         svc_version *serving = svc_version_acquire(s);
         rc = knn_of_version(s, cand, &q, &out->knn20, err);

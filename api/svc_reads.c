@@ -46,6 +46,16 @@ int svc_embed_bytes(svc *s, const void *bytes, size_t len, const char *declared_
     return bad ? -1 : 0;
 }
 
+int svc_checkpoint_blob(svc *s, int64_t version, void **blob, size_t *len, svc_err *err) {
+    store_err se = {0};
+    store_checkpoint_info info;
+    *blob = NULL;
+    int r = store_checkpoint_get(s->st, version, &info, blob, len, &se);
+    if (r < 0) return svc_fail(err, svc_code_of(&se), "reading model version %lld: %s",
+                               (long long)version, se.msg);
+    return r;
+}
+
 int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err) {
     store_err se = {0};
     int n = store_checkpoint_list(s->st, out, max, &se);

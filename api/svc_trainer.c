@@ -106,6 +106,13 @@ int svc_trainer_save(svc_trainer *tr, double wait_s, uint8_t **blob, size_t *len
     return 0;
 }
 
+int svc_trainer_restart(svc_trainer *tr, const void *blob, size_t len, svc_err *err) {
+    eng_err e = {0};
+    if (eng_trainer_resume(&tr->t, blob, len, &e))
+        return svc_fail(err, svc_code_of(&e), "restarting training: %s", e.msg);
+    return 0;
+}
+
 void svc_trainer_free(svc_trainer *tr) {
     if (tr->created) eng_trainer_free(&tr->t); /* joins the augmentation thread (fill sees stop) */
     for (int i = 0; tr->imgs && i < tr->batch; i++) eng_image_free(&tr->imgs[i]);

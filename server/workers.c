@@ -67,6 +67,26 @@ static int64_t live_images(train_worker *w) {
     return j.count;
 }
 
+typedef struct restart_job {
+    train_worker *w;
+    int64_t version; /* out: the version to restart from, 0 none */
+    void *blob;      /* out: its checkpoint (malloc'd) */
+    size_t len;
+} restart_job;
+
+/* Takes a restart request of the gate (after refused versions in a row) and reads the serving
+ * checkpoint it names. */
+static void restart_on_proxy(void *arg) {
+    restart_job *j = arg;
+    j->version = svc_training_restart_take(j->w->s);
+    svc_err e = {0};
+    if (j->version && svc_checkpoint_blob(j->w->s, j->version, &j->blob, &j->len, &e) != 0) {
+        fprintf(stderr, "trainer: cannot read model version %lld to restart from: %s\n",
+                (long long)j->version, e.msg);
+        j->blob = NULL;
+    }
+}
+
 static void log_on_proxy(void *arg) {
     train_worker *w = arg;
     svc_err e = {0};
@@ -177,6 +197,22 @@ static void *train_main(void *arg) {
             report(w, SVC_TRAIN_PAUSED, NULL);
             sleep_ms(200);
             continue;
+        }
+        restart_job rj = {w, 0, NULL, 0};
+        proxy_call(&w->proxy, restart_on_proxy, &rj);
+        if (rj.blob) { /* the gate refused the last versions: go back to the serving one */
+            svc_err re = {0};
+            if (svc_trainer_restart(&w->tr, rj.blob, rj.len, &re)) {
+                say(w, "trainer: %s\n", re.msg);
+            } else {
+                long at = (long)svc_trainer_stats(&w->tr)->step;
+                atomic_store(&w->published_step, at);
+                atomic_store(&w->attempted_step, at);
+                say(w, "trainer: %d versions in a row were refused by the quality gate: training "
+                       "restarts from model version %lld (step %ld)\n",
+                    SVC_REFUSALS_TO_RESTART, (long long)rj.version, at);
+            }
+            free(rj.blob);
         }
         svc_err e = {0};
         if (svc_trainer_step(&w->tr, &e)) {

@@ -149,8 +149,10 @@ typedef struct store_quality {
     double knn20;          /* NAN when not measured */
     double pixels_knn20;   /* NAN when not measured */
     double serving_knn20;  /* the serving version's figure then, NAN when none */
+    double eff_rank;       /* unlabelled health: effective rank of the representations, or NAN */
+    double mean_std;       /* ... their mean per-dimension standard deviation, or NAN */
     int accepted;          /* 1 swapped in, 0 refused */
-    char reason[160];
+    char reason[256];
 } store_quality;
 
 /* Records (or replaces) a version's decision. */

@@ -24,8 +24,8 @@ int store_quality_put(store *s, const store_quality *q, store_err *err) {
     int result = -1;
     if (sqlite3_prepare_v2(s->wdb,
                            "INSERT OR REPLACE INTO version_quality(version, decided, labelled, "
-                           "knn20, pixels_knn20, serving_knn20, accepted, reason) "
-                           "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                           "knn20, pixels_knn20, serving_knn20, accepted, reason, eff_rank, "
+                           "mean_std) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            -1, &st, NULL) != SQLITE_OK) {
         store_sql_fail(err, s->wdb, "saving a quality record");
     } else {
@@ -37,6 +37,8 @@ int store_quality_put(store *s, const store_quality *q, store_err *err) {
         bind_real_or_null(st, 6, q->serving_knn20);
         sqlite3_bind_int(st, 7, q->accepted ? 1 : 0);
         sqlite3_bind_text(st, 8, q->reason, -1, SQLITE_STATIC);
+        bind_real_or_null(st, 9, q->eff_rank);
+        bind_real_or_null(st, 10, q->mean_std);
         if (sqlite3_step(st) != SQLITE_DONE)
             store_sql_fail(err, s->wdb, "saving a quality record");
         else
@@ -54,7 +56,8 @@ int store_quality_get(store *s, int64_t version, store_quality *q, store_err *er
     memset(q, 0, sizeof *q);
     if (sqlite3_prepare_v2(rc->db,
                            "SELECT decided, labelled, knn20, pixels_knn20, serving_knn20, "
-                           "accepted, reason FROM version_quality WHERE version = ?",
+                           "accepted, reason, eff_rank, mean_std FROM version_quality "
+                           "WHERE version = ?",
                            -1, &st, NULL) != SQLITE_OK ||
         sqlite3_bind_int64(st, 1, version) != SQLITE_OK) {
         store_sql_fail(err, rc->db, "reading a quality record");
@@ -70,6 +73,8 @@ int store_quality_get(store *s, int64_t version, store_quality *q, store_err *er
             q->accepted = sqlite3_column_int(st, 5);
             const unsigned char *why = sqlite3_column_text(st, 6);
             snprintf(q->reason, sizeof q->reason, "%s", why ? (const char *)why : "");
+            q->eff_rank = real_or_nan(st, 7);
+            q->mean_std = real_or_nan(st, 8);
             result = 0;
         } else if (r == SQLITE_DONE) {
             result = 1;

@@ -44,6 +44,8 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "  knn20 REAL,"                      /* leave-one-out k-NN-20 of the sample; NULL: none */
     "  pixels_knn20 REAL,"               /* the same for raw pixels of the evaluation view */
     "  serving_knn20 REAL,"              /* the serving version's figure at the decision */
+    "  eff_rank REAL,"                   /* effective rank of its representations (no labels) */
+    "  mean_std REAL,"                   /* their mean per-dimension standard deviation */
     "  accepted INTEGER NOT NULL,"       /* 1 swapped in, 0 refused */
     "  reason TEXT NOT NULL);",
 };

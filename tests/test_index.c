@@ -617,3 +617,39 @@ Test(index, leave_one_out_knn_equals_a_brute_force_count) {
     eng_index_free(&ix);
     free(v);
 }
+
+Test(index, health_counts_the_directions_the_rows_spread_over) {
+    enum { DIM = 8 };
+    eng_index ix;
+    eng_err err = {0};
+    cr_assert(eng_index_init(&ix, DIM, &err) == 0, "%s", err.msg);
+    /* ±e1, ±e2, ±e3: centred, three equal singular values → effective rank 3 */
+    for (int i = 0; i < 6; i++) {
+        float v[DIM] = {0};
+        v[i / 2] = i % 2 ? -1.0f : 1.0f;
+        cr_assert(eng_index_put(&ix, i, v, &err) == 0, "%s", err.msg);
+    }
+    double eff, spread;
+    cr_assert(eng_index_health(&ix, &eff, &spread, &err) == 0, "%s", err.msg);
+    cr_expect(fabs(eff - 3.0) < 1e-9, "effective rank %.12f", eff);
+    cr_expect(fabs(spread - 3.0 * sqrt(2.0 / 5.0) / DIM) < 1e-9, "spread %.12f", spread);
+    /* unequal spread: a fourth direction with a smaller share lands between 3 and 4 */
+    float w[DIM] = {0};
+    w[3] = 1.0f;
+    w[0] = 1.0f;
+    cr_assert(eng_index_put(&ix, 6, w, &err) == 0);
+    cr_assert(eng_index_health(&ix, &eff, &spread, &err) == 0);
+    cr_expect(eff > 3.0 && eff < 4.0, "effective rank %.6f", eff);
+    eng_index_free(&ix);
+    /* every row the same: no spread at all */
+    cr_assert(eng_index_init(&ix, DIM, &err) == 0);
+    float same[DIM] = {1, 2, 3, 4, 5, 6, 7, 8};
+    for (int i = 0; i < 5; i++) cr_assert(eng_index_put(&ix, i, same, &err) == 0);
+    cr_assert(eng_index_health(&ix, &eff, &spread, &err) == 0);
+    cr_expect(eff < 1e-6 && spread < 1e-6, "identical rows: rank %g spread %g", eff, spread);
+    eng_index_free(&ix);
+    cr_assert(eng_index_init(&ix, DIM, &err) == 0);
+    cr_assert(eng_index_put(&ix, 1, same, &err) == 0);
+    cr_expect_neq(eng_index_health(&ix, &eff, &spread, &err), 0, "one row is too few");
+    eng_index_free(&ix);
+}

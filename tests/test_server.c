@@ -120,9 +120,17 @@ Test(server, every_route_answers_and_bad_requests_get_json_errors) {
     /* status, checkpoints, metrics */
     r = req(&s, "GET", "/status", NULL, NULL, 0);
     cr_expect(r.status == 200 && json_integer_value(json_object_get(r.json, "images")) == 3);
+    json_t *quality = json_object_get(json_object_get(r.json, "models"), "quality");
+    cr_expect(json_is_object(quality) &&
+                  !strcmp(json_string_value(json_object_get(quality, "label_key")), "label") &&
+                  json_is_null(json_object_get(quality, "last_decision")),
+              "no decision before a second version: %s", r.raw.body);
     reply_free(&r);
     r = req(&s, "GET", "/checkpoints", NULL, NULL, 0);
     cr_expect(r.status == 200 && json_array_size(json_object_get(r.json, "checkpoints")) == 1);
+    cr_expect(json_is_null(json_object_get(
+                  json_array_get(json_object_get(r.json, "checkpoints"), 0), "quality")),
+              "version 1 was never decided: %s", r.raw.body);
     reply_free(&r);
     r = req(&s, "GET", "/metrics", NULL, NULL, 0);
     cr_expect(r.status == 200 && strstr(r.raw.body, "barlowd_requests_total{route=\"POST /train\"") &&

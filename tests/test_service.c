@@ -630,6 +630,14 @@ static double brute_knn20(fixture *f, const int64_t *ids, const int *labels, int
     return (double)right / n;
 }
 
+/* Embeds every queued upload with the serving version (what the embed worker does). */
+static void embed_queued(fixture *f) {
+    int64_t queued[128];
+    int nq = svc_queue_take(&f->s, queued, 128);
+    svc_err err = {0};
+    cr_assert(svc_embed_fresh(&f->s, queued, nq, &err) == 0, "%s", err.msg);
+}
+
 /* Publishes the newest checkpoint's weights again as a new version (the same model). */
 static int64_t republish(fixture *f, uint64_t step) {
     void *bytes;
@@ -658,10 +666,8 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
     }
     put_image(&f, 999, NULL);            /* unlabelled: not in the sample */
     put_image(&f, 998, "{\"label\":[1]}"); /* not a string or number: not in the sample */
-    int64_t queued[128];
-    int nq = svc_queue_take(&f.s, queued, 128);
+    embed_queued(&f);
     svc_err err = {0};
-    cr_assert(svc_embed_fresh(&f.s, queued, nq, &err) == 0, "%s", err.msg);
 
     /* the same weights as version 1: scored exactly as the serving version, accepted */
     int64_t v2 = republish(&f, 5);
@@ -697,6 +703,40 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 0);
     cr_expect_eq(store_embedding_count(f.st, v3, &se), before);
     cr_expect_eq(svc_serving_version(&f.s), v2);
+    cr_expect_eq(svc_training_restart_take(&f.s), 0, "one refusal is not yet a restart");
+
+    /* three refusals in a row: training is asked to restart from the serving version */
+    f.s.opts.gate_tolerance = -0.5;
+    republish(&f, 11);
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "%s", err.msg);
+    republish(&f, 12);
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "%s", err.msg);
+    cr_expect_eq(svc_training_restart_take(&f.s), v2, "the third refusal in a row");
+    cr_expect_eq(svc_training_restart_take(&f.s), 0, "the request is taken once");
+    void *blob;
+    size_t len;
+    cr_assert_eq(svc_checkpoint_blob(&f.s, v2, &blob, &len, &err), 0, "%s", err.msg);
+    eng_err pe = {0};
+    eng_config pcfg;
+    eng_ckpt_meta meta;
+    cr_assert(eng_checkpoint_peek(blob, len, &pcfg, &meta, &pe) == 0, "%s", pe.msg);
+    atomic_int stop;
+    atomic_init(&stop, 0);
+    svc_trainer tr;
+    uint8_t *initial = NULL;
+    size_t initial_len;
+    cr_assert(svc_trainer_create(&tr, &pcfg, 4, 3, NULL, 0, &stop, NULL, NULL, NULL, &initial,
+                                 &initial_len, &err) == 0, "%s", err.msg);
+    free(initial);
+    svc_trainer_attach(&tr, &f.s);
+    cr_assert(svc_trainer_step(&tr, &err) == 0, "%s", err.msg);
+    cr_assert(svc_trainer_restart(&tr, blob, len, &err) == 0, "%s", err.msg);
+    cr_expect_eq((uint64_t)svc_trainer_stats(&tr)->step, meta.step, "back at the serving step");
+    cr_assert(svc_trainer_step(&tr, &err) == 0, "%s", err.msg); /* and it trains on from there */
+    atomic_store(&stop, 1);
+    svc_trainer_free(&tr);
+    free(blob);
+    f.s.opts.gate_tolerance = 0.005;
 
     /* the decisions survive a restart */
     svc_stop(&f.s);
@@ -711,5 +751,48 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
     cr_expect(q.accepted && q.knn20 == want);
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 0, "a refused version stays refused");
     cr_expect_eq(svc_serving_version(&f.s), v2);
+    close_service(&f);
+}
+
+Test(service, without_labels_the_gate_refuses_a_collapsed_version_and_keeps_a_healthy_one) {
+    fixture f;
+    open_service(&f);
+    for (unsigned i = 0; i < 60; i++) put_image(&f, 400 + i * 3, NULL);
+    embed_queued(&f);
+    svc_err err = {0};
+    /* the same model again: as healthy as the serving one, accepted */
+    int64_t v2 = republish(&f, 4);
+    cr_assert_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
+    store_quality q;
+    cr_assert_eq(svc_version_quality(&f.s, v2, &q, &err), 0);
+    printf("quality without labels: effective rank %.2f of %d, spread %.4g\n", q.eff_rank,
+           f.s.dim, q.mean_std);
+    cr_expect(q.accepted && q.labelled == 0 && isnan(q.knn20) && q.eff_rank >= 0.1 * f.s.dim,
+              "%s", q.reason);
+    /* a collapsed model: every weight zero, every bias 0.5 — every image gets the same vector */
+    eng_err e = {0};
+    eng_config cfg;
+    cr_assert(eng_config_preset(&cfg, "tiny", &e) == 0);
+    eng_trainer t;
+    eng_trainer_cfg tc = eng_trainer_defaults(&cfg, 4);
+    cr_assert(eng_trainer_create(&t, &cfg, &tc, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    for (int i = 0; i < t.model.n_params; i++) {
+        const eng_param *p = &t.model.tab[i];
+        int bias = strstr(p->name, ".bias") != NULL;
+        for (size_t j = 0; j < p->count; j++)
+            t.model.params[p->offset + j] = p->ndims > 1 ? 0.0f : bias ? 0.5f : 1.0f;
+    }
+    uint8_t *blob;
+    size_t len;
+    cr_assert(eng_trainer_save(&t, &blob, &len, &e) == 0, "%s", e.msg);
+    eng_trainer_free(&t);
+    int64_t v3;
+    cr_assert(svc_publish(&f.s, blob, len, 8, 1.0, &v3, &err) == 0, "%s", err.msg);
+    free(blob);
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "refused: %s", err.msg);
+    cr_expect(strstr(err.msg, "collapsed"), "%s", err.msg);
+    cr_expect_eq(svc_serving_version(&f.s), v2, "the healthy version keeps serving");
+    cr_assert_eq(svc_version_quality(&f.s, v3, &q, &err), 0);
+    cr_expect(!q.accepted && q.eff_rank < 0.1 * f.s.dim, "%s", q.reason);
     close_service(&f);
 }

@@ -420,14 +420,16 @@ Test(store, quality_records_round_trip_and_the_labelled_sample_is_in_sha256_orde
     store *s = open_store();
     store_err err = {0};
     store_quality q = {.version = 4, .decided = 123.5, .labelled = 300, .knn20 = 0.81,
-                       .pixels_knn20 = 0.79, .serving_knn20 = NAN, .accepted = 0};
+                       .pixels_knn20 = 0.79, .serving_knn20 = NAN, .eff_rank = 31.5,
+                       .mean_std = NAN, .accepted = 0};
     snprintf(q.reason, sizeof q.reason, "refused: why");
     cr_assert(store_quality_put(s, &q, &err) == 0, "%s", err.msg);
     store_quality back;
     cr_assert_eq(store_quality_get(s, 4, &back, &err), 0, "%s", err.msg);
     cr_expect(back.version == 4 && back.decided == 123.5 && back.labelled == 300 &&
               back.knn20 == 0.81 && back.pixels_knn20 == 0.79 && isnan(back.serving_knn20) &&
-              !back.accepted && !strcmp(back.reason, "refused: why"));
+              !back.accepted && !strcmp(back.reason, "refused: why") && back.eff_rank == 31.5 &&
+              isnan(back.mean_std));
     cr_expect_eq(store_quality_get(s, 5, &back, &err), 1, "no record");
     q.accepted = 1; /* a later decision replaces the record */
     cr_assert(store_quality_put(s, &q, &err) == 0, "%s", err.msg);

@@ -144,6 +144,12 @@ double eng_index_recall(const eng_hit *hits, int nf, const eng_hit *exact, int n
 int eng_index_knn_loo(const eng_index *ix, int k, int (*label_of)(void *ctx, int64_t id),
                       void *ctx, double *accuracy, eng_err *err);
 
+/* Health of the stored rows without labels: the effective rank of the centred rows (exp of the
+ * entropy of their normalised singular values: up to dim, 0 when every row is the same) and the mean
+ * over dimensions of the rows' standard deviation. Needs at least 2 rows. On error (too few rows,
+ * out of memory) returns -1. */
+int eng_index_health(const eng_index *ix, double *eff_rank, double *mean_std, eng_err *err);
+
 void eng_index_free(eng_index *ix);
 
 #endif

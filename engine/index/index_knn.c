@@ -1,5 +1,7 @@
-/* index_knn.c — leave-one-out k-NN accuracy over an index's own rows (the quality monitor's
- * figure), by the exact back end's batch search. */
+/* index_knn.c — the quality monitor's figures over an index's own rows: leave-one-out k-NN
+ * accuracy (by the exact back end's batch search) and, without labels, the effective rank and
+ * spread of the rows. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,5 +72,81 @@ int eng_index_knn_loo(const eng_index *ix, int k, int (*label_of)(void *ctx, int
     free(counts);
     if (rc) return -1;
     *accuracy = (double)right / (double)ix->n;
+    return 0;
+}
+
+/* Eigenvalues of the symmetric n x n matrix a (row-major, destroyed) into w, by cyclic Jacobi
+ * rotations until the off-diagonal part is negligible. */
+static void jacobi_eigenvalues(double *a, int n, double *w) {
+    for (int sweep = 0; sweep < 60; sweep++) {
+        double off = 0, diag = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double v = a[i * n + j] * a[i * n + j];
+                if (i == j)
+                    diag += v;
+                else
+                    off += v;
+            }
+        if (off <= 1e-22 * (diag + 1e-300)) break;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) {
+                double apq = a[p * n + q];
+                if (fabs(apq) < 1e-300) continue;
+                double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+                double t = (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
+                double c = 1 / sqrt(t * t + 1), s = t * c;
+                for (int k = 0; k < n; k++) { /* columns p and q */
+                    double akp = a[k * n + p], akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < n; k++) { /* rows p and q */
+                    double apk = a[p * n + k], aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+            }
+    }
+    for (int i = 0; i < n; i++) w[i] = a[i * n + i];
+}
+
+int eng_index_health(const eng_index *ix, double *eff_rank, double *mean_std, eng_err *err) {
+    *eff_rank = *mean_std = 0;
+    if (ix->n < 2) return eng_fail_code(err, ERR_BAD_INPUT, "health: %zu rows, needs 2", ix->n);
+    int d = ix->dim;
+    double *mean = calloc((size_t)d, sizeof *mean), *cov = calloc((size_t)d * d, sizeof *cov);
+    double *w = malloc((size_t)d * sizeof *w), *x = malloc((size_t)d * sizeof *x);
+    if (!mean || !cov || !w || !x) {
+        free(mean);
+        free(cov);
+        free(w);
+        free(x);
+        return eng_fail_code(err, ERR_NO_MEMORY, "health: out of memory");
+    }
+    for (size_t r = 0; r < ix->n; r++)
+        for (int i = 0; i < d; i++) mean[i] += ix->rows[r * ix->stride + i];
+    for (int i = 0; i < d; i++) mean[i] /= (double)ix->n;
+    for (size_t r = 0; r < ix->n; r++) { /* the upper triangle of X^T X, centred */
+        for (int i = 0; i < d; i++) x[i] = ix->rows[r * ix->stride + i] - mean[i];
+        for (int i = 0; i < d; i++)
+            for (int j = i; j < d; j++) cov[i * d + j] += x[i] * x[j];
+    }
+    double std_sum = 0;
+    for (int i = 0; i < d; i++) {
+        std_sum += sqrt(cov[i * d + i] / (double)(ix->n - 1));
+        for (int j = 0; j < i; j++) cov[i * d + j] = cov[j * d + i];
+    }
+    *mean_std = std_sum / d;
+    jacobi_eigenvalues(cov, d, w);
+    double total = 0, entropy = 0; /* singular values of the centred rows: sqrt(eigenvalues) */
+    for (int i = 0; i < d; i++) total += w[i] = sqrt(w[i] > 0 ? w[i] : 0);
+    for (int i = 0; i < d && total > 0; i++)
+        if (w[i] > 0) entropy -= w[i] / total * log(w[i] / total);
+    *eff_rank = total > 0 ? exp(entropy) : 0.0;
+    free(mean);
+    free(cov);
+    free(w);
+    free(x);
     return 0;
 }
