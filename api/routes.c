@@ -689,6 +689,19 @@ static void h_checkpoints(api *a, const api_request *rq, const route_args *args,
     (void)rq, (void)args;
     get_checkpoints(a, rs);
 }
+static void h_checkpoint_serve(api *a, const api_request *rq, const route_args *args,
+                               api_response *rs) {
+    (void)rq;
+    svc_err e = {0};
+    int r = svc_version_choose(a->s, args->id, &e);
+    if (r < 0)
+        api_svc_error(rs, &e, "");
+    else if (r == 1)
+        api_error(rs, 404, "not_found", "no model version %lld", (long long)args->id);
+    else
+        api_json(rs, 202, json_pack("{s:I,s:s}", "version", (json_int_t)args->id, "status",
+                                    "re-embedding"));
+}
 static void h_healthz(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)a, (void)rq, (void)args;
     api_json(rs, 200, json_pack("{s:s}", "status", "ok"));
@@ -719,6 +732,7 @@ static const route_def routes[] = {
     {"DELETE /images/{id}", h_image_delete, RF_WRITE, {NULL}},
     {"GET /status", h_status, 0, {NULL}},
     {"GET /checkpoints", h_checkpoints, 0, {NULL}},
+    {"POST /checkpoints/{id}/serve", h_checkpoint_serve, RF_WRITE, {NULL}},
     {"GET /healthz", h_healthz, RF_OPEN, {NULL}},
     {"GET /readyz", h_readyz, RF_OPEN, {NULL}},
     {"GET /metrics", h_metrics, 0, {NULL}},

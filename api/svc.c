@@ -218,6 +218,22 @@ const char *svc_train_state_name(svc_train_state st) {
     return st >= 0 && st < SVC_TRAIN_N_STATES ? names[st] : "failed";
 }
 
+int svc_version_choose(svc *s, int64_t version, svc_err *err) {
+    store_err se = {0};
+    store_checkpoint_info info;
+    void *blob;
+    size_t len;
+    int r = store_checkpoint_get(s->st, version, &info, &blob, &len, &se);
+    if (r < 0) return svc_fail(err, svc_code_of(&se), "%s", se.msg);
+    if (r == 1) return 1;
+    free(blob);
+    pthread_mutex_lock(&s->stat_mu);
+    s->chosen = version;
+    pthread_mutex_unlock(&s->stat_mu);
+    svc_ring_reembed(s);
+    return 0;
+}
+
 int64_t svc_training_restart_take(svc *s) {
     pthread_mutex_lock(&s->stat_mu);
     int64_t v = s->restart_from;

@@ -126,6 +126,7 @@ typedef struct svc {
     int64_t reembed_done, reembed_total; /* progress of the pending version */
     store_quality last_decision;         /* the gate's newest decision (version 0: none yet) */
     int refused_in_row;                  /* versions the gate refused since the last swap */
+    int64_t chosen;                      /* a version chosen by hand to serve next (0: none) */
     int64_t restart_from;                /* after SVC_REFUSALS_TO_RESTART refusals: the version
                                           * training should restart from (0: none) */
     uint64_t pixels_sample;              /* re-embedder only: the sample the figure below is of */
@@ -322,6 +323,11 @@ typedef struct svc_status {
 } svc_status;
 
 void svc_get_status(svc *s, svc_status *out);
+
+/* Chooses by hand the version to serve — a refused newer one (accept) or an older one (roll
+ * back): the re-embedder computes its vectors and swaps it in, bypassing the gate (its figures
+ * are still recorded). 0 chosen, 1 no such version, -1 error. */
+int svc_version_choose(svc *s, int64_t version, svc_err *err);
 
 /* The version training should restart from, once SVC_REFUSALS_TO_RESTART versions in a row were
  * refused by the gate (the request is consumed); 0 when none. */

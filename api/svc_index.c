@@ -190,16 +190,25 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     void *blob;
     size_t len;
     store_err se = {0};
-    int r = store_checkpoint_latest(s->st, &info, &blob, &len, &se);
-    if (r < 0) return svc_fail(err, ERR_INTERNAL, "%s", se.msg);
+    pthread_mutex_lock(&s->stat_mu);
+    int64_t chosen = s->chosen; /* a version chosen by hand comes first, newer or older */
+    s->chosen = 0;
+    pthread_mutex_unlock(&s->stat_mu);
     int64_t current = svc_serving_version(s);
+    int r = chosen ? store_checkpoint_get(s->st, chosen, &info, &blob, &len, &se)
+                   : store_checkpoint_latest(s->st, &info, &blob, &len, &se);
+    if (r < 0) return svc_fail(err, ERR_INTERNAL, "%s", se.msg);
+    if (chosen && (r == 1 || chosen == current)) {
+        if (r == 0) free(blob);
+        return 0;
+    }
     store_quality refused;
-    if (r == 0 && info.version > current &&
+    if (!chosen && r == 0 && info.version > current &&
         store_quality_get(s->st, info.version, &refused, &se) == 0 && !refused.accepted) {
         free(blob); /* refused by the gate once: never re-embedded again */
         return 0;
     }
-    if (r == 1 || info.version <= current) {
+    if (!chosen && (r == 1 || info.version <= current)) {
         if (r == 0) free(blob);
         return 0;
     }
@@ -249,9 +258,16 @@ int svc_reembed_newest(svc *s, svc_err *err) {
     free(todo);
     free(kept);
     free(vecs);
-    /* the quality monitor and the gate, now that every vector of p is in */
+    /* the quality monitor and the gate, now that every vector of p is in (a version chosen by
+     * hand is scored too, and served whatever its score) */
     store_quality q;
     if (rc == 0 && svc_quality_decide(s, p, &q, err)) rc = -1;
+    if (rc == 0 && chosen) {
+        q.accepted = 1;
+        char why[200]; /* the gate's own words, cut to leave room for the prefix */
+        snprintf(why, sizeof why, "%.199s", q.reason);
+        snprintf(q.reason, sizeof q.reason, "chosen by hand (%s)", why);
+    }
     if (rc == 0 && store_quality_put(s->st, &q, &se))
         rc = svc_store_fail(s, err, &se, "saving the gate's decision: %s", se.msg);
     if (rc == 0) {

@@ -709,7 +709,7 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
     f.s.opts.gate_tolerance = -0.5;
     republish(&f, 11);
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "%s", err.msg);
-    republish(&f, 12);
+    int64_t newest = republish(&f, 12);
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "%s", err.msg);
     cr_expect_eq(svc_training_restart_take(&f.s), v2, "the third refusal in a row");
     cr_expect_eq(svc_training_restart_take(&f.s), 0, "the request is taken once");
@@ -738,6 +738,45 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
     free(blob);
     f.s.opts.gate_tolerance = 0.005;
 
+    /* by hand: accept the refused v3 (the gate is bypassed), then roll back to v2 */
+    api a;
+    api_opts ao = {"k3y", 0, 1000};
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    char code[64], path3[64], path2[64];
+    snprintf(path3, sizeof path3, "/checkpoints/%lld/serve", (long long)v3);
+    snprintf(path2, sizeof path2, "/checkpoints/%lld/serve", (long long)v2);
+    cr_expect_eq(call(&a, "POST", path3, NULL, NULL, NULL, code), 401,
+                 "a write: the key is needed");
+    api_request rq = {0};
+    rq.method = "POST";
+    rq.path = path3;
+    rq.path_len = strlen(rq.path);
+    rq.authorization = "Bearer k3y";
+    api_response rs;
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 202, "%s", rs.body);
+    free(rs.body);
+    f.s.opts.gate_tolerance = -0.5; /* a gate that would refuse it */
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
+    cr_expect_eq(svc_serving_version(&f.s), v3, "accepted by hand");
+    cr_assert_eq(svc_version_quality(&f.s, v3, &q, &err), 0);
+    cr_expect(q.accepted && strstr(q.reason, "chosen by hand"), "%s", q.reason);
+    rq.path = path2;
+    rq.path_len = strlen(rq.path);
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 202);
+    free(rs.body);
+    cr_expect_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
+    cr_expect_eq(svc_serving_version(&f.s), v2, "rolled back");
+    rq.path = "/checkpoints/99/serve";
+    rq.path_len = strlen(rq.path);
+    api_handle(&a, &rq, &rs);
+    cr_expect_eq(rs.status, 404);
+    free(rs.body);
+    api_free(&a);
+    f.s.opts.gate_tolerance = 0.005;
+
     /* the decisions survive a restart */
     svc_stop(&f.s);
     svc_close(&f.s);
@@ -746,11 +785,13 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
     cr_assert(eng_config_preset(&cfg, "tiny", &e) == 0);
     cr_assert(svc_open(&f.s, f.st, NULL, NULL, 0, &err) == 0, "%s", err.msg);
     cr_assert_eq(svc_version_quality(&f.s, v3, &q, &err), 0);
-    cr_expect_not(q.accepted);
+    cr_expect(q.accepted && strstr(q.reason, "chosen by hand"), "%s", q.reason);
     cr_assert_eq(svc_version_quality(&f.s, v2, &q, &err), 0);
-    cr_expect(q.accepted && q.knn20 == want);
+    cr_expect(q.accepted && q.knn20 == want, "%s", q.reason);
+    cr_assert_eq(svc_version_quality(&f.s, newest, &q, &err), 0);
+    cr_expect_not(q.accepted, "%s", q.reason);
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 0, "a refused version stays refused");
-    cr_expect_eq(svc_serving_version(&f.s), v2);
+    cr_expect_eq(svc_serving_version(&f.s), v2, "the rolled-back version serves after a restart");
     close_service(&f);
 }
 
