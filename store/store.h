@@ -141,6 +141,9 @@ int store_log_append(store *s, const store_log_row *row, store_err *err);
 
 /* ----- the quality monitor (store_quality.c) ----- */
 
+/* Checkpoints of the newest decisions are kept whatever keep_versions says. */
+#define STORE_DECISIONS_KEPT 20
+
 /* A version's figures and the gate's decision. */
 typedef struct store_quality {
     int64_t version;

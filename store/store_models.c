@@ -5,6 +5,9 @@
 
 #include "store_internal.h"
 
+#define SQL_TEXT(x) #x
+#define SQL_NUMBER(x) SQL_TEXT(x) /* a macro's value as SQL text */
+
 /* Runs sql with (a, b) bound as int64 on the writer; caller holds wmu. */
 static int exec2(sqlite3 *db, const char *sql, int64_t a, int64_t b) {
     sqlite3_stmt *st;
@@ -37,10 +40,15 @@ int store_checkpoint_put(store *s, int64_t step, const char *model_json, double 
     sqlite3_finalize(st);
     st = NULL;
     int64_t v = sqlite3_last_insert_rowid(db);
-    /* Keep the newest keep_versions and the serving one; their embeddings too. */
+    /* Keep the newest keep_versions and the serving one, with their embeddings, and the
+     * checkpoints of the last STORE_DECISIONS_KEPT versions the quality gate decided on (a
+     * refused one can still be served by hand). */
     int64_t oldest_kept = v - s->opts.keep_versions + 1;
-    if (exec2(db, "DELETE FROM checkpoints WHERE version < ? AND version != ?", oldest_kept,
-              serving) ||
+    if (exec2(db,
+              "DELETE FROM checkpoints WHERE version < ? AND version != ? AND version NOT IN "
+              "(SELECT version FROM version_quality ORDER BY decided DESC, version DESC "
+              "LIMIT " SQL_NUMBER(STORE_DECISIONS_KEPT) ")",
+              oldest_kept, serving) ||
         exec2(db, "DELETE FROM embeddings WHERE version < ? AND version != ?", oldest_kept,
               serving))
         goto fail_tx;

@@ -148,6 +148,17 @@ Test(store, checkpoints_keep_the_newest_versions_and_the_serving_one) {
     cr_expect(info.version == v[5] && strcmp(blob, "checkpoint 5") == 0);
     free(blob);
     cr_expect_eq(store_checkpoint_get(s, v[2], &info, &blob, &len, &err), 1);
+    /* a version the gate decided on keeps its checkpoint past keep_versions */
+    store_quality q = {.version = v[3], .decided = 1.0, .knn20 = NAN, .pixels_knn20 = NAN,
+                       .serving_knn20 = NAN, .eff_rank = NAN, .mean_std = NAN};
+    cr_assert(store_quality_put(s, &q, &err) == 0, "%s", err.msg);
+    for (int i = 6; i <= 8; i++) {
+        int64_t vi;
+        cr_assert(store_checkpoint_put(s, i * 100, "{}", 1.0, "x", 2, 1, &vi, &err) == 0);
+    }
+    cr_expect_eq(store_checkpoint_get(s, v[3], &info, &blob, &len, &err), 0, "decided: kept");
+    free(blob);
+    cr_expect_eq(store_checkpoint_get(s, v[4], &info, &blob, &len, &err), 1, "undecided: pruned");
     store_close(s);
 }
 
