@@ -515,6 +515,47 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, k=20, k_wei
     return right_k / len(te), right_w / len(te)
 
 
+def linear_probe(train_feats, train_labels, test_feats, test_labels, holdout=5000,
+                 decays=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), seed=0):
+    """Linear-probe accuracy: multinomial logistic regression on standardised features.
+
+    The features are standardised with the training set's per-dimension mean and standard
+    deviation; the L2 penalty is chosen among `decays` by accuracy on `holdout` training
+    images held out (a fixed random split by `seed`), then the probe is fitted on every
+    training image with it and evaluated on the test set. Each fit is full-batch L-BFGS (float64,
+    300 iterations at most), so the result does not depend on thread counts or batch order.
+    Returns (test accuracy, the chosen decay)."""
+    tr = torch.as_tensor(np.asarray(train_feats), dtype=torch.float64)
+    te = torch.as_tensor(np.asarray(test_feats), dtype=torch.float64)
+    trl = torch.as_tensor(np.asarray(train_labels).astype(np.int64))
+    tel = torch.as_tensor(np.asarray(test_labels).astype(np.int64))
+    mean, std = tr.mean(0), tr.std(0).clamp_min(1e-8)
+    tr, te = (tr - mean) / std, (te - mean) / std
+    classes = int(max(trl.max().item(), tel.max().item())) + 1
+
+    def fit(x, y, decay):
+        w = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=300, history_size=20,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x @ w + b, y) + decay * (w * w).sum()
+            loss.backward()
+            return loss
+        opt.step(closure)
+        return w.detach(), b.detach()
+
+    def accuracy(wb, x, y):
+        return float(((x @ wb[0] + wb[1]).argmax(1) == y).double().mean())
+
+    perm = torch.randperm(len(tr), generator=torch.Generator().manual_seed(seed))
+    held, rest = perm[:holdout], perm[holdout:]
+    best = max(decays, key=lambda d: accuracy(fit(tr[rest], trl[rest], d), tr[held], trl[held]))
+    return accuracy(fit(tr, trl, best), te, tel), best
+
+
 @torch.no_grad()
 def encode_all(model, images, cfg, chunk=1000):
     """Representations (model.encode, eval mode) of the evaluation views of images

@@ -25,9 +25,10 @@ typedef struct eng_trainer_cfg {
     eng_aug_cfg aug;      /* augmentation (its size and channels must match the model) */
 } eng_trainer_cfg;
 
-/* Defaults for a model config and batch: LARS as in the paper (eng_lars_defaults) with 200
- * warmup steps and a constant rate after them (open-ended training), the paper's augmentations at
- * the model's input size, augmentation on one thread, seed 1. */
+/* Defaults for a model config and batch: LARS with the tuned rates (lr 0.3, weight decay 1e-3,
+ * eta 0.02, biases 0.03: docs/QUALITY.md; eng_lars_defaults keeps the paper's), 200 warmup
+ * steps and a constant rate after them (open-ended training), the paper's augmentations at the
+ * model's input size, augmentation on one thread, seed 1. */
 eng_trainer_cfg eng_trainer_defaults(const eng_config *model, int batch);
 
 typedef struct eng_train_stats {
