@@ -71,6 +71,28 @@ static int64_t put_image(fixture *f, unsigned seed, const char *meta) {
     return id;
 }
 
+/* Embeds every queued upload with the serving version (what the embed worker does). */
+static void embed_queued(fixture *f) {
+    int64_t queued[128];
+    int nq = svc_queue_take(&f->s, queued, 128);
+    svc_err err = {0};
+    cr_assert(svc_embed_fresh(&f->s, queued, nq, &err) == 0, "%s", err.msg);
+}
+
+/* Publishes the newest checkpoint's weights again as a new version (the same model). */
+static int64_t republish(fixture *f, uint64_t step, double loss) {
+    void *bytes;
+    size_t len;
+    store_err se = {0};
+    store_checkpoint_info info;
+    cr_assert(store_checkpoint_latest(f->st, &info, &bytes, &len, &se) == 0, "%s", se.msg);
+    int64_t version;
+    svc_err err = {0};
+    cr_assert(svc_publish(&f->s, bytes, len, step, loss, &version, &err) == 0, "%s", err.msg);
+    free(bytes);
+    return version;
+}
+
 Test(service, image_records_bytes_and_liveness_come_from_the_service) {
     fixture f;
     open_service(&f);
@@ -148,14 +170,8 @@ Test(service, training_samples_live_copies_and_a_publish_rings_the_reembedder) {
     /* a publish rings: the next wait returns at once, and consumes the ring */
     svc_checkpoint list[8];
     cr_assert_eq(svc_checkpoints(&f.s, list, 8, &err), 1, "%s", err.msg);
-    void *bytes;
-    size_t len;
     store_err se = {0};
-    store_checkpoint_info info;
-    cr_assert(store_checkpoint_latest(f.st, &info, &bytes, &len, &se) == 0, "%s", se.msg);
-    int64_t version;
-    cr_assert(svc_publish(&f.s, bytes, len, 5, 1.5, &version, &err) == 0, "%s", err.msg);
-    free(bytes);
+    int64_t version = republish(&f, 5, 1.5);
     waited = timed_wait(&f.s, 30.0);
     cr_expect(waited < 5.0, "a rung bell still waited %.3f s", waited);
     int n = svc_checkpoints(&f.s, list, 8, &err);
@@ -224,14 +240,7 @@ Test(service, a_version_is_one_object_swapped_by_one_pointer_and_kept_while_refe
     cr_expect_eq(v1->index.n, 6u);
 
     /* publish version 2, then re-embed and swap while another thread searches */
-    void *bytes;
-    size_t len;
-    store_err se = {0};
-    store_checkpoint_info info;
-    cr_assert(store_checkpoint_latest(f.st, &info, &bytes, &len, &se) == 0, "%s", se.msg);
-    int64_t version;
-    cr_assert(svc_publish(&f.s, bytes, len, 9, 1.0, &version, &err) == 0, "%s", err.msg);
-    free(bytes);
+    int64_t version = republish(&f, 9, 1.0);
     cr_assert_eq(version, 2);
     searcher q = {.f = &f, .images = 6};
     atomic_init(&q.stop, 0);
@@ -630,28 +639,6 @@ static double brute_knn20(fixture *f, const int64_t *ids, const int *labels, int
     return (double)right / n;
 }
 
-/* Embeds every queued upload with the serving version (what the embed worker does). */
-static void embed_queued(fixture *f) {
-    int64_t queued[128];
-    int nq = svc_queue_take(&f->s, queued, 128);
-    svc_err err = {0};
-    cr_assert(svc_embed_fresh(&f->s, queued, nq, &err) == 0, "%s", err.msg);
-}
-
-/* Publishes the newest checkpoint's weights again as a new version (the same model). */
-static int64_t republish(fixture *f, uint64_t step) {
-    void *bytes;
-    size_t len;
-    store_err se = {0};
-    store_checkpoint_info info;
-    cr_assert(store_checkpoint_latest(f->st, &info, &bytes, &len, &se) == 0, "%s", se.msg);
-    int64_t version;
-    svc_err err = {0};
-    cr_assert(svc_publish(&f->s, bytes, len, step, 1.0, &version, &err) == 0, "%s", err.msg);
-    free(bytes);
-    return version;
-}
-
 Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it) {
     fixture f;
     open_service(&f);
@@ -670,7 +657,7 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
     svc_err err = {0};
 
     /* the same weights as version 1: scored exactly as the serving version, accepted */
-    int64_t v2 = republish(&f, 5);
+    int64_t v2 = republish(&f, 5, 1.0);
     cr_assert_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
     store_quality q;
     cr_assert_eq(svc_version_quality(&f.s, v2, &q, &err), 0, "%s", err.msg);
@@ -686,7 +673,7 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
 
     /* a gate that demands half a point more refuses the next (equal) version */
     f.s.opts.gate_tolerance = -0.5;
-    int64_t v3 = republish(&f, 9);
+    int64_t v3 = republish(&f, 9, 1.0);
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "refused: %s", err.msg);
     cr_expect(strstr(err.msg, "refused"), "%s", err.msg);
     cr_expect_eq(svc_serving_version(&f.s), v2, "the serving version stays");
@@ -707,9 +694,9 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
 
     /* three refusals in a row: training is asked to restart from the serving version */
     f.s.opts.gate_tolerance = -0.5;
-    republish(&f, 11);
+    republish(&f, 11, 1.0);
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "%s", err.msg);
-    int64_t newest = republish(&f, 12);
+    int64_t newest = republish(&f, 12, 1.0);
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "%s", err.msg);
     cr_expect_eq(svc_training_restart_take(&f.s), v2, "the third refusal in a row");
     cr_expect_eq(svc_training_restart_take(&f.s), 0, "the request is taken once");
@@ -802,7 +789,7 @@ Test(service, without_labels_the_gate_refuses_a_collapsed_version_and_keeps_a_he
     embed_queued(&f);
     svc_err err = {0};
     /* the same model again: as healthy as the serving one, accepted */
-    int64_t v2 = republish(&f, 4);
+    int64_t v2 = republish(&f, 4, 1.0);
     cr_assert_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
     store_quality q;
     cr_assert_eq(svc_version_quality(&f.s, v2, &q, &err), 0);
