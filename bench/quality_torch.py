@@ -3,7 +3,8 @@
 
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000 \\
     /usr/bin/python3 bench/quality_torch.py --config small.json --minutes 60 \\
-        --eval-at 5,15,30,60 --batch 256 --threads 2 --seed 1 --out results.json
+        --eval-at 5,15,30,60 --batch 256 --threads 2 --seed 1 --out results.json \\
+        [--recipe bench/recipes/u2_lars_lossscale.json]
 
 Run it with the two glibc malloc variables above.  Without them glibc returns the large
 activation buffers to the kernel after every step and maps them again (page faults on every
@@ -14,7 +15,9 @@ What it does
 ------------
 Trains the model of the config JSON (tests/torch_ref.py: BarlowTwinsNet, torchvision-style init
 from --seed, Barlow Twins loss, LARS with warmup then constant learning rate:
-batch/256 x 0.2 for weights, x 0.0048 for 1-D parameters) on the 60k Fashion-MNIST training
+batch/256 x 0.2 for weights, x 0.0048 for 1-D parameters; --recipe replaces any of these and the
+augmentation settings with a barlowd recipe file's, key for key, so `--recipe
+bench/recipes/u2_lars_lossscale.json` runs barlowd's default recipe) on the 60k Fashion-MNIST training
 images (Debian's dataset-fashion-mnist; labels are never used for training), on the CPU in
 float32, for --minutes of *training* wall-clock time.  At each --eval-at point (cumulative
 training minutes) the clock is paused and the encoder (model.eval(), so BatchNorm uses its
@@ -592,7 +595,34 @@ def parse_args(argv=None):
     ap.add_argument("--limit-test", type=int, default=0,
                     help="use only the first N test images; 0 = all")
     ap.add_argument("--eval-chunk", type=int, default=1000, help="images per encoder call")
+    ap.add_argument("--recipe", default=None,
+                    help="a barlowd recipe JSON (bench/recipes/): its keys replace the paper's "
+                         "settings here exactly as `barlowd train --recipe` applies them")
     return ap.parse_args(argv)
+
+
+# barlowd's recipe keys (engine/run/eng_recipe.c) -> the AugConfig attribute each one sets.
+RECIPE_AUG = {"crop_scale": "scale", "crop_ratio": "ratio", "flip": "flip_p",
+              "jitter": "jitter_p", "brightness": "brightness", "contrast": "contrast",
+              "saturation": "saturation", "hue": "hue", "gray": "gray_p", "blur": "blur_p",
+              "blur_sigma": "blur_sigma", "solarize": "solarize_p",
+              "solarize_threshold": "solarize_threshold"}
+RECIPE_OPT = ("lr", "lr_biases", "weight_decay", "eta", "momentum", "warmup", "cosine_steps")
+
+
+def apply_recipe(recipe, cfg):
+    """The optimiser settings of a recipe (paper values for keys it leaves out); sets the
+    augmentation keys on cfg.  An unknown key is an error, as in barlowd."""
+    opt = {"lr": R.LR_WEIGHTS, "lr_biases": R.LR_BIASES, "weight_decay": R.LARS_WEIGHT_DECAY,
+           "eta": R.LARS_ETA, "momentum": R.LARS_MOMENTUM, "warmup": None, "cosine_steps": 0}
+    for key, value in recipe.items():
+        if key in RECIPE_OPT:
+            opt[key] = value
+        elif key in RECIPE_AUG:
+            setattr(cfg, RECIPE_AUG[key], tuple(value) if isinstance(value, list) else value)
+        else:
+            sys.exit("recipe: unknown key %r" % key)
+    return opt
 
 
 def _log(msg):
@@ -632,8 +662,21 @@ def main(argv=None):
     train_copy = torch.from_numpy(box_downscale(tr_img.numpy(), 2 * size))
     tr_lab, te_lab = torch.from_numpy(tr_y.astype(np.int64)), torch.from_numpy(te_y.astype(np.int64))
 
+    recipe = {}
+    if args.recipe:
+        with open(args.recipe) as f:
+            recipe = json.load(f)
+    ropt = apply_recipe(recipe, cfg)
+    if ropt["warmup"] is not None:
+        args.lr_warmup = int(ropt["warmup"])
+    total = int(ropt["cosine_steps"])
+    schedule = "cosine" if total > 0 else "constant"
+
     model = R.make_initialised_model(config, args.seed).float().train()
-    opt = R.make_lars(model.parameters())
+    groups = R.lars_param_groups(model.parameters())
+    groups[0]["lr_scale"], groups[1]["lr_scale"] = ropt["lr"], ropt["lr_biases"]
+    opt = R.LARS(groups, momentum=ropt["momentum"], eta=ropt["eta"],
+                 weight_decay=ropt["weight_decay"])
 
     result = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
@@ -654,9 +697,12 @@ def main(argv=None):
         "train_copy_shape": list(train_copy.shape[1:]),
         "test_images": int(te_img.shape[0]),
         "augmentation": cfg.as_dict(),
-        "optimizer": {"name": "LARS (tests/torch_ref.py)", "lr_weights": R.LR_WEIGHTS,
-                      "lr_biases": R.LR_BIASES, "batch": args.batch,
-                      "warmup_steps": args.lr_warmup, "schedule": "constant"},
+        "recipe": recipe,
+        "optimizer": {"name": "LARS (tests/torch_ref.py)", "lr_weights": ropt["lr"],
+                      "lr_biases": ropt["lr_biases"], "weight_decay": ropt["weight_decay"],
+                      "eta": ropt["eta"], "momentum": ropt["momentum"], "batch": args.batch,
+                      "warmup_steps": args.lr_warmup, "schedule": schedule,
+                      "cosine_steps": total},
         "knn": {"similarity": "cosine", "k": 20, "vote": "majority, ties to smallest label",
                 "k_weighted": 200, "weight": "exp(sim/0.1) summed per class",
                 "train_set": "train images (eval view)", "test_set": "test images (eval view)"},
@@ -722,7 +768,7 @@ def main(argv=None):
         t_start = time.perf_counter()
         a, b = next(it)
         t_data = time.perf_counter()
-        R.set_lars_lr(opt, step, args.batch, args.lr_warmup, 1 << 62, "constant")
+        R.set_lars_lr(opt, step, args.batch, args.lr_warmup, total, schedule)
         opt.zero_grad(set_to_none=True)
         loss, _, _ = model(a, b)
         loss.backward()
