@@ -684,6 +684,7 @@ def main(argv=None):
         "args": vars(args),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
+        "cpu": describe(),
         "python": platform.python_version(),
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
