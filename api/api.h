@@ -56,7 +56,7 @@ typedef struct api_opts {
     int max_k;                 /* largest k a search may ask for (1000) */
 } api_opts;
 
-#define API_ROUTES 17
+#define API_ROUTES 19
 #define API_BUCKETS 14
 
 /* Prometheus counters per route (requests by status class, latency histogram). */

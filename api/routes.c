@@ -107,6 +107,39 @@ static json_t *vector_json(const float *v, int dim) {
     return arr;
 }
 
+/* An image's record as GET /images/{id} returns it. */
+static json_t *image_json(const svc_image *info) {
+    json_t *meta = info->meta_json ? json_loads(info->meta_json, 0, NULL) : NULL;
+    return json_pack("{s:I,s:s,s:s,s:i,s:i,s:I,s:I,s:o}", "id", (json_int_t)info->id, "sha256",
+                     info->sha256, "media_type", info->media_type, "width", info->width, "height",
+                     info->height, "bytes", (json_int_t)info->bytes, "created",
+                     (json_int_t)info->created, "meta", meta ? meta : json_null());
+}
+
+/* Parses filter text into *f. 0 ok, -1 with a 400 bad_filter naming what is wrong. */
+static int filter_from_text(const api *a, const char *text, size_t len, svc_filter **f,
+                            api_response *rs) {
+    svc_err e = {0};
+    if (svc_filter_parse(a->s, text, len, f, &e) == 0) return 0;
+    if (e.code == ERR_NO_MEMORY)
+        api_out_of_memory(rs);
+    else
+        api_error(rs, 400, "bad_filter", "%s", e.msg);
+    return -1;
+}
+
+/* The same for a "filter" member of a JSON body (any JSON value: a non-object is refused). */
+static int filter_from_json(const api *a, const json_t *j, svc_filter **f, api_response *rs) {
+    char *text = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (!text) {
+        api_out_of_memory(rs);
+        return -1;
+    }
+    int rc = filter_from_text(a, text, strlen(text), f, rs);
+    free(text);
+    return rc;
+}
+
 /* ---- handlers ---- */
 
 static void post_train(api *a, const api_request *rq, const char *query_meta, api_response *rs) {
@@ -229,19 +262,20 @@ static void post_embed(api *a, const api_request *rq, api_response *rs) {
     free(v);
 }
 
+/* Every answer is an exact scan today ("exact": true); an approximate index will say false. */
 static void search_reply(api *a, api_response *rs, const svc_hit *hits, int n, int64_t version) {
-    api_json(rs, 200, json_pack("{s:I,s:o}", "model_version", (json_int_t)version, "results",
-                                results_json(a, hits, n)));
+    api_json(rs, 200, json_pack("{s:I,s:b,s:o}", "model_version", (json_int_t)version, "exact", 1,
+                                "results", results_json(a, hits, n)));
 }
 
-static void get_neighbors(api *a, int64_t id, int k, api_response *rs) {
+static void get_neighbors(api *a, int64_t id, int k, const svc_filter *f, api_response *rs) {
     svc_hit *hits = malloc((size_t)k * sizeof *hits);
     int n;
     int64_t version;
     svc_err e = {0};
     if (!hits)
         api_out_of_memory(rs);
-    else if (svc_neighbors(a->s, id, k, hits, &n, &version, &e))
+    else if (svc_neighbors(a->s, id, k, f, hits, &n, &version, &e))
         api_svc_error(rs, &e, "");
     else
         search_reply(a, rs, hits, n, version);
@@ -273,10 +307,12 @@ static int parse_vector(api *a, json_t *vec, const char *what, float *v, api_res
 
 #define MAX_BATCH_QUERIES 1024
 
-/* {"vector": [...], "k": 10} or {"vectors": [[...], ...], "k": 10} → *v (malloc'd, nq rows),
- * *nq (-1 for the single form) and k. 0 ok, -1 response set. */
+/* {"vector": [...], "k": 10} or {"vectors": [[...], ...], "k": 10}, with an optional "filter"
+ * and "exact" → *v (malloc'd, nq rows), *nq (-1 for the single form), k and *f (NULL when none).
+ * 0 ok, -1 response set. */
 static int parse_search_json(api *a, const api_request *rq, float **v, int *nq, int *k,
-                             api_response *rs) {
+                             svc_filter **f, api_response *rs) {
+    *f = NULL;
     json_error_t je;
     *v = NULL;
     json_t *root = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
@@ -293,11 +329,20 @@ static int parse_search_json(api *a, const api_request *rq, float **v, int *nq, 
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val) {
-        if (strcmp(key, "vector") && strcmp(key, "vectors") && strcmp(key, "k")) {
-            api_error(rs, 400, "bad_request", "unknown field \"%.64s\" (vector, vectors, k)", key);
+        if (strcmp(key, "vector") && strcmp(key, "vectors") && strcmp(key, "k") &&
+            strcmp(key, "filter") && strcmp(key, "exact")) {
+            api_error(rs, 400, "bad_request",
+                      "unknown field \"%.64s\" (vector, vectors, k, filter, exact)", key);
             goto done;
         }
     }
+    json_t *jexact = json_object_get(root, "exact");
+    if (jexact && !json_is_boolean(jexact)) {
+        api_error(rs, 400, "bad_request", "\"exact\" must be true or false");
+        goto done;
+    }
+    json_t *jf = json_object_get(root, "filter");
+    if (jf && filter_from_json(a, jf, f, rs)) goto done;
     json_t *one = json_object_get(root, "vector"), *many = json_object_get(root, "vectors");
     if (!!one == !!many) {
         api_error(rs, 400, "bad_request", "give either \"vector\" or \"vectors\"");
@@ -336,6 +381,8 @@ done:
     if (rc) {
         free(*v);
         *v = NULL;
+        svc_filter_free(*f);
+        *f = NULL;
     }
     json_decref(root);
     return rc;
@@ -350,38 +397,49 @@ static void search_error(api_response *rs, const svc_err *e) {
         api_svc_error(rs, e, "");
 }
 
-static void search_json(api *a, const api_request *rq, api_response *rs) {
+static void search_json(api *a, const api_request *rq, const svc_filter *query_filter,
+                        api_response *rs) {
     float *v;
     int nq, k, n;
     int64_t version;
     svc_err e = {0};
-    if (parse_search_json(a, rq, &v, &nq, &k, rs)) return;
+    svc_filter *f;
+    if (parse_search_json(a, rq, &v, &nq, &k, &f, rs)) return;
+    if (f && query_filter) {
+        api_error(rs, 400, "bad_filter", "give the filter once: in the body or in ?filter=");
+        svc_filter_free(f);
+        free(v);
+        return;
+    }
+    const svc_filter *use = f ? f : query_filter;
     int rows = nq < 0 ? 1 : nq;
     svc_hit *hits = malloc((size_t)rows * k * sizeof *hits);
     int *counts = malloc((size_t)rows * sizeof *counts);
     if (!hits || !counts) {
         api_out_of_memory(rs);
     } else if (nq < 0) {
-        if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
+        if (svc_search(a->s, v, k, use, hits, &n, &version, &e)) {
             search_error(rs, &e);
         } else {
             search_reply(a, rs, hits, n, version);
         }
-    } else if (svc_search_batch(a->s, v, nq, k, hits, counts, &version, &e)) {
+    } else if (svc_search_batch(a->s, v, nq, k, use, hits, counts, &version, &e)) {
         search_error(rs, &e);
     } else {
         json_t *all = json_array();
         for (int i = 0; i < nq; i++)
             json_array_append_new(all, results_json(a, hits + (size_t)i * k, counts[i]));
-        api_json(rs, 200, json_pack("{s:I,s:o}", "model_version", (json_int_t)version,
-                                    "results", all));
+        api_json(rs, 200, json_pack("{s:I,s:b,s:o}", "model_version", (json_int_t)version,
+                                    "exact", 1, "results", all));
     }
     free(hits);
     free(counts);
     free(v);
+    svc_filter_free(f);
 }
 
-static void post_search(api *a, const api_request *rq, int query_k, api_response *rs) {
+static void post_search(api *a, const api_request *rq, int query_k, const svc_filter *f,
+                        api_response *rs) {
     char type[128];
     media_type(rq->content_type, type, sizeof type);
     float *v = malloc((size_t)a->s->dim * sizeof *v);
@@ -394,7 +452,7 @@ static void post_search(api *a, const api_request *rq, int query_k, api_response
         return;
     }
     if (!strcmp(type, "application/json")) {
-        search_json(a, rq, rs);
+        search_json(a, rq, f, rs);
         goto done;
     }
     if (!(hits = malloc((size_t)k * sizeof *hits))) goto oom;
@@ -402,7 +460,7 @@ static void post_search(api *a, const api_request *rq, int query_k, api_response
     for (int attempt = 0; attempt < 3; attempt++) {
         int64_t want;
         if (embed_body(a, rq, v, &want, rs)) goto done;
-        if (svc_search(a->s, v, k, hits, &n, &version, &e)) {
+        if (svc_search(a->s, v, k, f, hits, &n, &version, &e)) {
             api_svc_error(rs, &e, "");
             goto done;
         }
@@ -457,14 +515,131 @@ static void get_image(api *a, int64_t id, int raw, api_response *rs) {
         api_svc_error(rs, &e, "");
         return;
     }
-    json_t *meta = info.meta_json ? json_loads(info.meta_json, 0, NULL) : NULL;
-    api_json(rs, 200,
-             json_pack("{s:I,s:s,s:s,s:i,s:i,s:I,s:I,s:o}", "id", (json_int_t)info.id, "sha256",
-                       info.sha256, "media_type", info.media_type, "width", info.width, "height",
-                       info.height, "bytes", (json_int_t)info.bytes, "created",
-                       (json_int_t)info.created,
-                       "meta", meta ? meta : json_null()));
+    api_json(rs, 200, image_json(&info));
     svc_image_free(&info);
+}
+
+/* GET /images: a page of the images matching the filter, or the one with a SHA-256. */
+static void list_images(api *a, const svc_filter *f, int64_t after, int limit, const char *sha,
+                        api_response *rs) {
+    svc_err e = {0};
+    json_t *arr = json_array();
+    if (sha) {
+        svc_image info;
+        int r = svc_image_by_sha(a->s, sha, &info, &e);
+        if (r < 0 && e.code == ERR_BAD_INPUT) {
+            json_decref(arr);
+            api_error(rs, 400, "bad_sha256", "sha256 must be 64 hex digits");
+            return;
+        }
+        if (r < 0) {
+            json_decref(arr);
+            api_svc_error(rs, &e, "");
+            return;
+        }
+        if (r == 0) {
+            json_array_append_new(arr, image_json(&info));
+            svc_image_free(&info);
+        }
+        api_json(rs, 200, json_pack("{s:o,s:n}", "images", arr, "next"));
+        return;
+    }
+    svc_image *page = calloc((size_t)limit, sizeof *page);
+    int n;
+    int64_t next;
+    if (!page) {
+        json_decref(arr);
+        api_out_of_memory(rs);
+        return;
+    }
+    if (svc_image_page(a->s, f, after, limit, page, &n, &next, &e)) {
+        json_decref(arr);
+        api_svc_error(rs, &e, "");
+    } else {
+        for (int i = 0; i < n; i++) {
+            json_array_append_new(arr, image_json(&page[i]));
+            svc_image_free(&page[i]);
+        }
+        api_json(rs, 200, json_pack("{s:o,s:o}", "images", arr, "next",
+                                    next >= 0 ? json_integer(next) : json_null()));
+    }
+    free(page);
+}
+
+#define MAX_DELETE_IDS 100000
+
+/* POST /images/delete: {"ids": [...]} or {"filter": {...}} (an empty filter only with
+ * "all": true) → {"deleted": N}. */
+static void delete_images(api *a, const api_request *rq, api_response *rs) {
+    json_error_t je;
+    json_t *root = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
+    svc_filter *f = NULL;
+    int64_t *ids = NULL;
+    svc_err e = {0};
+    if (!root) {
+        api_error(rs, 400, "bad_json", "invalid JSON: %s (line %d)", je.text, je.line);
+        return;
+    }
+    const char *key;
+    json_t *val, *jids = json_object_get(root, "ids"), *jf = json_object_get(root, "filter"),
+                 *jall = json_object_get(root, "all");
+    if (!json_is_object(root)) {
+        api_error(rs, 400, "bad_request", "the body must be {\"ids\": [...]} or {\"filter\": {...}}");
+        goto done;
+    }
+    json_object_foreach(root, key, val) {
+        if (strcmp(key, "ids") && strcmp(key, "filter") && strcmp(key, "all")) {
+            api_error(rs, 400, "bad_request", "unknown field \"%.64s\" (ids, filter, all)", key);
+            goto done;
+        }
+    }
+    if (!!jids == !!jf) {
+        api_error(rs, 400, "bad_request", "give either \"ids\" or \"filter\"");
+        goto done;
+    }
+    if (jall && (!json_is_boolean(jall) || jids)) {
+        api_error(rs, 400, "bad_request", "\"all\" is a boolean that goes with \"filter\"");
+        goto done;
+    }
+    int64_t deleted;
+    if (jids) {
+        size_t n = json_array_size(jids);
+        if (!json_is_array(jids) || n > MAX_DELETE_IDS) {
+            api_error(rs, 400, "bad_request", "\"ids\" must be an array of at most %d ids",
+                      MAX_DELETE_IDS);
+            goto done;
+        }
+        ids = malloc((n ? n : 1) * sizeof *ids);
+        if (!ids) {
+            api_out_of_memory(rs);
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_t *x = json_array_get(jids, i);
+            if (!json_is_integer(x) || json_integer_value(x) < 0) {
+                api_error(rs, 400, "bad_id", "ids[%zu] is not an id (a non-negative integer)", i);
+                goto done;
+            }
+            ids[i] = json_integer_value(x);
+        }
+        deleted = svc_delete_ids(a->s, ids, n, &e);
+    } else {
+        if (filter_from_json(a, jf, &f, rs)) goto done;
+        if (svc_filter_is_empty(f) && !json_is_true(jall)) {
+            api_error(rs, 400, "bad_filter",
+                      "an empty filter matches every image: send \"all\": true to delete them all");
+            goto done;
+        }
+        deleted = svc_delete_matching(a->s, f, &e);
+    }
+    if (deleted < 0)
+        api_svc_error(rs, &e, "");
+    else
+        api_json(rs, 200, json_pack("{s:I}", "deleted", (json_int_t)deleted));
+done:
+    svc_filter_free(f);
+    free(ids);
+    json_decref(root);
 }
 
 static void delete_image(api *a, int64_t id, api_response *rs) {
@@ -607,9 +782,13 @@ static void get_metrics(api *a, api_response *rs) {
 /* What the dispatcher parsed and validated for a handler, from the path and the route's
  * parameter table. */
 typedef struct route_args {
-    int64_t id;       /* the {id} segment (0 when the pattern has none) */
-    int k;            /* ?k= */
-    const char *meta; /* ?meta=: a JSON object within the metadata limit, or NULL */
+    int64_t id;         /* the {id} segment (0 when the pattern has none) */
+    int k;              /* ?k= */
+    const char *meta;   /* ?meta=: a JSON object within the metadata limit, or NULL */
+    svc_filter *filter; /* ?filter=: a parsed metadata filter (owned; freed after the handler) */
+    int64_t after;      /* ?after=: an id, or -1 */
+    int limit;          /* ?limit= */
+    const char *sha256; /* ?sha256=, or NULL */
 } route_args;
 
 /* A route's handler. */
@@ -624,8 +803,11 @@ enum {
 /* A query parameter a route takes: checked before its handler runs, which then reads the value
  * from route_args (or the default when it is absent). Unknown query parameters are ignored. */
 typedef enum param_kind {
-    PK_INT = 1,    /* a decimal integer in [lo, hi] (hi 0: the server's --max-k), into an int */
-    PK_JSON_OBJECT /* a JSON object of at most the service's max_meta_bytes, into a string */
+    PK_INT = 1,     /* a decimal integer in [lo, hi] (hi 0: the server's --max-k), into an int */
+    PK_ID,          /* a decimal int64 id, into an int64_t (dflt when absent) */
+    PK_JSON_OBJECT, /* a JSON object of at most the service's max_meta_bytes, into a string */
+    PK_FILTER,      /* a metadata filter (JSON), parsed into an svc_filter * */
+    PK_TEXT         /* any text, into a string (the handler checks it) */
 } param_kind;
 
 typedef struct param_def {
@@ -636,10 +818,14 @@ typedef struct param_def {
     const char *code;   /* the error code of a bad value (PK_INT) */
 } param_def;
 
-#define MAX_PARAMS 2
+#define MAX_PARAMS 4
 #define ARG(f) offsetof(route_args, f)
 static const param_def P_K = {"k", PK_INT, ARG(k), 10, 1, 0, "bad_k"};
 static const param_def P_META = {"meta", PK_JSON_OBJECT, ARG(meta), 0, 0, 0, "bad_meta"};
+static const param_def P_FILTER = {"filter", PK_FILTER, ARG(filter), 0, 0, 0, "bad_filter"};
+static const param_def P_AFTER = {"after", PK_ID, ARG(after), -1, 0, 0, "bad_after"};
+static const param_def P_LIMIT = {"limit", PK_INT, ARG(limit), 100, 1, 1000, "bad_limit"};
+static const param_def P_SHA256 = {"sha256", PK_TEXT, ARG(sha256), 0, 0, 0, "bad_sha256"};
 
 /* One row per route: "METHOD /path/{param}" (also its label in logs and /metrics), the handler,
  * flags, query parameters. Literal segments win over parameters, whatever the order; {id} is a
@@ -664,10 +850,19 @@ static void h_embed_post(api *a, const api_request *rq, const route_args *args, 
 }
 static void h_neighbors(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)rq;
-    get_neighbors(a, args->id, args->k, rs);
+    get_neighbors(a, args->id, args->k, args->filter, rs);
 }
 static void h_search(api *a, const api_request *rq, const route_args *args, api_response *rs) {
-    post_search(a, rq, args->k, rs);
+    post_search(a, rq, args->k, args->filter, rs);
+}
+static void h_images(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq;
+    list_images(a, args->filter, args->after, args->limit, args->sha256, rs);
+}
+static void h_images_delete(api *a, const api_request *rq, const route_args *args,
+                            api_response *rs) {
+    (void)args;
+    delete_images(a, rq, rs);
 }
 static void h_image(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)rq;
@@ -725,8 +920,10 @@ static const route_def routes[] = {
     {"POST /train", h_train, RF_WRITE | RF_BODY, {&P_META}},
     {"GET /embed/{id}", h_embed_get, 0, {NULL}},
     {"POST /embed", h_embed_post, RF_BODY, {NULL}},
-    {"GET /neighbors/{id}", h_neighbors, 0, {&P_K}},
-    {"POST /search", h_search, RF_BODY, {&P_K}},
+    {"GET /neighbors/{id}", h_neighbors, 0, {&P_K, &P_FILTER}},
+    {"POST /search", h_search, RF_BODY, {&P_K, &P_FILTER}},
+    {"GET /images", h_images, 0, {&P_FILTER, &P_AFTER, &P_LIMIT, &P_SHA256}},
+    {"POST /images/delete", h_images_delete, RF_WRITE | RF_BODY, {NULL}},
     {"GET /images/{id}", h_image, 0, {NULL}},
     {"GET /images/{id}/raw", h_image_raw, 0, {NULL}},
     {"DELETE /images/{id}", h_image_delete, RF_WRITE, {NULL}},
@@ -830,8 +1027,24 @@ static int parse_param(const api *a, const api_request *rq, const param_def *p, 
         *(int *)(void *)field = (int)v;
         return 0;
     }
+    case PK_ID: {
+        int64_t v = p->dflt;
+        if (q && parse_id(q, strlen(q), &v)) {
+            api_error(rs, 400, p->code, "%s must be an id (a decimal integer from 0)", p->name);
+            return -1;
+        }
+        *(int64_t *)(void *)field = v;
+        return 0;
+    }
     case PK_JSON_OBJECT:
         if (check_meta(a, q, rs)) return -1;
+        *(const char **)(void *)field = q;
+        return 0;
+    case PK_FILTER:
+        if (q && filter_from_text(a, q, strlen(q), (svc_filter **)(void *)field, rs))
+            return -1;
+        return 0;
+    case PK_TEXT:
         *(const char **)(void *)field = q;
         return 0;
     }
@@ -901,7 +1114,9 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
         api_error(rs, 411, "length_required", "send a body with Content-Length (or chunked)");
         return;
     }
-    for (int i = 0; i < MAX_PARAMS && r->params[i]; i++)
-        if (parse_param(a, rq, r->params[i], &args, rs)) return;
-    r->fn(a, rq, &args, rs);
+    int ok = 1;
+    for (int i = 0; ok && i < MAX_PARAMS && r->params[i]; i++)
+        ok = parse_param(a, rq, r->params[i], &args, rs) == 0;
+    if (ok) r->fn(a, rq, &args, rs);
+    svc_filter_free(args.filter);
 }

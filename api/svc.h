@@ -218,18 +218,46 @@ int svc_checkpoint_blob(svc *s, int64_t version, void **blob, size_t *len, svc_e
 /* Up to max versions, newest first; returns how many, -1 on error. */
 int svc_checkpoints(svc *s, svc_checkpoint *out, int max, svc_err *err);
 
+/* ---- metadata filters and the collection (svc_collection.c) ---- */
+
+/* A metadata filter (store.h has the language; api/openapi.yaml documents it). */
+typedef store_filter svc_filter;
+
+/* Parses a filter's JSON text. A bad filter is -1 with ERR_BAD_INPUT and a message naming what
+ * is wrong. Free with svc_filter_free (NULL is fine). */
+int svc_filter_parse(const svc *s, const char *json, size_t len, svc_filter **out,
+                     svc_err *err);
+void svc_filter_free(svc_filter *f);
+/* 1 for NULL or {} (every image matches). */
+int svc_filter_is_empty(const svc_filter *f);
+
+/* A page of live images matching f (NULL: all) in ascending id order, ids above `after` (-1:
+ * from the start): up to limit records into out (each freed with svc_image_free), their number
+ * in *n, and in *next the last one's id when more match, else -1. */
+int svc_image_page(svc *s, const svc_filter *f, int64_t after, int limit, svc_image *out,
+                   int *n, int64_t *next, svc_err *err);
+/* The image whose bytes have this SHA-256 (64 hex digits, any case). 0 found, 1 none, -1. */
+int svc_image_by_sha(svc *s, const char *sha256_hex, svc_image *out, svc_err *err);
+/* Deletes every listed image that exists, in one transaction, from the store, the sampler
+ * (training) and both indexes at once. Returns how many, -1 on error. */
+int64_t svc_delete_ids(svc *s, const int64_t *ids, size_t n, svc_err *err);
+/* The same for every live image matching f (which must not be empty: the caller decides
+ * whether "everything" was meant; NULL deletes everything). */
+int64_t svc_delete_matching(svc *s, const svc_filter *f, svc_err *err);
+
 /* ---- search ---- */
 
-/* Top k by cosine for a vector (dim floats) or for a stored id (excluding itself). *version is
- * the version the answer comes from. */
-int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_t *version,
-               svc_err *err);
+/* Top k by cosine for a vector (dim floats) or for a stored id (excluding itself), among the
+ * images matching filter (NULL: all): the exact top k of those, k of them whenever at least k
+ * match. *version is the version the answer comes from. */
+int svc_search(svc *s, const float *vec, int k, const svc_filter *filter, eng_hit *out,
+               int *n_out, int64_t *version, svc_err *err);
 /* nq query vectors at once ([nq, dim]); out holds nq * k hits (query i's at out + i * k) and
  * n_out[i] their number. One GEMM per block of stored rows. */
-int svc_search_batch(svc *s, const float *vecs, int nq, int k, eng_hit *out, int *n_out,
-                     int64_t *version, svc_err *err);
-int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *version,
-                  svc_err *err);
+int svc_search_batch(svc *s, const float *vecs, int nq, int k, const svc_filter *filter,
+                     eng_hit *out, int *n_out, int64_t *version, svc_err *err);
+int svc_neighbors(svc *s, int64_t id, int k, const svc_filter *filter, eng_hit *out, int *n_out,
+                  int64_t *version, svc_err *err);
 /* The serving vector of an image (from the index), dim floats. 0 found, 1 not found/not yet. */
 int svc_vector(svc *s, int64_t id, float *out, int64_t *version);
 

@@ -87,24 +87,33 @@ done:
     return rc;
 }
 
-int svc_delete(svc *s, int64_t id, svc_err *err) {
+int64_t svc_delete_ids(svc *s, const int64_t *ids, size_t n, svc_err *err) {
+    int64_t *gone = malloc((n ? n : 1) * sizeof *gone);
+    if (!gone) return svc_fail(err, ERR_NO_MEMORY, "out of memory for %zu ids", n);
     store_err se = {0};
     svc_mutex_lock(&s->member_mu);
-    int rc = store_image_delete(s->st, id, &se);
-    if (rc == 0) {
+    int64_t m = store_images_delete(s->st, ids, n, gone, &se);
+    if (m > 0) {
         svc_version *v[2];
         svc_versions_acquire(s, &v[0], &v[1]);
         for (int i = 0; i < 2 && v[i]; i++) {
             svc_rwlock_wrlock(&v[i]->index_lock);
-            eng_index_remove(&v[i]->index, id);
+            for (int64_t j = 0; j < m; j++) eng_index_remove(&v[i]->index, gone[j]);
             svc_rwlock_unlock(&v[i]->index_lock);
         }
         svc_version_release(v[0]);
         svc_version_release(v[1]);
     }
     svc_mutex_unlock(&s->member_mu);
-    if (rc < 0) return svc_store_fail(s, err, &se, "deleting image %lld: %s", (long long)id, se.msg);
-    return rc;
+    free(gone);
+    if (m < 0) return svc_store_fail(s, err, &se, "deleting images: %s", se.msg);
+    if (m > 0) svc_write_ok(s);
+    return m;
+}
+
+int svc_delete(svc *s, int64_t id, svc_err *err) {
+    int64_t m = svc_delete_ids(s, &id, 1, err);
+    return m < 0 ? -1 : m == 1 ? 0 : 1;
 }
 
 int svc_load_copies(svc *s, const int64_t *ids, int n, eng_image *imgs, eng_aug_src *srcs,

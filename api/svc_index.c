@@ -8,42 +8,67 @@
 
 #include "svc_internal.h"
 
-int svc_search(svc *s, const float *vec, int k, eng_hit *out, int *n_out, int64_t *version,
-               svc_err *err) {
+/* The ids a search may return: *allow points at set (filled here) when there is a filter that
+ * is not empty, else is NULL (every indexed image; the index holds live images only). */
+static int allowed_ids(svc *s, const svc_filter *f, eng_idset *set, const eng_idset **allow,
+                       svc_err *err) {
+    *allow = NULL;
+    memset(set, 0, sizeof *set);
+    if (store_filter_is_empty(f)) return 0;
+    store_err se = {0};
+    if (store_filter_eval(s->st, f, set, &se)) return svc_fail(err, se.code, "%s", se.msg);
+    *allow = set;
+    return 0;
+}
+
+int svc_search(svc *s, const float *vec, int k, const svc_filter *filter, eng_hit *out,
+               int *n_out, int64_t *version, svc_err *err) {
     eng_err e = {0};
+    eng_idset set;
+    eng_search_opts o = eng_search_defaults();
+    if (allowed_ids(s, filter, &set, &o.allow, err)) return -1;
     svc_version *v = svc_version_acquire(s);
     *version = v->id;
     svc_rwlock_rdlock(&v->index_lock);
-    int rc = eng_index_search(&v->index, vec, k, NULL, out, n_out, &e);
+    int rc = eng_index_search(&v->index, vec, k, &o, out, n_out, &e);
     svc_rwlock_unlock(&v->index_lock);
     svc_version_release(v);
+    eng_idset_free(&set);
     if (rc) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
 }
 
-int svc_search_batch(svc *s, const float *vecs, int nq, int k, eng_hit *out, int *n_out,
-                     int64_t *version, svc_err *err) {
+int svc_search_batch(svc *s, const float *vecs, int nq, int k, const svc_filter *filter,
+                     eng_hit *out, int *n_out, int64_t *version, svc_err *err) {
     eng_err e = {0};
+    eng_idset set;
+    const eng_idset *allow;
+    if (allowed_ids(s, filter, &set, &allow, err)) return -1;
     svc_version *v = svc_version_acquire(s);
     *version = v->id;
     svc_rwlock_rdlock(&v->index_lock);
-    int rc = eng_index_search_batch(&v->index, vecs, nq, k, out, n_out, &e);
+    int rc = eng_index_search_batch(&v->index, vecs, nq, k, allow, out, n_out, &e);
     svc_rwlock_unlock(&v->index_lock);
     svc_version_release(v);
+    eng_idset_free(&set);
     if (rc) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
 }
 
-int svc_neighbors(svc *s, int64_t id, int k, eng_hit *out, int *n_out, int64_t *version,
-                  svc_err *err) {
+int svc_neighbors(svc *s, int64_t id, int k, const svc_filter *filter, eng_hit *out, int *n_out,
+                  int64_t *version, svc_err *err) {
     eng_err e = {0};
+    eng_idset set;
+    const eng_idset *allow;
+    if (allowed_ids(s, filter, &set, &allow, err)) return -1;
     svc_version *v = svc_version_acquire(s);
     *version = v->id;
     svc_rwlock_rdlock(&v->index_lock);
     int known = eng_index_get(&v->index, id) != NULL;
-    int rc = known ? eng_index_neighbors(&v->index, id, k, out, n_out, &e) : -1;
+    int rc = known ? eng_index_neighbors(&v->index, id, k, allow, out, n_out, &e) : -1;
     svc_rwlock_unlock(&v->index_lock);
     svc_version_release(v);
+    eng_idset_free(&set);
     if (!known) {
         if (store_image_live(s->st, id))
             return svc_fail(err, ERR_UNAVAILABLE,

@@ -85,7 +85,13 @@ int store_open(const char *path, const store_opts *opts, store **out, store_err 
     pthread_mutex_init(&s->smu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcv, NULL);
+    pthread_rwlock_init(&s->mlock, NULL);
     for (int i = 0; i < STORE_READERS; i++) s->readers[i].owner = s;
+    s->meta = store_meta_new();
+    if (!s->meta) {
+        store_fail(err, "store: out of memory");
+        goto fail;
+    }
 
     if (open_conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &s->opts, &s->wdb, err))
         goto fail;
@@ -117,6 +123,8 @@ void store_close(store *s) {
     pthread_mutex_destroy(&s->gmu);
     pthread_cond_destroy(&s->gcv);
     pthread_mutex_destroy(&s->smu);
+    pthread_rwlock_destroy(&s->mlock);
+    store_meta_free(s->meta);
     free(s->live);
     free(s->pos);
     free(s);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "eng_err.h"
+#include "eng_idset.h"
 
 #define STORE_SCHEMA_VERSION 3
 /* The store's errors are the program's one error value (engine/base/eng_err.h): ERR_INTERNAL, or
@@ -70,12 +71,37 @@ void store_image_info_free(store_image_info *info);
 int store_image_data(store *s, int64_t id, int train, void **bytes, size_t *len, store_err *err);
 /* Deletes an image and its embeddings. 0 deleted, 1 not found, -1 error. */
 int store_image_delete(store *s, int64_t id, store_err *err);
+/* Deletes every listed image that exists, with its embeddings, in one transaction (all or
+ * none); they leave the sampler and the metadata index right after the commit. The ids deleted
+ * go to deleted (room for n; may be NULL). Returns how many, -1 on error. */
+int64_t store_images_delete(store *s, const int64_t *ids, size_t n, int64_t *deleted,
+                            store_err *err);
+/* The id of the image whose bytes have this SHA-256 (64 lower-case hex digits). 0 found,
+ * 1 none, -1 error. */
+int store_image_by_sha(store *s, const char *sha256_hex, int64_t *id, store_err *err);
 int64_t store_image_count(store *s);
 /* 1 when id is a live (stored, not deleted) image, else 0. Never touches SQL. */
 int store_image_live(store *s, int64_t id);
 /* A snapshot of every live id in increasing order (*ids malloc'd, caller frees; NULL when
  * none). Returns the count, -1 when out of memory. Never touches SQL. */
 int64_t store_image_ids(store *s, int64_t **ids);
+
+/* ----- metadata filters (store_filter.c, store_meta.c) ----- */
+
+/* A filter over the top-level keys of images' metadata (the language: store_filter.c and
+ * api/openapi.yaml): {"label": "shoe"}, {"label": {"$in": ["shoe", "bag"]}},
+ * {"batch": {"$gte": 3, "$lt": 7}}, {"label": {"$exists": true}}; keys ANDed. */
+typedef struct store_filter store_filter;
+
+/* Parses len bytes of JSON. A bad filter is -1 with ERR_BAD_INPUT and a message naming what is
+ * wrong (ERR_NO_MEMORY when out of memory). */
+int store_filter_parse(const char *json, size_t len, store_filter **out, store_err *err);
+void store_filter_free(store_filter *f); /* f may be NULL */
+/* 1 for {} or NULL (every image matches). */
+int store_filter_is_empty(const store_filter *f);
+/* The live images matching f (NULL: all of them) as a set (initialised here; the caller frees
+ * it with eng_idset_free). From memory, never SQL; -1 only when out of memory. */
+int store_filter_eval(store *s, const store_filter *f, eng_idset *out, store_err *err);
 
 /* ----- sampler ----- */
 

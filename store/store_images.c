@@ -118,9 +118,11 @@ static void commit_batch(store *s, put_req *batch) {
     pthread_mutex_unlock(&s->wmu);
     /* durable now: new ids join the training sample pool at once */
     for (put_req *r = batch; r; r = r->next)
-        if (r->rc == 0 && !r->existed && store_sampler_add(s, r->id)) {
+        if (r->rc == 0 && !r->existed &&
+            (store_sampler_add(s, r->id) || store_meta_add(s, r->id, r->in->meta_json))) {
             r->rc = -1;
-            store_fail(&r->err, "store: out of memory for the sampler (image %lld is saved)",
+            store_fail(&r->err,
+                       "store: out of memory for the sampler or metadata index (image %lld is saved)",
                        (long long)r->id);
         }
 }
@@ -254,19 +256,112 @@ done:
     return result;
 }
 
-int store_image_delete(store *s, int64_t id, store_err *err) {
-    pthread_mutex_lock(&s->wmu);
+int store_image_by_sha(store *s, const char *sha256_hex, int64_t *id, store_err *err) {
+    reader_conn *rc = store_reader_get(s);
     sqlite3_stmt *st = NULL;
     int result = -1;
-    /* embeddings go with it (ON DELETE CASCADE) */
-    if (sqlite3_prepare_v2(s->wdb, "DELETE FROM images WHERE id = ?", -1, &st, NULL) != SQLITE_OK ||
-        sqlite3_bind_int64(st, 1, id) != SQLITE_OK || sqlite3_step(st) != SQLITE_DONE) {
-        store_sql_fail(err, s->wdb, "deleting an image");
-    } else {
-        result = sqlite3_changes(s->wdb) ? 0 : 1;
+    if (sqlite3_prepare_v2(rc->db, "SELECT id FROM images WHERE sha256 = ?", -1, &st, NULL) !=
+        SQLITE_OK) {
+        store_sql_fail(err, rc->db, "looking up a SHA-256");
+        goto done;
     }
+    sqlite3_bind_text(st, 1, sha256_hex, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        result = 0;
+    } else if (step == SQLITE_DONE) {
+        result = 1;
+    } else {
+        store_sql_fail(err, rc->db, "looking up a SHA-256");
+    }
+done:
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&s->wmu);
-    if (result == 0) store_sampler_remove(s, id);
+    store_reader_put(rc);
     return result;
+}
+
+/* A deleted image's id and metadata, to take it out of the in-memory indexes after COMMIT. */
+typedef struct gone {
+    int64_t id;
+    char *meta; /* owned or NULL */
+} gone;
+
+/* Deletes ids[i] inside the open transaction, recording each that existed in g (caller holds
+ * wmu). Returns how many were deleted, -1 on error. */
+static int64_t delete_rows(store *s, const int64_t *ids, size_t n, gone *g, store_err *err) {
+    sqlite3_stmt *sel = NULL, *del = NULL;
+    int64_t count = -1, m = 0;
+    /* embeddings go with each image (ON DELETE CASCADE) */
+    if (sqlite3_prepare_v2(s->wdb, "SELECT meta FROM images WHERE id = ?", -1, &sel, NULL) !=
+            SQLITE_OK ||
+        sqlite3_prepare_v2(s->wdb, "DELETE FROM images WHERE id = ?", -1, &del, NULL) !=
+            SQLITE_OK) {
+        store_sql_fail(err, s->wdb, "deleting images");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_reset(sel);
+        sqlite3_bind_int64(sel, 1, ids[i]);
+        int step = sqlite3_step(sel);
+        if (step == SQLITE_DONE) continue; /* not there (or named twice) */
+        if (step != SQLITE_ROW) {
+            store_sql_fail(err, s->wdb, "deleting images");
+            goto done;
+        }
+        const char *meta = (const char *)sqlite3_column_text(sel, 0);
+        g[m].id = ids[i];
+        g[m].meta = meta ? strdup(meta) : NULL;
+        if (meta && !g[m].meta) {
+            store_fail(err, "store: out of memory");
+            goto done;
+        }
+        m++;
+        sqlite3_reset(del);
+        sqlite3_bind_int64(del, 1, ids[i]);
+        if (sqlite3_step(del) != SQLITE_DONE) {
+            store_sql_fail(err, s->wdb, "deleting images");
+            goto done;
+        }
+    }
+    count = m;
+done:
+    if (count < 0)
+        for (int64_t i = 0; i < m; i++) free(g[i].meta);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(del);
+    return count;
+}
+
+int64_t store_images_delete(store *s, const int64_t *ids, size_t n, int64_t *deleted,
+                            store_err *err) {
+    gone *g = calloc(n ? n : 1, sizeof *g);
+    if (!g) return store_fail(err, "store: out of memory for %zu ids", n);
+    pthread_mutex_lock(&s->wmu);
+    int64_t m = -1;
+    if (sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        store_sql_fail(err, s->wdb, "starting a delete");
+    } else {
+        m = delete_rows(s, ids, n, g, err);
+        if (m >= 0 && sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            store_sql_fail(err, s->wdb, "committing a delete");
+            for (int64_t i = 0; i < m; i++) free(g[i].meta);
+            m = -1;
+        }
+        if (m < 0) sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+    }
+    pthread_mutex_unlock(&s->wmu);
+    for (int64_t i = 0; i < m; i++) {
+        store_sampler_remove(s, g[i].id);
+        store_meta_remove(s, g[i].id, g[i].meta);
+        free(g[i].meta);
+        if (deleted) deleted[i] = g[i].id;
+    }
+    free(g);
+    return m;
+}
+
+int store_image_delete(store *s, int64_t id, store_err *err) {
+    int64_t m = store_images_delete(s, &id, 1, NULL, err);
+    return m < 0 ? -1 : m == 1 ? 0 : 1;
 }

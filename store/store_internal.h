@@ -2,6 +2,7 @@
 #ifndef STORE_INTERNAL_H
 #define STORE_INTERNAL_H
 
+#include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
 
@@ -10,6 +11,39 @@
 #define STORE_READERS 8 /* as many as the server's default HTTP threads */
 
 typedef struct put_req put_req; /* a queued image upload (store_images.c) */
+typedef struct store_meta store_meta; /* the in-memory metadata index (store_meta.c) */
+
+/* A scalar metadata value: what filters compare and the metadata index keys on. */
+typedef enum meta_type { MV_NONE = 0, MV_STR, MV_NUM, MV_BOOL } meta_type;
+typedef struct meta_value {
+    meta_type type;
+    const char *str; /* MV_STR: len bytes (may hold NUL); owned by whoever made the value */
+    size_t len;
+    double num;      /* MV_NUM: by value (3 equals 3.0; -0 is 0) */
+    int b;           /* MV_BOOL */
+} meta_value;
+
+/* A parsed filter (store_filter.c): clauses ANDed, each a key and its operators ANDed. */
+typedef enum filter_op_kind {
+    FOP_EQ, FOP_NE, FOP_IN, FOP_NIN, FOP_GT, FOP_GTE, FOP_LT, FOP_LTE, FOP_EXISTS
+} filter_op_kind;
+typedef struct filter_op {
+    filter_op_kind kind;
+    meta_value v;    /* $eq $ne and the comparisons (strings owned) */
+    meta_value *vs;  /* owned [n_vs]: $in $nin (strings owned) */
+    size_t n_vs;
+    int exists;      /* $exists */
+} filter_op;
+typedef struct filter_clause {
+    char *key;       /* owned */
+    size_t len;
+    filter_op *ops;  /* owned [n_ops] */
+    int n_ops;
+} filter_clause;
+struct store_filter {
+    filter_clause *clauses; /* owned [n] */
+    int n;
+};
 
 typedef struct reader_conn {
     int busy;            /* 1 while a call uses db (guarded by the store's rmu) */
@@ -37,6 +71,10 @@ struct store {
     size_t n_live, cap_live;
     int64_t *pos;              /* owned [n_pos], indexed by id */
     size_t n_pos;
+
+    /* every live image's metadata, indexed for filters (store_meta.c) */
+    pthread_rwlock_t mlock;
+    store_meta *meta;          /* owned */
 };
 
 /* Formats into err and returns -1. */
@@ -50,10 +88,23 @@ reader_conn *store_reader_get(store *s);
 void store_reader_put(reader_conn *r);
 double store_now(void);
 
-/* Sampler bookkeeping (store_sampler.c); callers hold no store lock. */
+/* Sampler bookkeeping (store_sampler.c); callers hold no store lock. Loading fills the
+ * metadata index too. */
 int store_sampler_add(store *s, int64_t id);
 void store_sampler_remove(store *s, int64_t id);
 int store_sampler_load(store *s, store_err *err);
+
+/* A scalar JSON value as a meta_value (str borrowed from j); -1 for null, arrays, objects. */
+int store_meta_value_of(const json_t *j, meta_value *v);
+/* Parses a filter object (store_filter.c). */
+int store_filter_from_json(const json_t *j, store_filter **out, store_err *err);
+
+/* The metadata index (store_meta.c). add/remove take mlock themselves; meta_json may be NULL
+ * or anything (only a JSON object's top-level keys are indexed). */
+store_meta *store_meta_new(void);
+void store_meta_free(store_meta *m);
+int store_meta_add(store *s, int64_t id, const char *meta_json);
+void store_meta_remove(store *s, int64_t id, const char *meta_json);
 
 /* Migrations (store_schema.c): brings db to `target` (<= STORE_SCHEMA_VERSION). */
 int store_migrate(sqlite3 *db, int target, store_err *err);

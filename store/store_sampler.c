@@ -62,13 +62,16 @@ void store_sampler_remove(store *s, int64_t id) {
 
 int store_sampler_load(store *s, store_err *err) {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->wdb, "SELECT id FROM images ORDER BY id", -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->wdb, "SELECT id, meta FROM images ORDER BY id", -1, &st, NULL) !=
+        SQLITE_OK)
         return store_sql_fail(err, s->wdb, "loading image ids");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (store_sampler_add(s, sqlite3_column_int64(st, 0))) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        if (store_sampler_add(s, id) ||
+            store_meta_add(s, id, (const char *)sqlite3_column_text(st, 1))) {
             sqlite3_finalize(st);
-            return store_fail(err, "store: out of memory for the sampler");
+            return store_fail(err, "store: out of memory for the sampler and metadata index");
         }
     }
     sqlite3_finalize(st);

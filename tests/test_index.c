@@ -14,8 +14,8 @@
 #include "test_util.h"
 
 /* Search options: the int8 first pass (excluding an id, rerank factor) or the exact scan. */
-#define INT8_PASS(exclude, rerank) (&(eng_search_opts){ENG_INDEX_INT8, (exclude), (rerank)})
-#define EXACT_PASS(exclude) (&(eng_search_opts){ENG_INDEX_EXACT, (exclude), 0})
+#define INT8_PASS(exclude, rerank) (&(eng_search_opts){ENG_INDEX_INT8, (exclude), (rerank), NULL})
+#define EXACT_PASS(exclude) (&(eng_search_opts){ENG_INDEX_EXACT, (exclude), 0, NULL})
 
 /* The reference: every live vector's cosine in double, sorted (score desc, id asc). */
 typedef struct ref_set {
@@ -126,7 +126,7 @@ static void check_kernel(const char *kernel) {
     }
     /* neighbours of a stored id exclude the id itself */
     int ng, nw = ref_topk(&r, r.vecs + 2 * dim, k, r.ids[2], want);
-    cr_assert(eng_index_neighbors(&ix, r.ids[2], k, got, &ng, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_neighbors(&ix, r.ids[2], k, NULL, got, &ng, &err) == 0, "%s", err.msg);
     expect_same_hits(got, ng, want, nw, "neighbors");
     for (int i = 0; i < ng; i++) cr_expect(got[i].id != r.ids[2], "neighbors returned itself");
     free(r.ids);
@@ -175,7 +175,7 @@ Test(index, batch_search_equals_one_query_at_a_time) {
     for (int i = 0; i < nq * dim; i++) qs[i] = (float)eng_rng_normal(&rng);
     eng_hit *batch = malloc(sizeof *batch * nq * k), one[5];
     int counts[37], n1;
-    cr_assert(eng_index_search_batch(&ix, qs, nq, k, batch, counts, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search_batch(&ix, qs, nq, k, NULL, batch, counts, &err) == 0, "%s", err.msg);
     for (int i = 0; i < nq; i++) {
         cr_assert(eng_index_search(&ix, qs + i * dim, k, NULL, one, &n1, &err) == 0);
         char what[32];
@@ -204,7 +204,7 @@ Test(index, bad_input_is_refused_and_changes_nothing) {
     int n;
     cr_expect(eng_index_search(&ix, good, 0, NULL, h, &n, &err) != 0);
     cr_expect(eng_index_search(&ix, zero, 1, NULL, h, &n, &err) != 0);
-    cr_expect(eng_index_neighbors(&ix, 42, 1, h, &n, &err) != 0 && strstr(err.msg, "42"));
+    cr_expect(eng_index_neighbors(&ix, 42, 1, NULL, h, &n, &err) != 0 && strstr(err.msg, "42"));
     cr_assert(eng_index_search(&ix, good, 10, NULL, h, &n, &err) == 0);
     cr_expect_eq(n, 1, "k larger than the index returns every row");
     eng_index_free(&ix);
@@ -522,11 +522,11 @@ Test(index_fast, bad_input_is_refused) {
     cr_expect(eng_index_search(&ix, inf, 1, INT8_PASS(INT64_MIN, 0), h, &n, &err) != 0);
     cr_expect_eq(err.code, ERR_BAD_INPUT, "a query's fault is bad input");
     /* an unknown back end is the caller's fault too; each pass has a name */
-    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){(eng_index_pass)7, INT64_MIN, 0},
+    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){(eng_index_pass)7, INT64_MIN, 0, NULL},
                                h, &n, &err) != 0 &&
               err.code == ERR_BAD_INPUT && strstr(err.msg, "pass"));
     cr_expect(eng_index_search(&ix, good, 1, EXACT_PASS(INT64_MIN), h, &n, &err) == 0);
-    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){ENG_INDEX_EXACT, INT64_MIN, -1},
+    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){ENG_INDEX_EXACT, INT64_MIN, -1, NULL},
                                h, &n, &err) != 0 &&
                   err.code == ERR_BAD_INPUT,
               "a negative rerank is refused whatever the pass");

@@ -213,7 +213,7 @@ static void *search_loop(void *arg) {
         int n = 0;
         int64_t version = 0;
         svc_err err = {0};
-        if (svc_search(&q->f->s, vec, 16, hits, &n, &version, &err) || n != q->images ||
+        if (svc_search(&q->f->s, vec, 16, NULL, hits, &n, &version, &err) || n != q->images ||
             (version != 1 && version != 2))
             q->wrong++;
         q->last_version = version;
@@ -276,7 +276,7 @@ Test(service, a_version_is_one_object_swapped_by_one_pointer_and_kept_while_refe
     cr_expect_eq(svc_delete(&f.s, ids[0], &err), 0);
     eng_hit hits[16];
     int got = 0;
-    cr_assert(svc_search(&f.s, vec, 16, hits, &got, &version, &err) == 0, "%s", err.msg);
+    cr_assert(svc_search(&f.s, vec, 16, NULL, hits, &got, &version, &err) == 0, "%s", err.msg);
     cr_expect_eq(got, 5);
     for (int i = 0; i < got; i++) cr_expect_neq(hits[i].id, ids[0]);
     free(vec);
@@ -370,10 +370,10 @@ Test(service, a_bad_query_vector_is_bad_input_and_an_undecodable_image_too) {
     int n;
     int64_t version;
     svc_err err = {0};
-    cr_expect_neq(svc_search(&f.s, zero, 4, hits, &n, &version, &err), 0);
+    cr_expect_neq(svc_search(&f.s, zero, 4, NULL, hits, &n, &version, &err), 0);
     cr_expect_eq(err.code, ERR_BAD_INPUT, "a zero vector: kind %d (%s)", err.code, err.msg);
     zero[0] = 1;
-    cr_expect_neq(svc_search(&f.s, zero, 0, hits, &n, &version, &err), 0);
+    cr_expect_neq(svc_search(&f.s, zero, 0, NULL, hits, &n, &version, &err), 0);
     cr_expect_eq(err.code, ERR_BAD_INPUT, "k = 0: kind %d (%s)", err.code, err.msg);
     /* a PNG signature with nothing after it: the decoder refuses, and says it is the data */
     static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0};
@@ -822,5 +822,91 @@ Test(service, without_labels_the_gate_refuses_a_collapsed_version_and_keeps_a_he
     cr_expect_eq(svc_serving_version(&f.s), v2, "the healthy version keeps serving");
     cr_assert_eq(svc_version_quality(&f.s, v3, &q, &err), 0);
     cr_expect(!q.accepted && q.eff_rank < 0.1 * f.s.dim, "%s", q.reason);
+    close_service(&f);
+}
+
+static svc_filter *filter(fixture *f, const char *text) {
+    svc_filter *flt;
+    svc_err err = {0};
+    cr_assert(svc_filter_parse(&f->s, text, strlen(text), &flt, &err) == 0, "%s", err.msg);
+    return flt;
+}
+
+Test(service, filters_listing_and_deletes_work_in_process) {
+    fixture f;
+    open_service(&f);
+    enum { N = 30 };
+    int64_t ids[N];
+    for (int i = 0; i < N; i++) {
+        char meta[64];
+        snprintf(meta, sizeof meta, "{\"label\": \"%s\", \"n\": %d}", i % 2 ? "odd" : "even", i);
+        ids[i] = put_image(&f, 500u + (unsigned)i, meta);
+    }
+    embed_queued(&f);
+    float vec[256];
+    int64_t version;
+    cr_assert(svc_vector(&f.s, ids[3], vec, &version) == 0);
+    /* a filtered search: only matching ids, k of them when k match */
+    svc_filter *odd = filter(&f, "{\"label\": \"odd\"}");
+    svc_hit hits[N];
+    int n;
+    svc_err err = {0};
+    cr_assert(svc_search(&f.s, vec, 10, odd, hits, &n, &version, &err) == 0, "%s", err.msg);
+    cr_expect_eq(n, 10);
+    for (int i = 0; i < n; i++)
+        cr_expect_eq((hits[i].id - ids[0]) % 2, 1, "id %lld", (long long)hits[i].id);
+    cr_assert(svc_search(&f.s, vec, N, odd, hits, &n, &version, &err) == 0);
+    cr_expect_eq(n, N / 2, "all 15 odd ones when k exceeds them");
+    svc_filter *few = filter(&f, "{\"n\": {\"$gte\": 27}}");
+    cr_assert(svc_neighbors(&f.s, ids[28], 10, few, hits, &n, &version, &err) == 0, "%s",
+              err.msg);
+    cr_expect_eq(n, 2, "27 and 29: 28 itself is excluded");
+    for (int i = 0; i < n; i++) cr_expect(hits[i].id == ids[27] || hits[i].id == ids[29]);
+    int counts[2];
+    float two[512];
+    memcpy(two, vec, (size_t)f.s.dim * sizeof *vec);
+    memcpy(two + f.s.dim, vec, (size_t)f.s.dim * sizeof *vec);
+    svc_hit bh[2 * 5];
+    cr_assert(svc_search_batch(&f.s, two, 2, 5, few, bh, counts, &version, &err) == 0);
+    cr_expect(counts[0] == 3 && counts[1] == 3);
+    /* pages in id order, next while more match */
+    svc_image page[7];
+    int64_t next, after = -1, seen = 0;
+    do {
+        cr_assert(svc_image_page(&f.s, odd, after, 7, page, &n, &next, &err) == 0, "%s", err.msg);
+        for (int i = 0; i < n; i++) {
+            cr_expect_eq(page[i].id, ids[2 * seen + 1]);
+            seen++;
+            svc_image_free(&page[i]);
+        }
+        after = next;
+    } while (next >= 0);
+    cr_expect_eq(seen, N / 2);
+    /* by SHA-256 */
+    svc_image one, by;
+    cr_assert(svc_image_get(&f.s, ids[4], &one, &err) == 0);
+    cr_expect_eq(svc_image_by_sha(&f.s, one.sha256, &by, &err), 0);
+    cr_expect_eq(by.id, ids[4]);
+    svc_image_free(&by);
+    svc_image_free(&one);
+    char zeros[65];
+    memset(zeros, '0', 64);
+    zeros[64] = 0;
+    cr_expect_eq(svc_image_by_sha(&f.s, zeros, &by, &err), 1);
+    cr_expect_eq(svc_image_by_sha(&f.s, "12", &by, &err), -1);
+    cr_expect_eq(err.code, ERR_BAD_INPUT);
+    /* delete by filter: gone from the store, training's sampler and the index at once */
+    cr_expect_eq(svc_delete_matching(&f.s, odd, &err), N / 2);
+    cr_expect_eq(svc_image_count(&f.s), N / 2);
+    cr_assert(svc_search(&f.s, vec, N, NULL, hits, &n, &version, &err) == 0);
+    cr_expect_eq(n, N / 2);
+    for (int i = 0; i < n; i++) cr_expect_eq((hits[i].id - ids[0]) % 2, 0);
+    cr_assert(svc_search(&f.s, vec, N, odd, hits, &n, &version, &err) == 0);
+    cr_expect_eq(n, 0, "nothing matches any more");
+    int64_t some[3] = {ids[0], ids[1], ids[2]};
+    cr_expect_eq(svc_delete_ids(&f.s, some, 3, &err), 2, "ids[1] was already gone");
+    cr_expect_eq(svc_image_live(&f.s, ids[0]), 0);
+    svc_filter_free(odd);
+    svc_filter_free(few);
     close_service(&f);
 }

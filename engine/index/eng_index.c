@@ -220,7 +220,7 @@ const float *eng_index_get(const eng_index *ix, int64_t id) {
 }
 
 eng_search_opts eng_search_defaults(void) {
-    eng_search_opts o = {ENG_INDEX_EXACT, INT64_MIN, 0};
+    eng_search_opts o = {ENG_INDEX_EXACT, INT64_MIN, 0, NULL};
     return o;
 }
 
@@ -254,13 +254,15 @@ int eng_index_search(const eng_index *ix, const float *query, int k, const eng_s
     return rc;
 }
 
-int eng_index_neighbors(const eng_index *ix, int64_t id, int k, eng_hit *out, int *n_out,
+int eng_index_neighbors(const eng_index *ix, int64_t id, int k, const eng_idset *allow,
+                        eng_hit *out, int *n_out,
                         eng_err *err) {
     *n_out = 0;
     const float *v = eng_index_get(ix, id);
     if (!v) return eng_fail(err, "index: no vector with id %lld", (long long)id);
     eng_search_opts o = eng_search_defaults();
     o.exclude = id;
+    o.allow = allow;
     return eng_index_search(ix, v, k, &o, out, n_out, err);
 }
 

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "eng_err.h"
+#include "eng_idset.h"
 
 typedef struct eng_hit {
     int64_t id;  /* the vector's id */
@@ -94,9 +95,11 @@ typedef struct eng_search_opts {
     int64_t exclude;     /* the id never returned (a neighbours query's own), INT64_MIN for none */
     int rerank;          /* ENG_INDEX_INT8: R = max(rerank·k, k + ENG_INDEX_RERANK_MARGIN)
                           * candidates (capped at the row count); 0 = ENG_INDEX_RERANK_FACTOR */
+    const eng_idset *allow; /* only rows whose id is in this set are scored and returned (a
+                             * metadata filter); NULL for every row */
 } eng_search_opts;
 
-/* Exact, nothing excluded, default rerank. This function can't fail. */
+/* Exact, nothing excluded, every row allowed, default rerank. This function can't fail. */
 eng_search_opts eng_search_defaults(void);
 
 /* "exact" or "int8"; NULL for any other value. */
@@ -111,16 +114,16 @@ const char *eng_index_pass_name(eng_index_pass pass);
 int eng_index_search(const eng_index *ix, const float *query, int k, const eng_search_opts *opts,
                      eng_hit *out, int *n_out, eng_err *err);
 
-/* The k nearest neighbours of a stored id, excluding itself, by the exact back end. Refuses
- * unknown ids. */
-int eng_index_neighbors(const eng_index *ix, int64_t id, int k, eng_hit *out, int *n_out,
-                        eng_err *err);
+/* The k nearest neighbours of a stored id, excluding itself, among the ids in allow (NULL: all),
+ * by the exact back end. Refuses unknown ids. */
+int eng_index_neighbors(const eng_index *ix, int64_t id, int k, const eng_idset *allow,
+                        eng_hit *out, int *n_out, eng_err *err);
 
 /* nq queries at once (row-major [nq, dim]); out holds nq × k hits, query i's at out + i·k, and
  * n_out[i] their number. Scores are one GEMM per block of rows; selection is parallel over
  * queries (OpenMP). Scores may differ from eng_index_search's in the last float bits. */
 int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, int k,
-                           eng_hit *out, int *n_out, eng_err *err);
+                           const eng_idset *allow, eng_hit *out, int *n_out, eng_err *err);
 
 /* Selects the first pass's int8 kernel by name ("vnni", "avx512bw", "avx2", "scalar"); for
  * tests and benchmarks. Returns -1 when this CPU lacks it or the name is unknown, leaving the

@@ -227,9 +227,11 @@ static int int8_search(const eng_index *ix, const float *q, const eng_search_opt
     for (size_t from = 0; from < ix->n; from += FAST_BLOCK) {
         size_t nr = ix->n - from < FAST_BLOCK ? ix->n - from : FAST_BLOCK;
         ix->dot8(qi, ix->rows8 + from * ix->stride8, ix->rsum8 + from, ix->stride8, nr, dots);
-        for (size_t r = 0; r < nr; r++)
-            if (ix->ids[from + r] != o->exclude)
-                index_topk_offer(&c, (float)dots[r] * ix->scale8[from + r], ix->ids[from + r]);
+        for (size_t r = 0; r < nr; r++) {
+            int64_t id = ix->ids[from + r];
+            if (id != o->exclude && (!o->allow || eng_idset_has(o->allow, id)))
+                index_topk_offer(&c, (float)dots[r] * ix->scale8[from + r], id);
+        }
     }
     /* second pass: the candidates' exact scores, by the exact back end's kernel */
     for (int i = 0; i < c.n; i++) {

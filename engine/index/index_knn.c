@@ -58,7 +58,7 @@ int eng_index_knn_loo(const eng_index *ix, int k, int (*label_of)(void *ctx, int
         for (int i = 0; i < nq; i++)
             memcpy(q + (size_t)i * ix->dim, ix->rows + (from + (size_t)i) * ix->stride,
                    (size_t)ix->dim * sizeof *q);
-        rc = eng_index_search_batch(ix, q, nq, kk, hits, got, err);
+        rc = eng_index_search_batch(ix, q, nq, kk, NULL, hits, got, err);
         for (int i = 0; rc == 0 && i < nq; i++) {
             int64_t self = ix->ids[from + (size_t)i];
             int l = vote(hits + (size_t)i * kk, got[i], self, k, label_of, ctx, labels, counts);

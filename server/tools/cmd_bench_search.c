@@ -200,7 +200,7 @@ int cmd_bench_search(int argc, char **argv) {
     for (long q = 0; q < nq; q++) {
         double t = now_ms();
         if (eng_index_search(&ix, qs + (size_t)q * dim, (int)k,
-                             &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, (int)rerank}, fast, &got,
+                             &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, (int)rerank, NULL}, fast, &got,
                              &err)) {
             fprintf(stderr, "error: %s\n", err.msg);
             goto done;
@@ -213,7 +213,7 @@ int cmd_bench_search(int argc, char **argv) {
     double fmed = lat[nq / 2], fp99 = lat[(size_t)((double)(nq - 1) * 0.99)];
     double bound8_ms = (double)ix.n * ix.stride8 / (gbs * 1e9) * 1e3;
     double t = now_ms();
-    if (eng_index_search_batch(&ix, qs, (int)batch, (int)k, hits, counts, &err)) {
+    if (eng_index_search_batch(&ix, qs, (int)batch, (int)k, NULL, hits, counts, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         goto done;
     }
