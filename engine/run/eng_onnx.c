@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eng_bnorm.h"
 #include "eng_export.h"
 #include "eng_pb.h"
 
@@ -34,8 +35,10 @@ enum { TENSOR_TYPE_ELEM = 1, TENSOR_TYPE_SHAPE = 2 };   /* TypeProto.Tensor */
 enum { SHAPE_DIM = 1 };                                 /* TensorShapeProto */
 enum { DIM_VALUE = 1, DIM_PARAM = 2 };                  /* TensorShapeProto.Dimension */
 
-#define BN_EPSILON 1e-5f  /* eng_bnorm's ENG_BN_EPS */
-#define BN_MOMENTUM 0.9f  /* ONNX's convention: running = momentum · running + (1 − momentum) · batch */
+/* The engine's batch norm (eng_bnorm.h); ONNX's momentum is the share the running value keeps:
+ * running = momentum · running + (1 − momentum) · batch, so 1 − ENG_BN_MOMENTUM. */
+#define BN_EPSILON ENG_BN_EPS
+#define BN_MOMENTUM ((float)(1.0 - ENG_BN_MOMENTUM))
 
 typedef struct writer {
     eng_pb pb;
