@@ -48,6 +48,7 @@ typedef struct api_response {
     char allow_buf[48];
     int retry_after;          /* seconds, 0 for none */
     const char *route;        /* route label for logs and metrics (static) */
+    char filename[64];        /* a download's name (Content-Disposition: attachment), or "" */
 } api_response;
 
 typedef struct api_opts {
@@ -56,7 +57,7 @@ typedef struct api_opts {
     int max_k;                 /* largest k a search may ask for (1000) */
 } api_opts;
 
-#define API_ROUTES 19
+#define API_ROUTES 20
 #define API_BUCKETS 14
 
 /* Prometheus counters per route (requests by status class, latency histogram). */

@@ -789,6 +789,7 @@ typedef struct route_args {
     int64_t after;      /* ?after=: an id, or -1 */
     int limit;          /* ?limit= */
     const char *sha256; /* ?sha256=, or NULL */
+    int format;         /* ?format=: the index of its value among the parameter's choices */
 } route_args;
 
 /* A route's handler. */
@@ -807,7 +808,8 @@ typedef enum param_kind {
     PK_ID,          /* a decimal int64 id, into an int64_t (dflt when absent) */
     PK_JSON_OBJECT, /* a JSON object of at most the service's max_meta_bytes, into a string */
     PK_FILTER,      /* a metadata filter (JSON), parsed into an svc_filter * */
-    PK_TEXT         /* any text, into a string (the handler checks it) */
+    PK_TEXT,        /* any text, into a string (the handler checks it) */
+    PK_CHOICE       /* one of `choices`, into an int (its index); dflt -1: required */
 } param_kind;
 
 typedef struct param_def {
@@ -815,17 +817,21 @@ typedef struct param_def {
     param_kind kind;
     size_t offset;      /* of its value in route_args */
     int64_t dflt, lo, hi;
-    const char *code;   /* the error code of a bad value (PK_INT) */
+    const char *code;   /* the error code of a bad value (PK_INT, PK_CHOICE) */
+    const char *const *choices; /* PK_CHOICE: the values, NULL-terminated */
 } param_def;
 
 #define MAX_PARAMS 4
 #define ARG(f) offsetof(route_args, f)
-static const param_def P_K = {"k", PK_INT, ARG(k), 10, 1, 0, "bad_k"};
-static const param_def P_META = {"meta", PK_JSON_OBJECT, ARG(meta), 0, 0, 0, "bad_meta"};
-static const param_def P_FILTER = {"filter", PK_FILTER, ARG(filter), 0, 0, 0, "bad_filter"};
-static const param_def P_AFTER = {"after", PK_ID, ARG(after), -1, 0, 0, "bad_after"};
-static const param_def P_LIMIT = {"limit", PK_INT, ARG(limit), 100, 1, 1000, "bad_limit"};
-static const param_def P_SHA256 = {"sha256", PK_TEXT, ARG(sha256), 0, 0, 0, "bad_sha256"};
+static const param_def P_K = {"k", PK_INT, ARG(k), 10, 1, 0, "bad_k", NULL};
+static const param_def P_META = {"meta", PK_JSON_OBJECT, ARG(meta), 0, 0, 0, "bad_meta", NULL};
+static const param_def P_FILTER = {"filter", PK_FILTER, ARG(filter), 0, 0, 0, "bad_filter", NULL};
+static const param_def P_AFTER = {"after", PK_ID, ARG(after), -1, 0, 0, "bad_after", NULL};
+static const param_def P_LIMIT = {"limit", PK_INT, ARG(limit), 100, 1, 1000, "bad_limit", NULL};
+static const param_def P_SHA256 = {"sha256", PK_TEXT, ARG(sha256), 0, 0, 0, "bad_sha256", NULL};
+static const char *const export_formats[] = {"onnx", "safetensors", NULL};
+static const param_def P_FORMAT = {"format", PK_CHOICE, ARG(format), -1, 0, 0, "bad_format",
+                                   export_formats};
 
 /* One row per route: "METHOD /path/{param}" (also its label in logs and /metrics), the handler,
  * flags, query parameters. Literal segments win over parameters, whatever the order; {id} is a
@@ -897,6 +903,34 @@ static void h_checkpoint_serve(api *a, const api_request *rq, const route_args *
         api_json(rs, 202, json_pack("{s:I,s:s}", "version", (json_int_t)args->id, "status",
                                     "re-embedding"));
 }
+static void h_checkpoint_export(api *a, const api_request *rq, const route_args *args,
+                                api_response *rs) {
+    (void)rq;
+    eng_export_format fmt;
+    if (eng_export_format_parse(export_formats[args->format], &fmt)) { /* can't happen */
+        api_error(rs, 500, "internal", "no exporter for %s", export_formats[args->format]);
+        return;
+    }
+    uint8_t *bytes;
+    size_t len;
+    svc_err e = {0};
+    int r = svc_export(a->s, args->id, fmt, &bytes, &len, &e);
+    if (r < 0) {
+        api_svc_error(rs, &e, "");
+    } else if (r == 1) {
+        api_error(rs, 404, "not_found", "no model version %lld (never published, or its "
+                  "checkpoint was pruned)", (long long)args->id);
+    } else if (r == 2) {
+        api_error(rs, 409, "version_refused", "%s", e.msg);
+    } else {
+        rs->status = 200;
+        rs->content_type = "application/octet-stream";
+        rs->body = (char *)bytes;
+        rs->len = len;
+        snprintf(rs->filename, sizeof rs->filename, "barlowd-v%lld.%s", (long long)args->id,
+                 export_formats[args->format]);
+    }
+}
 static void h_healthz(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)a, (void)rq, (void)args;
     api_json(rs, 200, json_pack("{s:s}", "status", "ok"));
@@ -930,6 +964,7 @@ static const route_def routes[] = {
     {"GET /status", h_status, 0, {NULL}},
     {"GET /checkpoints", h_checkpoints, 0, {NULL}},
     {"POST /checkpoints/{id}/serve", h_checkpoint_serve, RF_WRITE, {NULL}},
+    {"GET /checkpoints/{id}/export", h_checkpoint_export, 0, {&P_FORMAT}},
     {"GET /healthz", h_healthz, RF_OPEN, {NULL}},
     {"GET /readyz", h_readyz, RF_OPEN, {NULL}},
     {"GET /metrics", h_metrics, 0, {NULL}},
@@ -1047,6 +1082,24 @@ static int parse_param(const api *a, const api_request *rq, const param_def *p, 
     case PK_TEXT:
         *(const char **)(void *)field = q;
         return 0;
+    case PK_CHOICE: {
+        char list[128] = "";
+        for (int i = 0; p->choices[i]; i++) {
+            if (q && !strcmp(q, p->choices[i])) {
+                *(int *)(void *)field = i;
+                return 0;
+            }
+            size_t at = strlen(list);
+            snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", p->choices[i]);
+        }
+        if (!q && p->dflt >= 0) {
+            *(int *)(void *)field = (int)p->dflt;
+            return 0;
+        }
+        api_error(rs, 400, p->code, q ? "%s must be one of %s" : "%s is required (one of %s)",
+                  p->name, list);
+        return -1;
+    }
     }
     return 0;
 }

@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "eng_export.h"
 #include "eng_index.h"
 #include "eng_infer.h"
 #include "eng_trainer.h"
@@ -364,5 +365,20 @@ int64_t svc_training_restart_take(svc *s);
 /* Trainer reports. */
 void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *stats,
                          const char *error);
+
+/* ---- export (svc_export.c) ---- */
+
+/* A stored version written as `fmt` into *out (malloc'd, *len bytes; caller frees). 0 done;
+ * 1 no such version (never published, or its checkpoint was pruned); 2 the quality gate refused
+ * it (err says why; a version chosen by hand counts as accepted); -1 error. Needs only the store,
+ * so the offline command calls it too. */
+int svc_export_store(store *st, int64_t version, eng_export_format fmt, uint8_t **out,
+                     size_t *len, svc_err *err);
+/* The same on the service's store. */
+int svc_export(svc *s, int64_t version, eng_export_format fmt, uint8_t **out, size_t *len,
+               svc_err *err);
+/* The version an export takes when none is named: the serving one recorded in the store, else
+ * the newest. 0 found, 1 the store has none, -1 error. */
+int svc_export_default_version(store *st, int64_t *version, svc_err *err);
 
 #endif

@@ -2,11 +2,13 @@
 #include "cli_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *cli_flag(int argc, char **argv, const char *name) {
     for (int i = 0; i + 1 < argc; i++)
@@ -109,6 +111,40 @@ int cli_write_floats(const char *path, const float *data, size_t count) {
     int rc = fclose(f);
     if (w != count || rc != 0) {
         fprintf(stderr, "error: writing %s failed: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int cli_write_atomic(const char *path, const void *bytes, size_t len) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return -1;
+    const char *p = bytes;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            close(fd);
+            unlink(tmp);
+            errno = e;
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    int bad = fsync(fd) != 0, e = errno;
+    if (close(fd) != 0 && !bad) bad = 1, e = errno;
+    if (!bad && rename(tmp, path) != 0) bad = 1, e = errno;
+    if (bad) {
+        unlink(tmp);
+        errno = e;
         return -1;
     }
     return 0;

@@ -32,6 +32,10 @@ int cli_read_floats(const char *path, const char *what, float **data, size_t *co
  * -1. */
 int cli_read_bytes(const char *path, const char *what, uint8_t **data, size_t *len);
 
+/* Writes bytes to path atomically (path.tmp, fsync, rename): the file is whole or untouched.
+ * -1 with errno set on failure (nothing printed). */
+int cli_write_atomic(const char *path, const void *bytes, size_t len);
+
 /* Writes `count` floats; -1 with a message on failure. */
 int cli_write_floats(const char *path, const float *data, size_t count);
 

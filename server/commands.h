@@ -10,6 +10,7 @@ int cmd_bench_search(int argc, char **argv);
 int cmd_bench_ingest(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_health(int argc, char **argv);
 

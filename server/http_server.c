@@ -145,6 +145,11 @@ static enum MHD_Result send_response(struct MHD_Connection *con, conn *c, const 
     rs->body = NULL;
     if (rs->content_type) MHD_add_response_header(r, "Content-Type", rs->content_type);
     if (rs->allow) MHD_add_response_header(r, "Allow", rs->allow);
+    if (rs->filename[0]) {
+        char cd[96];
+        snprintf(cd, sizeof cd, "attachment; filename=\"%s\"", rs->filename);
+        MHD_add_response_header(r, "Content-Disposition", cd);
+    }
     if (rs->retry_after) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", rs->retry_after);

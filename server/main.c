@@ -35,6 +35,10 @@ static const struct {
      "embed --checkpoint C.bin --data DIR|FILE.idx --out vectors.f32 [--batch 256]\n"
      "        the representation of every image (whole image resized, no augmentation),\n"
      "        [N, D] float32 little-endian in the data's order"},
+    {"export", cmd_export,
+     "export --db PATH [--version N] --format onnx|safetensors --out FILE\n"
+     "        a stored model version for other runtimes (the serving one by default): ONNX (the\n"
+     "        encoder, its preprocessing in metadata_props) or safetensors (PyTorch's names)"},
     {"config", cmd_config,
      "config [--model tiny|small|resnet18|FILE.json]\n"
      "        print the model config as canonical JSON and its parameter table on stderr"},

@@ -121,9 +121,8 @@ static void commit_batch(store *s, put_req *batch) {
         if (r->rc == 0 && !r->existed &&
             (store_sampler_add(s, r->id) || store_meta_add(s, r->id, r->in->meta_json))) {
             r->rc = -1;
-            store_fail(&r->err,
-                       "store: out of memory for the sampler or metadata index (image %lld is saved)",
-                       (long long)r->id);
+            store_fail(&r->err, "store: out of memory for the sampler or metadata index "
+                                "(image %lld is saved)", (long long)r->id);
         }
 }
 

@@ -1,9 +1,9 @@
 /* test_hostile.c — what the network may send, sent over real HTTP to a running `barlowd serve`:
  * a table of malformed requests, each with the status it must get, then slow-loris clients and
  * a client that disconnects mid-upload. After every case the server must answer /healthz and
- * the data already there must be unchanged (image count, an image's bytes, its vector). The
- * ASan+UBSan run of this file is the leak and memory-error check (the server's log is scanned
- * for sanitizer reports when it stops). */
+ * the data already there must be unchanged (image count, an image's bytes, its vector, model
+ * version 1 as exported). The ASan+UBSan run of this file is the leak and memory-error check
+ * (the server's log is scanned for sanitizer reports when it stops). */
 #define _DEFAULT_SOURCE /* usleep */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -338,6 +338,13 @@ static buf raw_long_url(void) {
     puts_(&b, " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     return b;
 }
+static buf raw_export_long_format(void) { /* a 4 KB format value */
+    buf b = {0};
+    puts_(&b, "GET /checkpoints/1/export?format=");
+    for (int i = 0; i < 4000; i++) put(&b, &"onnx"[i % 4], 1);
+    puts_(&b, " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    return b;
+}
 static buf raw_bad_version(void) {
     buf b = {0};
     puts_(&b, "GET /status HTTP/9.9\r\nHost: t\r\nConnection: close\r\n\r\n");
@@ -452,6 +459,39 @@ static const hcase cases[] = {
     {"delete a missing id", "DELETE", "/images/999999", "", NULL, NULL, 0, 404, "not_found"},
     {"delete an overflowing id", "DELETE", "/images/18446744073709551616", "", NULL, NULL, 0, 400,
      "bad_id"},
+    /* model export */
+    {"export without a format", "GET", "/checkpoints/1/export", "", NULL, NULL, 0, 400,
+     "bad_format"},
+    {"export as zip", "GET", "/checkpoints/1/export?format=zip", "", NULL, NULL, 0, 400,
+     "bad_format"},
+    {"export format= (empty)", "GET", "/checkpoints/1/export?format=", "", NULL, NULL, 0, 400,
+     "bad_format"},
+    {"export as ONNX (case)", "GET", "/checkpoints/1/export?format=ONNX", "", NULL, NULL, 0, 400,
+     "bad_format"},
+    {"export as onnx%20", "GET", "/checkpoints/1/export?format=onnx%20", "", NULL, NULL, 0, 400,
+     "bad_format"},
+    {"export format of 4 KB", NULL, NULL, NULL, raw_export_long_format, NULL, RAW, 400,
+     "bad_format"},
+    {"export of a missing version", "GET", "/checkpoints/999999/export?format=onnx", "", NULL,
+     NULL, 0, 404, "not_found"},
+    {"export of version 0", "GET", "/checkpoints/0/export?format=safetensors", "", NULL, NULL, 0,
+     404, "not_found"},
+    {"export of a negative version", "GET", "/checkpoints/-1/export?format=onnx", "", NULL, NULL,
+     0, 400, "bad_id"},
+    {"export of an overflowing version", "GET",
+     "/checkpoints/9223372036854775808/export?format=onnx", "", NULL, NULL, 0, 400, "bad_id"},
+    {"export of version 1e3", "GET", "/checkpoints/1e3/export?format=onnx", "", NULL, NULL, 0,
+     400, "bad_id"},
+    {"%00 in the version", "GET", "/checkpoints/1%00/export?format=onnx", "", NULL, NULL, 0, 400,
+     NULL},
+    {"export with a trailing segment", "GET", "/checkpoints/1/export/x?format=onnx", "", NULL,
+     NULL, 0, 404, "not_found"},
+    {"export with a trailing slash", "GET", "/checkpoints/1/export/?format=onnx", "", NULL, NULL,
+     0, 404, NULL},
+    {"POST an export", "POST", "/checkpoints/1/export?format=onnx", JSON_CT, NULL, "{}", 0, 405,
+     "method_not_allowed"},
+    {"DELETE an export", "DELETE", "/checkpoints/1/export?format=onnx", "", NULL, NULL, 0, 405,
+     "method_not_allowed"},
     /* paths */
     {"/images/../status", "GET", "/images/../status", "", NULL, NULL, 0, 404, "not_found"},
     {"/images/%2e%2e/1", "GET", "/images/%2e%2e/1", "", NULL, NULL, 0, 404, "not_found"},
@@ -502,6 +542,8 @@ typedef struct snapshot {
     char *raw1;       /* GET /images/1/raw */
     size_t raw1_len;
     json_t *vector1;  /* GET /embed/1 */
+    char *model1;     /* GET /checkpoints/1/export?format=safetensors */
+    size_t model1_len;
 } snapshot;
 
 static snapshot take(const server *s) {
@@ -523,6 +565,12 @@ static snapshot take(const server *s) {
     r = wait_vector(s, 1);
     sn.vector1 = json_incref(json_object_get(r.json, "vector"));
     reply_free(&r);
+    r = req(s, "GET", "/checkpoints/1/export?format=safetensors", NULL, NULL, 0);
+    cr_assert_eq(r.status, 200);
+    sn.model1 = malloc(r.raw.len + 1);
+    memcpy(sn.model1, r.raw.body, r.raw.len);
+    sn.model1_len = r.raw.len;
+    reply_free(&r);
     return sn;
 }
 
@@ -530,6 +578,7 @@ static void snapshot_free(snapshot *sn) {
     json_decref(sn->image1);
     json_decref(sn->vector1);
     free(sn->raw1);
+    free(sn->model1);
 }
 
 /* /healthz answers and nothing that was there changed. */
@@ -546,6 +595,9 @@ static void expect_intact(const server *s, const snapshot *before, const char *a
               "after %s: image 1's bytes changed", after_what);
     cr_expect(json_equal(now.vector1, before->vector1), "after %s: image 1's vector changed",
               after_what);
+    cr_expect(now.model1_len == before->model1_len &&
+                  !memcmp(now.model1, before->model1, now.model1_len),
+              "after %s: model version 1 changed", after_what);
     snapshot_free(&now);
 }
 

@@ -218,6 +218,112 @@ Test(server, every_route_answers_and_bad_requests_get_json_errors) {
     stop(&s);
 }
 
+/* Runs `barlowd export ARGS` (stderr to a log in dir); returns its exit status. */
+static int run_export(const char *args) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' export %s 2>>%s/export.log", BARLOWD_BIN, args, dir);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    cr_assert(f != NULL, "no file %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    cr_assert(b && fread(b, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+/* GET /checkpoints/{id}/export over real HTTP, and `barlowd export` on the same database after
+ * the server stopped: the same bytes in both formats; bad requests get JSON errors, and the
+ * command's bad input exits 2. */
+Test(server, a_model_version_exports_over_http_and_from_the_command_line_alike) {
+    const char *flags[] = {"--train", "no", NULL};
+    server s = start(flags);
+    static const char *const formats[] = {"onnx", "safetensors"};
+    reply got[2];
+    for (int i = 0; i < 2; i++) {
+        char path[128], v[128], want[128];
+        snprintf(path, sizeof path, "/checkpoints/1/export?format=%s", formats[i]);
+        got[i] = req(&s, "GET", path, NULL, NULL, 0);
+        cr_assert_eq(got[i].status, 200, "%s: %.200s", path, got[i].raw.body);
+        cr_expect(http_reply_header(&got[i].raw, "Content-Type", v, sizeof v) == 0 &&
+                      !strcmp(v, "application/octet-stream"), "Content-Type %s", v);
+        snprintf(want, sizeof want, "attachment; filename=\"barlowd-v1.%s\"", formats[i]);
+        cr_expect(http_reply_header(&got[i].raw, "Content-Disposition", v, sizeof v) == 0 &&
+                      !strcmp(v, want), "Content-Disposition %s", v);
+    }
+    const unsigned char *onnx = (const unsigned char *)got[0].raw.body;
+    cr_expect(got[0].raw.len > 1000 && onnx[0] == 0x08 && onnx[1] == 7,
+              "an ONNX model starts with its ir_version, 7");
+    const unsigned char *st = (const unsigned char *)got[1].raw.body;
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)st[i] << (8 * i);
+    cr_expect(hlen < got[1].raw.len && st[8] == '{', "safetensors: a JSON header of %llu bytes",
+              (unsigned long long)hlen);
+    static const struct {
+        const char *method, *path;
+        int status;
+        const char *code;
+    } bad[] = {
+        {"GET", "/checkpoints/1/export", 400, "bad_format"},
+        {"GET", "/checkpoints/1/export?format=tflite", 400, "bad_format"},
+        {"GET", "/checkpoints/9/export?format=onnx", 404, "not_found"},
+        {"GET", "/checkpoints/one/export?format=onnx", 400, "bad_id"},
+        {"POST", "/checkpoints/1/export?format=onnx", 405, "method_not_allowed"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        reply r = req(&s, bad[i].method, bad[i].path, NULL, NULL, 0);
+        expect_error(&r, bad[i].status, bad[i].code);
+        reply_free(&r);
+    }
+    stop(&s);
+
+    /* the command on the same database writes the same bytes */
+    char args[512], out[128];
+    for (int i = 0; i < 2; i++) {
+        snprintf(out, sizeof out, "%s/v1.%s", dir, formats[i]);
+        snprintf(args, sizeof args, "--db %s/data/barlowd.db --version 1 --format %s --out %s",
+                 dir, formats[i], out);
+        cr_assert_eq(run_export(args), 0, "barlowd export %s (see %s/export.log)", args, dir);
+        size_t len;
+        char *file = slurp(out, &len);
+        cr_expect(len == got[i].raw.len && !memcmp(file, got[i].raw.body, len),
+                  "%s: the command's %zu bytes differ from the route's %zu", formats[i], len,
+                  got[i].raw.len);
+        free(file);
+    }
+    snprintf(out, sizeof out, "%s/serving.onnx", dir);
+    snprintf(args, sizeof args, "--db %s/data/barlowd.db --format onnx --out %s", dir, out);
+    cr_expect_eq(run_export(args), 0, "without --version: the serving version");
+    size_t len;
+    char *file = slurp(out, &len);
+    cr_expect(len == got[0].raw.len && !memcmp(file, got[0].raw.body, len));
+    free(file);
+    static const char *const refused[] = {
+        "--db %s/data/barlowd.db --format tflite --out %s/x",
+        "--db %s/data/barlowd.db --version 9 --format onnx --out %s/x",
+        "--db %s/data/none.db --format onnx --out %s/x",
+        "--db %s/data/barlowd.db --version x --format onnx --out %s/x",
+        "--db %s/data/barlowd.db --format onnx --out %s/x --model tiny",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        snprintf(args, sizeof args, refused[i], dir, dir);
+        cr_expect_eq(run_export(args), 2, "barlowd export %s", args);
+        snprintf(out, sizeof out, "%s/x", dir);
+        cr_expect_neq(access(out, F_OK), 0, "%s: a refused export wrote a file", args);
+    }
+    snprintf(out, sizeof out, "%s/data/none.db", dir);
+    cr_expect_neq(access(out, F_OK), 0, "a missing database is not created");
+    reply_free(&got[0]);
+    reply_free(&got[1]);
+}
+
 Test(server, the_api_key_guards_writes_and_optionally_reads) {
     const char *flags[] = {"--train", "no", "--api-key", "s3cret", NULL};
     server s = start(flags);

@@ -782,22 +782,9 @@ Test(service, the_gate_scores_each_version_refuses_a_worse_one_and_remembers_it)
     close_service(&f);
 }
 
-Test(service, without_labels_the_gate_refuses_a_collapsed_version_and_keeps_a_healthy_one) {
-    fixture f;
-    open_service(&f);
-    for (unsigned i = 0; i < 60; i++) put_image(&f, 400 + i * 3, NULL);
-    embed_queued(&f);
-    svc_err err = {0};
-    /* the same model again: as healthy as the serving one, accepted */
-    int64_t v2 = republish(&f, 4, 1.0);
-    cr_assert_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
-    store_quality q;
-    cr_assert_eq(svc_version_quality(&f.s, v2, &q, &err), 0);
-    printf("quality without labels: effective rank %.2f of %d, spread %.4g\n", q.eff_rank,
-           f.s.dim, q.mean_std);
-    cr_expect(q.accepted && q.labelled == 0 && isnan(q.knn20) && q.eff_rank >= 0.1 * f.s.dim,
-              "%s", q.reason);
-    /* a collapsed model: every weight zero, every bias 0.5 — every image gets the same vector */
+/* Publishes a collapsed model: every weight zero, every bias 0.5 — every image gets the same
+ * vector, so the gate refuses it. Returns its version. */
+static int64_t publish_collapsed(fixture *f, uint64_t step) {
     eng_err e = {0};
     eng_config cfg;
     cr_assert(eng_config_preset(&cfg, "tiny", &e) == 0);
@@ -814,9 +801,30 @@ Test(service, without_labels_the_gate_refuses_a_collapsed_version_and_keeps_a_he
     size_t len;
     cr_assert(eng_trainer_save(&t, &blob, &len, &e) == 0, "%s", e.msg);
     eng_trainer_free(&t);
-    int64_t v3;
-    cr_assert(svc_publish(&f.s, blob, len, 8, 1.0, &v3, &err) == 0, "%s", err.msg);
+    int64_t v;
+    svc_err err = {0};
+    cr_assert(svc_publish(&f->s, blob, len, step, 1.0, &v, &err) == 0, "%s", err.msg);
     free(blob);
+    return v;
+}
+
+Test(service, without_labels_the_gate_refuses_a_collapsed_version_and_keeps_a_healthy_one) {
+    fixture f;
+    open_service(&f);
+    for (unsigned i = 0; i < 60; i++) put_image(&f, 400 + i * 3, NULL);
+    embed_queued(&f);
+    svc_err err = {0};
+    /* the same model again: as healthy as the serving one, accepted */
+    int64_t v2 = republish(&f, 4, 1.0);
+    cr_assert_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
+    store_quality q;
+    cr_assert_eq(svc_version_quality(&f.s, v2, &q, &err), 0);
+    printf("quality without labels: effective rank %.2f of %d, spread %.4g\n", q.eff_rank,
+           f.s.dim, q.mean_std);
+    cr_expect(q.accepted && q.labelled == 0 && isnan(q.knn20) && q.eff_rank >= 0.1 * f.s.dim,
+              "%s", q.reason);
+    /* a collapsed model */
+    int64_t v3 = publish_collapsed(&f, 8);
     cr_expect_eq(svc_reembed_newest(&f.s, &err), 2, "refused: %s", err.msg);
     cr_expect(strstr(err.msg, "collapsed"), "%s", err.msg);
     cr_expect_eq(svc_serving_version(&f.s), v2, "the healthy version keeps serving");
@@ -908,5 +916,121 @@ Test(service, filters_listing_and_deletes_work_in_process) {
     cr_expect_eq(svc_image_live(&f.s, ids[0]), 0);
     svc_filter_free(odd);
     svc_filter_free(few);
+    close_service(&f);
+}
+
+/* One request through the table, keeping the response (the caller frees rs->body). */
+static void call_rs(api *a, const char *method, const char *path, const char *const *query,
+                    api_response *rs) {
+    api_request rq = {0};
+    rq.method = method;
+    rq.path = path;
+    rq.path_len = strlen(path);
+    rq.query = query ? query_of : NULL;
+    rq.query_ctx = (void *)query;
+    api_handle(a, &rq, rs);
+}
+
+/* What the engine writes from version v's stored checkpoint. */
+static uint8_t *engine_export(fixture *f, int64_t v, eng_export_format fmt, size_t *len) {
+    void *blob;
+    size_t blob_len;
+    svc_err err = {0};
+    cr_assert_eq(svc_checkpoint_blob(&f->s, v, &blob, &blob_len, &err), 0, "%s", err.msg);
+    eng_ckpt_weights w;
+    cr_assert(eng_checkpoint_weights(blob, blob_len, &w, &err) == 0, "%s", err.msg);
+    uint8_t *out;
+    cr_assert(eng_export(&w, fmt, v, &out, len, &err) == 0, "%s", err.msg);
+    eng_ckpt_weights_free(&w);
+    free(blob);
+    return out;
+}
+
+/* Export through the service and the route table: a stored version in both formats (the bytes
+ * the engine writes from its checkpoint); 404 for an unknown version; 409 for a version the gate
+ * refused, until it is chosen by hand; 400 for a missing or unknown format and a bad id. */
+Test(service, a_stored_version_exports_in_both_formats_and_bad_requests_are_refused) {
+    fixture f;
+    open_service(&f);
+    svc_err err = {0};
+    uint8_t *bytes;
+    size_t len, want_len;
+    for (int i = 0; i < ENG_EXPORT_N_FORMATS; i++) {
+        eng_export_format fmt = (eng_export_format)i;
+        cr_assert_eq(svc_export(&f.s, 1, fmt, &bytes, &len, &err), 0, "%s", err.msg);
+        uint8_t *want = engine_export(&f, 1, fmt, &want_len);
+        cr_expect(len == want_len && !memcmp(bytes, want, len), "%s: other bytes",
+                  eng_export_format_name(fmt));
+        free(want);
+        free(bytes);
+    }
+    cr_expect_eq(svc_export(&f.s, 42, ENG_EXPORT_ONNX, &bytes, &len, &err), 1, "no version 42");
+    cr_expect_null(bytes);
+    int64_t v;
+    cr_expect(svc_export_default_version(f.st, &v, &err) == 0 && v == 1, "the serving version");
+
+    /* the route: 200 with the bytes and a file name; every bad request a 4xx before any work */
+    api a;
+    api_opts ao = {NULL, 0, 1000};
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    api_response rs;
+    const char *const onnx[] = {"format=onnx", NULL}, *const st[] = {"format=safetensors", NULL},
+                      *const zip[] = {"format=zip", NULL}, *const upper[] = {"format=ONNX", NULL},
+                      *const empty[] = {"format=", NULL};
+    call_rs(&a, "GET", "/checkpoints/1/export", st, &rs);
+    uint8_t *want = engine_export(&f, 1, ENG_EXPORT_SAFETENSORS, &want_len);
+    cr_expect_eq(rs.status, 200);
+    cr_expect_str_eq(rs.content_type, "application/octet-stream");
+    cr_expect_str_eq(rs.filename, "barlowd-v1.safetensors");
+    cr_expect_str_eq(rs.route, "GET /checkpoints/{id}/export");
+    cr_expect(rs.len == want_len && !memcmp(rs.body, want, want_len), "the route's bytes differ");
+    free(want);
+    free(rs.body);
+    char code[64];
+    cr_expect_eq(call(&a, "GET", "/checkpoints/1/export", NULL, NULL, NULL, code), 400);
+    cr_expect_str_eq(code, "bad_format", "a format is required");
+    const char *const *bad_formats[] = {zip, upper, empty};
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(call(&a, "GET", "/checkpoints/1/export", bad_formats[i], NULL, NULL, code),
+                     400, "%s", bad_formats[i][0]);
+        cr_expect_str_eq(code, "bad_format");
+    }
+    cr_expect_eq(call(&a, "GET", "/checkpoints/42/export", onnx, NULL, NULL, code), 404);
+    cr_expect_str_eq(code, "not_found");
+    cr_expect_eq(call(&a, "GET", "/checkpoints/x1/export", onnx, NULL, NULL, code), 400);
+    cr_expect_str_eq(code, "bad_id");
+    cr_expect_eq(call(&a, "GET", "/checkpoints/42/export", zip, NULL, NULL, code), 400,
+                 "the format is checked before the version is looked up");
+    cr_expect_eq(call(&a, "POST", "/checkpoints/1/export", onnx, NULL, NULL, code), 405);
+
+    /* a version the gate refused: 409 with the gate's reason, until it is chosen by hand */
+    for (unsigned i = 0; i < 30; i++) put_image(&f, 500 + i * 5, NULL);
+    embed_queued(&f);
+    int64_t bad = publish_collapsed(&f, 3);
+    cr_assert_eq(svc_reembed_newest(&f.s, &err), 2, "refused: %s", err.msg);
+    cr_expect_eq(svc_export(&f.s, bad, ENG_EXPORT_ONNX, &bytes, &len, &err), 2);
+    cr_expect(strstr(err.msg, "refused") && strstr(err.msg, "collapsed"), "%s", err.msg);
+    char path[64];
+    snprintf(path, sizeof path, "/checkpoints/%lld/export", (long long)bad);
+    cr_expect_eq(call(&a, "GET", path, onnx, NULL, NULL, code), 409);
+    cr_expect_str_eq(code, "version_refused");
+    cr_expect(svc_export_default_version(f.st, &v, &err) == 0 && v == 1,
+              "the default stays the serving version, not the newest");
+    cr_assert_eq(svc_version_choose(&f.s, bad, &err), 0, "%s", err.msg);
+    cr_assert_eq(svc_reembed_newest(&f.s, &err), 1, "%s", err.msg);
+    call_rs(&a, "GET", path, onnx, &rs);
+    cr_expect_eq(rs.status, 200, "chosen by hand, it exports: %.200s", rs.body);
+    want = engine_export(&f, bad, ENG_EXPORT_ONNX, &want_len);
+    cr_expect(rs.len == want_len && !memcmp(rs.body, want, want_len));
+    free(want);
+    free(rs.body);
+
+    /* with --api-key-reads, a read like any other */
+    api_free(&a);
+    ao = (api_opts){"k3y", 1, 1000};
+    api_init(&a, &f.s, &ao);
+    cr_expect_eq(call(&a, "GET", "/checkpoints/1/export", onnx, NULL, NULL, code), 401);
+    api_free(&a);
     close_service(&f);
 }

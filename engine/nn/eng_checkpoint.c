@@ -275,3 +275,32 @@ int eng_checkpoint_load(eng_model *m, const void *blob, size_t len, eng_ckpt_met
     if (meta) *meta = p.meta;
     return 0;
 }
+
+int eng_checkpoint_weights(const void *blob, size_t len, eng_ckpt_weights *w, eng_err *err) {
+    memset(w, 0, sizeof *w);
+    parsed p;
+    if (parse(blob, len, &p, err)) return -1;
+    /* the sections lie at any byte offset of the blob: copied out, never cast in place */
+    float *params = malloc(p.n_params * sizeof(float) + 1);
+    float *stats = malloc(p.n_stats * sizeof(float) + 1);
+    if (!params || !stats) {
+        free(params);
+        free(stats);
+        return eng_fail_code(err, ERR_NO_MEMORY, "checkpoint: out of memory for its weights");
+    }
+    if (p.n_params) memcpy(params, p.params, p.n_params * sizeof(float));
+    if (p.n_stats) memcpy(stats, p.stats, p.n_stats * sizeof(float));
+    w->cfg = p.cfg;
+    w->meta = p.meta;
+    w->n_params = p.n_params;
+    w->params = params;
+    w->n_stats = p.n_stats;
+    w->stats = stats;
+    return 0;
+}
+
+void eng_ckpt_weights_free(eng_ckpt_weights *w) {
+    free(w->params);
+    free(w->stats);
+    memset(w, 0, sizeof *w);
+}

@@ -52,4 +52,21 @@ int eng_checkpoint_peek(const void *blob, size_t len, eng_config *cfg, eng_ckpt_
 int eng_checkpoint_load(eng_model *m, const void *blob, size_t len, eng_ckpt_meta *meta,
                         eng_err *err);
 
+/* A blob's weights without building a model (for writing them in other formats). */
+typedef struct eng_ckpt_weights {
+    eng_config cfg;     /* the model's config */
+    eng_ckpt_meta meta; /* step, loss, optimiser and generator states */
+    size_t n_params;    /* floats of params: the config's parameter table */
+    float *params;      /* owned [n_params], canonical order and layout */
+    size_t n_stats;     /* floats of stats: every BN's (a training model's blob) or the encoder's
+                         * only (an inference model's: its BNs come first) */
+    float *stats;       /* owned [n_stats]: per BN in canonical order, mean[C] then var[C] */
+} eng_ckpt_weights;
+
+/* Validates a blob completely (as eng_checkpoint_load does) and copies its config, meta,
+ * parameters and running statistics into *w. On error returns -1 and *w is empty (zeroed). */
+int eng_checkpoint_weights(const void *blob, size_t len, eng_ckpt_weights *w, eng_err *err);
+/* Frees the arrays and zeroes *w. Safe on a zeroed struct. */
+void eng_ckpt_weights_free(eng_ckpt_weights *w);
+
 #endif

@@ -10,7 +10,6 @@
  * Checkpoints are written atomically (temporary file, fsync, rename). SIGINT/SIGTERM stop
  * training after the current step and save. */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,32 +32,6 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
-/* Writes bytes to path atomically: path.tmp, fsync, rename. */
-static int write_atomic(const char *path, const void *bytes, size_t len) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return -1;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return -1;
-    const char *p = bytes;
-    size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 static int save_checkpoint(eng_trainer *t, const char *path) {
     uint8_t *blob;
     size_t len;
@@ -67,7 +40,7 @@ static int save_checkpoint(eng_trainer *t, const char *path) {
         fprintf(stderr, "\nerror: %s\n", err.msg);
         return -1;
     }
-    int rc = write_atomic(path, blob, len);
+    int rc = cli_write_atomic(path, blob, len);
     if (rc) fprintf(stderr, "\nerror: cannot write checkpoint %s: %s\n", path, strerror(errno));
     free(blob);
     return rc;

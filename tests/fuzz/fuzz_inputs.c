@@ -7,6 +7,7 @@
 #include <zlib.h>
 
 #include "eng_checkpoint.h"
+#include "eng_export.h"
 #include "eng_idx.h"
 #include "eng_image.h"
 #include "eng_infer.h"
@@ -100,6 +101,16 @@ int fuzz_checkpoint_input(const uint8_t *data, size_t size) {
             if (out) (void)eng_infer_embed(&inf, &src, 1, out, &err);
             free(out);
             eng_infer_free(&inf);
+        }
+        /* what GET /checkpoints/{id}/export does with a stored blob */
+        eng_ckpt_weights w;
+        if (!eng_checkpoint_weights(blob, len, &w, &err)) {
+            for (int f = 0; f < ENG_EXPORT_N_FORMATS; f++) {
+                uint8_t *file;
+                size_t n;
+                if (!eng_export(&w, (eng_export_format)f, 1, &file, &n, &err)) free(file);
+            }
+            eng_ckpt_weights_free(&w);
         }
     }
     free(blob);

@@ -14,7 +14,8 @@ int fuzz_image_input(const uint8_t *data, size_t size);
 
 /* A checkpoint blob: data[0] is a flags byte, the rest the blob. Flag bit 0: recompute the
  * trailing CRC-32 first, so mutations reach the parser behind the checksum. When the blob
- * validates and describes a small model, an inference model is built from it and run once. */
+ * validates and describes a small model, an inference model is built from it and run once, and
+ * it is exported in every format (eng_export.h). */
 int fuzz_checkpoint_input(const uint8_t *data, size_t size);
 
 #endif

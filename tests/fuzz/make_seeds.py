@@ -104,6 +104,9 @@ def http():
     req("status", "GET", "/status")
     req("metrics", "GET", "/metrics")
     req("checkpoints", "GET", "/checkpoints")
+    req("export_onnx", "GET", "/checkpoints/1/export?format=onnx")
+    req("export_safetensors", "GET", "/checkpoints/1/export?format=safetensors")
+    req("export_bad_format", "GET", "/checkpoints/1/export?format=tflite")
     req("train_png", "POST", "/train?meta=%7B%22a%22%3A1%7D", [("Content-Type", "image/png")],
         png)
     b = "fuzzb"
