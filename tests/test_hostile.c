@@ -198,6 +198,55 @@ static buf k_zero(void) { return vec16("1", "0"); }
 static buf k_huge(void) { return vec16("1", "1e12"); }
 static buf k_abc(void) { return vec16("1", "\"abc\""); }
 static buf k_float(void) { return vec16("1", "2.5"); }
+/* A valid 16-float search with a filter. */
+static buf vec_filter(const char *filter) {
+    buf b = {0};
+    puts_(&b, "{\"vector\": [1");
+    for (int i = 1; i < 16; i++) puts_(&b, ", 0.5");
+    putf(&b, "], \"filter\": %s}", filter);
+    return b;
+}
+static buf filter_null(void) { return vec_filter("{\"label\": null}"); }
+static buf filter_array(void) { return vec_filter("[\"label\"]"); }
+static buf filter_string(void) { return vec_filter("\"shoe\""); }
+static buf filter_regex(void) { return vec_filter("{\"label\": {\"$regex\": \".*\"}}"); }
+static buf filter_gt_string(void) { return vec_filter("{\"n\": {\"$gt\": \"3\"}}"); }
+static buf filter_in_scalar(void) { return vec_filter("{\"label\": {\"$in\": \"shoe\"}}"); }
+static buf filter_top_op(void) { return vec_filter("{\"$or\": [{\"a\": 1}]}"); }
+static buf filter_in_1025(void) {
+    buf b = {0};
+    puts_(&b, "{\"vector\": [1");
+    for (int i = 1; i < 16; i++) puts_(&b, ", 0.5");
+    puts_(&b, "], \"filter\": {\"label\": {\"$in\": [0");
+    for (int i = 1; i < 1025; i++) putf(&b, ", %d", i);
+    puts_(&b, "]}}}");
+    return b;
+}
+static buf filter_65_keys(void) {
+    buf b = {0};
+    puts_(&b, "{\"vector\": [1");
+    for (int i = 1; i < 16; i++) puts_(&b, ", 0.5");
+    puts_(&b, "], \"filter\": {\"k0\": 0");
+    for (int i = 1; i < 65; i++) putf(&b, ", \"k%d\": %d", i, i);
+    puts_(&b, "}}");
+    return b;
+}
+static buf filter_deep(void) { /* 100000 nested operator objects */
+    buf b = {0};
+    puts_(&b, "{\"vector\": [1], \"filter\": ");
+    for (int i = 0; i < 100000; i++) puts_(&b, "{\"a\": ");
+    puts_(&b, "1");
+    for (int i = 0; i < 100000; i++) puts_(&b, "}");
+    puts_(&b, "}");
+    return b;
+}
+static buf raw_filter_huge(void) { /* a 60 KB ?filter= */
+    buf b = {0};
+    puts_(&b, "GET /images?filter=%7B%22label%22%3A%7B%22%24in%22%3A%5B");
+    for (int i = 0; i < 12000; i++) puts_(&b, i ? "%2C1" : "1");
+    puts_(&b, "%5D%7D%7D HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    return b;
+}
 static buf vectors_too_many(void) {
     buf b = {0};
     puts_(&b, "{\"vectors\": [");
@@ -491,6 +540,75 @@ static const hcase cases[] = {
     {"POST an export", "POST", "/checkpoints/1/export?format=onnx", JSON_CT, NULL, "{}", 0, 405,
      "method_not_allowed"},
     {"DELETE an export", "DELETE", "/checkpoints/1/export?format=onnx", "", NULL, NULL, 0, 405,
+     "method_not_allowed"},
+    /* metadata filters */
+    {"filter null", "POST", "/search", JSON_CT, filter_null, NULL, 0, 400, "bad_filter"},
+    {"filter an array", "POST", "/search", JSON_CT, filter_array, NULL, 0, 400, "bad_filter"},
+    {"filter a string", "POST", "/search", JSON_CT, filter_string, NULL, 0, 400, "bad_filter"},
+    {"filter $regex", "POST", "/search", JSON_CT, filter_regex, NULL, 0, 400, "bad_filter"},
+    {"filter $gt \"3\"", "POST", "/search", JSON_CT, filter_gt_string, NULL, 0, 400,
+     "bad_filter"},
+    {"filter $in a string", "POST", "/search", JSON_CT, filter_in_scalar, NULL, 0, 400,
+     "bad_filter"},
+    {"filter $or at the top", "POST", "/search", JSON_CT, filter_top_op, NULL, 0, 400,
+     "bad_filter"},
+    {"filter $in of 1025", "POST", "/search", JSON_CT, filter_in_1025, NULL, 0, 400,
+     "bad_filter"},
+    {"filter of 65 keys", "POST", "/search", JSON_CT, filter_65_keys, NULL, 0, 400, "bad_filter"},
+    {"filter 100000 deep", "POST", "/search", JSON_CT, filter_deep, NULL, 0, 400, "bad_json"},
+    {"?filter=nope", "GET", "/neighbors/1?filter=nope", "", NULL, NULL, 0, 400, "bad_filter"},
+    {"?filter= (empty)", "GET", "/neighbors/1?filter=", "", NULL, NULL, 0, 400, "bad_filter"},
+    {"?filter=%00", "GET", "/images?filter=%00", "", NULL, NULL, 0, 400, "bad_filter"},
+    {"?filter={\"a\":null} on a list", "GET", "/images?filter=%7B%22a%22%3Anull%7D", "", NULL,
+     NULL, 0, 400, "bad_filter"},
+    {"?filter of 60 KB", NULL, NULL, NULL, raw_filter_huge, NULL, RAW | ANY_BODY, 414, NULL},
+    {"filter in the body and the query", "POST", "/search?filter=%7B%7D", JSON_CT, filter_null,
+     NULL, 0, 400, "bad_filter"},
+    {"?filter=[] on an image search", "POST", "/search?filter=%5B%5D", PNG_CT, png, NULL, 0, 400,
+     "bad_filter"},
+    /* listing */
+    {"?limit=0", "GET", "/images?limit=0", "", NULL, NULL, 0, 400, "bad_limit"},
+    {"?limit=1001", "GET", "/images?limit=1001", "", NULL, NULL, 0, 400, "bad_limit"},
+    {"?limit=abc", "GET", "/images?limit=abc", "", NULL, NULL, 0, 400, "bad_limit"},
+    {"?after=-1", "GET", "/images?after=-1", "", NULL, NULL, 0, 400, "bad_after"},
+    {"?after=99999999999999999999", "GET", "/images?after=99999999999999999999", "", NULL, NULL,
+     0, 400, "bad_after"},
+    {"?sha256=abc", "GET", "/images?sha256=abc", "", NULL, NULL, 0, 400, "bad_sha256"},
+    {"?sha256 of 64 non-hex", "GET",
+     "/images?sha256=zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", "", NULL,
+     NULL, 0, 400, "bad_sha256"},
+    {"POST /images", "POST", "/images", JSON_CT, NULL, "{}", 0, 405, "method_not_allowed"},
+    /* delete by ids or filter: a malformed request deletes nothing */
+    {"delete {}", "POST", "/images/delete", JSON_CT, NULL, "{}", 0, 400, "bad_request"},
+    {"delete with an empty filter", "POST", "/images/delete", JSON_CT, NULL, "{\"filter\": {}}",
+     0, 400, "bad_filter"},
+    {"delete all: \"yes\"", "POST", "/images/delete", JSON_CT, NULL,
+     "{\"filter\": {}, \"all\": \"yes\"}", 0, 400, "bad_request"},
+    {"delete ids and a filter", "POST", "/images/delete", JSON_CT, NULL,
+     "{\"ids\": [1], \"filter\": {\"a\": 1}}", 0, 400, "bad_request"},
+    {"delete ids with all", "POST", "/images/delete", JSON_CT, NULL,
+     "{\"ids\": [1], \"all\": true}", 0, 400, "bad_request"},
+    {"delete id -1", "POST", "/images/delete", JSON_CT, NULL, "{\"ids\": [1, -1]}", 0, 400,
+     "bad_id"},
+    {"delete id 1.5", "POST", "/images/delete", JSON_CT, NULL, "{\"ids\": [1, 1.5]}", 0, 400,
+     "bad_id"},
+    {"delete id \"1\"", "POST", "/images/delete", JSON_CT, NULL, "{\"ids\": [\"1\"]}", 0, 400,
+     "bad_id"},
+    {"delete ids not an array", "POST", "/images/delete", JSON_CT, NULL, "{\"ids\": 1}", 0, 400,
+     "bad_request"},
+    {"delete id that overflows", "POST", "/images/delete", JSON_CT, NULL,
+     "{\"ids\": [99999999999999999999]}", 0, 400, "bad_json"},
+    {"delete a bad filter", "POST", "/images/delete", JSON_CT, NULL,
+     "{\"filter\": {\"label\": {\"$in\": [null]}}}", 0, 400, "bad_filter"},
+    {"delete an array", "POST", "/images/delete", JSON_CT, NULL, "[1, 2, 3]", 0, 400,
+     "bad_request"},
+    {"delete truncated JSON", "POST", "/images/delete", JSON_CT, NULL, "{\"ids\": [1", 0, 400,
+     "bad_json"},
+    {"delete a PNG", "POST", "/images/delete", PNG_CT, png, NULL, 0, 400, "bad_json"},
+    {"delete without a body", "POST", "/images/delete", JSON_CT, png, NULL, NO_LENGTH, 411,
+     "length_required"},
+    {"GET /images/delete", "GET", "/images/delete", "", NULL, NULL, 0, 405, "method_not_allowed"},
+    {"DELETE /images/delete", "DELETE", "/images/delete", "", NULL, NULL, 0, 405,
      "method_not_allowed"},
     /* paths */
     {"/images/../status", "GET", "/images/../status", "", NULL, NULL, 0, 404, "not_found"},

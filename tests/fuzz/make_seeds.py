@@ -107,6 +107,18 @@ def http():
     req("export_onnx", "GET", "/checkpoints/1/export?format=onnx")
     req("export_safetensors", "GET", "/checkpoints/1/export?format=safetensors")
     req("export_bad_format", "GET", "/checkpoints/1/export?format=tflite")
+    req("images_list", "GET", "/images?limit=2&after=1")
+    req("images_list_filter", "GET",
+        "/images?filter=%7B%22label%22%3A%7B%22%24in%22%3A%5B%22a%22%2C3%5D%7D%7D&limit=5")
+    req("images_sha256", "GET", "/images?sha256=" + "ab" * 32)
+    req("neighbors_filter", "GET",
+        "/neighbors/1?k=3&filter=%7B%22n%22%3A%7B%22%24gte%22%3A1%2C%22%24lt%22%3A9%7D%7D")
+    req("images_delete_ids", "POST", "/images/delete", [("Content-Type", "application/json")],
+        b'{"ids": [2, 3, 999]}')
+    req("images_delete_filter", "POST", "/images/delete", [("Content-Type", "application/json")],
+        b'{"filter": {"k": {"$ne": "v"}, "a": {"$exists": true}}}')
+    req("images_delete_all", "POST", "/images/delete", [("Content-Type", "application/json")],
+        b'{"filter": {}, "all": false}')
     req("train_png", "POST", "/train?meta=%7B%22a%22%3A1%7D", [("Content-Type", "image/png")],
         png)
     b = "fuzzb"
@@ -122,6 +134,9 @@ def http():
     vec = "[" + ",".join(["0.5"] * 16) + "]"
     req("search_vector", "POST", "/search", [("Content-Type", "application/json")],
         ('{"vector": %s, "k": 5}' % vec).encode())
+    req("search_filter", "POST", "/search", [("Content-Type", "application/json")],
+        ('{"vector": %s, "k": 5, "exact": true, "filter": {"label": "x", "a": {"$nin": [1, '
+         'true]}}}' % vec).encode())
     req("search_vectors", "POST", "/search", [("Content-Type", "application/json")],
         ('{"vectors": [%s, %s], "k": 2}' % (vec, vec)).encode())
     req("search_image", "POST", "/search?k=2", [("Content-Type", "image/png")], png)
