@@ -50,6 +50,10 @@ static const struct {
      "             [--kernel8 K] [--rerank F] [--dump-prefix P]\n"
      "        exact top-k latency and batch throughput on random vectors, and the int8 first pass\n"
      "        with exact re-ranking (recall@k), beside the measured memory-bandwidth bound"},
+    {"bench-filter", cmd_bench_filter,
+     "bench-filter [--n 100000] [--dim 256] [--queries 200] [--k 10]\n"
+     "        filtered exact search (a real store's metadata index + the index scan) beside the\n"
+     "        unfiltered scan, with filters matching 50%, 10% and 1% of the images"},
     {"bench-ingest", cmd_bench_ingest,
      "bench-ingest [--db PATH] [--writers 1,8,32] [--images N] [--sync full|normal]\n"
      "        images saved per second into a SQLite store by concurrent writers"},
