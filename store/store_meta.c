@@ -48,6 +48,8 @@ struct store_meta {
     uint32_t *slots; /* owned [n_slots]: 1 + index into keys, 0 empty */
     size_t n_slots;
     posting all;     /* every live image */
+    eng_idset live;  /* the same as a bitmap, grown by doubling (a filter starts from a copy) */
+    int live_lost;   /* 1 once the bitmap failed to grow: filters start from `all` instead */
     int64_t max_id;  /* the largest id ever added (-1: none): sets hold ids up to it */
 };
 
@@ -268,6 +270,7 @@ void store_meta_free(store_meta *m) {
     free(m->keys);
     free(m->slots);
     free(m->all.ids);
+    eng_idset_free(&m->live);
     free(m);
 }
 
@@ -287,7 +290,10 @@ int store_meta_add(store *s, int64_t id, const char *meta_json) {
     int rc = 0;
     pthread_rwlock_wrlock(&s->mlock);
     store_meta *m = s->meta;
+    if (id >= m->live.n_bits && eng_idset_grow(&m->live, id < 1024 ? 2048 : 2 * (id + 1), NULL))
+        m->live_lost = 1;
     if (posting_add(&m->all, id)) rc = -1;
+    if (id < m->live.n_bits) eng_idset_add(&m->live, id);
     if (id > m->max_id) m->max_id = id;
     const char *name;
     json_t *value;
@@ -312,6 +318,7 @@ void store_meta_remove(store *s, int64_t id, const char *meta_json) {
     pthread_rwlock_wrlock(&s->mlock);
     store_meta *m = s->meta;
     posting_remove(&m->all, id);
+    if (id >= 0 && id < m->live.n_bits) eng_idset_remove(&m->live, id);
     const char *name;
     json_t *value;
     json_object_foreach(j, name, value) {
@@ -370,7 +377,10 @@ int store_filter_eval(store *s, const store_filter *f, eng_idset *out, store_err
     const store_meta *m = s->meta;
     eng_idset tmp = {0};
     if (eng_idset_init(out, m->max_id + 1, err)) goto fail;
-    posting_into(&m->all, out);
+    if (!m->live_lost)
+        eng_idset_copy(out, &m->live);
+    else /* the bitmap could not grow once: the posting has every live id */
+        posting_into(&m->all, out);
     if (!store_filter_is_empty(f) && eng_idset_init(&tmp, m->max_id + 1, err)) goto fail;
     for (int c = 0; f && c < f->n; c++) {
         const filter_clause *cl = &f->clauses[c];

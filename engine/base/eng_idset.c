@@ -24,11 +24,29 @@ void eng_idset_free(eng_idset *s) {
     s->n_bits = 0;
 }
 
+int eng_idset_grow(eng_idset *s, int64_t n_bits, eng_err *err) {
+    assert(n_bits >= s->n_bits);
+    size_t old = n_words(s->n_bits), want = n_words(n_bits);
+    if (want > old) {
+        uint64_t *w = realloc(s->words, want * sizeof *w);
+        if (!w)
+            return eng_fail_code(err, ERR_NO_MEMORY, "out of memory for a set of %lld ids",
+                                 (long long)n_bits);
+        memset(w + old, 0, (want - old) * sizeof *w);
+        s->words = w;
+    }
+    s->n_bits = n_bits;
+    return 0;
+}
+
 void eng_idset_clear(eng_idset *s) { memset(s->words, 0, n_words(s->n_bits) * sizeof *s->words); }
 
 void eng_idset_copy(eng_idset *dst, const eng_idset *src) {
-    assert(dst->n_bits == src->n_bits);
-    memcpy(dst->words, src->words, n_words(src->n_bits) * sizeof *src->words);
+    assert(src->n_bits >= dst->n_bits);
+    size_t n = n_words(dst->n_bits);
+    if (n == 0) return;
+    memcpy(dst->words, src->words, n * sizeof *src->words);
+    if (dst->n_bits & 63) dst->words[n - 1] &= ((uint64_t)1 << (dst->n_bits & 63)) - 1;
 }
 
 void eng_idset_and(eng_idset *dst, const eng_idset *src) {

@@ -27,8 +27,17 @@ static inline void eng_idset_add(eng_idset *s, int64_t id) {
     s->words[id >> 6] |= (uint64_t)1 << (id & 63);
 }
 
+/* id must be below n_bits. */
+static inline void eng_idset_remove(eng_idset *s, int64_t id) {
+    s->words[id >> 6] &= ~((uint64_t)1 << (id & 63));
+}
+
+/* Makes room for ids below n_bits (>= the current n_bits), members kept. On error returns -1
+ * (ERR_NO_MEMORY) and the set is unchanged. */
+int eng_idset_grow(eng_idset *s, int64_t n_bits, eng_err *err);
 void eng_idset_clear(eng_idset *s);                       /* removes every id */
-void eng_idset_copy(eng_idset *dst, const eng_idset *src); /* same n_bits */
+/* dst's ids from src (src->n_bits >= dst->n_bits; src's ids above dst's range are dropped). */
+void eng_idset_copy(eng_idset *dst, const eng_idset *src);
 void eng_idset_and(eng_idset *dst, const eng_idset *src);  /* dst ∩= src (same n_bits) */
 void eng_idset_and_not(eng_idset *dst, const eng_idset *src); /* dst −= src (same n_bits) */
 int64_t eng_idset_count(const eng_idset *s);

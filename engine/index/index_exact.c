@@ -80,14 +80,35 @@ static void scan(const eng_index *ix, const float *q, size_t from, size_t to, in
     }
 }
 
-/* The same over the rows whose id is in allow only: a row left out is never read, so a filter
- * that matches few rows reads few rows. */
+/* The same over the rows whose id is in allow only. A dense set (a quarter of the rows or more)
+ * is scanned like no set at all, the set tested only before a row is offered: reading every row
+ * in order is as fast as reading most of them out of order. A sparse one is walked 64 rows at a
+ * time: the block's allowed rows become a bit mask (no branch per row), and only those rows are
+ * read, so a filter matching 1% of the rows reads 1% of them. */
 static void scan_allowed(const eng_index *ix, const float *q, size_t from, size_t to,
                          int64_t exclude, const eng_idset *allow, topk *t) {
-    for (size_t r = from; r < to; r++) {
-        int64_t id = ix->ids[r];
-        if (!eng_idset_has(allow, id) || id == exclude) continue;
-        index_topk_offer(t, ix->dot(q, ix->rows + r * ix->stride, ix->stride), id);
+    if (4 * eng_idset_count(allow) >= (int64_t)(to - from)) {
+        const float *row = ix->rows + from * ix->stride;
+        for (size_t r = from; r < to; r++, row += ix->stride) {
+            float s = ix->dot(q, row, ix->stride);
+            if (t->n == t->k && s < t->h[0].score) continue; /* below the k-th: the set can wait */
+            int64_t id = ix->ids[r];
+            if (id != exclude && eng_idset_has(allow, id)) index_topk_offer(t, s, id);
+        }
+        return;
+    }
+    for (size_t b = from; b < to; b += 64) {
+        size_t nb = to - b < 64 ? to - b : 64;
+        uint64_t mask = 0;
+        for (size_t i = 0; i < nb; i++)
+            mask |= (uint64_t)eng_idset_has(allow, ix->ids[b + i]) << i;
+        while (mask) {
+            size_t r = b + (size_t)__builtin_ctzll(mask);
+            mask &= mask - 1;
+            int64_t id = ix->ids[r];
+            if (id != exclude)
+                index_topk_offer(t, ix->dot(q, ix->rows + r * ix->stride, ix->stride), id);
+        }
     }
 }
 
