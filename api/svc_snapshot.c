@@ -151,16 +151,16 @@ int svc_snapshot_list(svc *s, svc_snapshot **out, int *n, svc_err *err) {
         char path[4200];
         store_snapshot_info info;
         store_err se = {0};
-        if (join(s->snap_dir, sn->name, path, sizeof path)) continue;
+        struct stat sb; /* only regular files: a link with a snapshot's name is not followed */
+        if (join(s->snap_dir, sn->name, path, sizeof path) || lstat(path, &sb) ||
+            !S_ISREG(sb.st_mode))
+            continue;
+        sn->bytes = (int64_t)sb.st_size;
+        sn->images = sn->serving_version = -1; /* a damaged file: listed with what is known */
         if (store_snapshot_inspect(path, 0, &info, &se) == 0) {
             sn->bytes = info.bytes;
             sn->images = info.images;
             sn->serving_version = info.serving_version;
-        } else { /* a damaged file or one deleted meanwhile: listed, with what is known */
-            struct stat sb;
-            if (stat(path, &sb)) continue;
-            sn->bytes = (int64_t)sb.st_size;
-            sn->images = sn->serving_version = -1;
         }
         (*n)++;
     }
