@@ -133,7 +133,8 @@ int svc_snapshot_list(svc *s, svc_snapshot **out, int *n, svc_err *err) {
     for (struct dirent *e; (e = readdir(d));) {
         double created;
         long seq;
-        if (!parse_name(e->d_name, strlen(e->d_name), &created, &seq)) continue;
+        size_t len = strlen(e->d_name);
+        if (!parse_name(e->d_name, len, &created, &seq)) continue; /* len < the name's size */
         if (*n == cap) {
             cap = cap ? 2 * cap : 16;
             svc_snapshot *p = realloc(*out, (size_t)cap * sizeof *p);
@@ -145,7 +146,7 @@ int svc_snapshot_list(svc *s, svc_snapshot **out, int *n, svc_err *err) {
         }
         svc_snapshot *sn = &(*out)[*n];
         memset(sn, 0, sizeof *sn);
-        snprintf(sn->name, sizeof sn->name, "%s", e->d_name);
+        memcpy(sn->name, e->d_name, len + 1);
         sn->created = created;
         sn->seq = seq;
         char path[4200];
