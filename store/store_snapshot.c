@@ -86,6 +86,26 @@ static int query_int(sqlite3 *db, const char *sql, int64_t *v) {
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
 }
 
+/* Opens a file at rest (a snapshot, not a live database) read-only without creating anything
+ * beside it: as immutable (no locks, no -shm, no -wal) unless a -wal lies beside it, whose
+ * content must then be read. A read-only connection on a WAL-mode file would otherwise leave a
+ * -wal and -shm next to a user's file. */
+static int open_at_rest(const char *path, sqlite3 **db) {
+    char wal[PATH_MAX_LEN], uri[3 * PATH_MAX_LEN + 32];
+    if (snprintf(wal, sizeof wal, "%s-wal", path) >= (int)sizeof wal) return SQLITE_CANTOPEN;
+    if (exists(wal)) return sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                                            NULL);
+    size_t n = (size_t)snprintf(uri, sizeof uri, "file:");
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+        int plain = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                    (*c >= '0' && *c <= '9') || strchr("/._~-", *c);
+        n += (size_t)snprintf(uri + n, sizeof uri - n, plain ? "%c" : "%%%02X", *c);
+    }
+    snprintf(uri + n, sizeof uri - n, "?immutable=1");
+    return sqlite3_open_v2(uri, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
+                           NULL);
+}
+
 int store_snapshot_inspect(const char *path, int check, store_snapshot_info *info,
                            store_err *err) {
     assert(path && info);
@@ -96,8 +116,7 @@ int store_snapshot_inspect(const char *path, int check, store_snapshot_info *inf
     info->bytes = (int64_t)sb.st_size;
     sqlite3 *db = NULL;
     int rc = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (strlen(path) >= PATH_MAX_LEN || open_at_rest(path, &db) != SQLITE_OK) {
         store_sql_fail(err, db, "opening the snapshot");
         goto done;
     }
@@ -167,8 +186,11 @@ static int on_progress(void *arg) {
     return h->fn(h->ctx) != 0;
 }
 
-int store_backup(const char *db_path, const char *out_path, int (*cancel)(void *ctx), void *ctx,
-                 store_snapshot_info *info, store_err *err) {
+/* store_backup, of a live database (at_rest 0) or of a file at rest (a snapshot being restored,
+ * opened by open_at_rest). */
+static int copy_db(const char *db_path, int at_rest, const char *out_path,
+                   int (*cancel)(void *ctx), void *ctx, store_snapshot_info *info,
+                   store_err *err) {
     assert(db_path && out_path);
     char tmp[PATH_MAX_LEN], dir[PATH_MAX_LEN];
     if (partial_of(out_path, tmp, sizeof tmp) || strlen(out_path) >= sizeof dir)
@@ -181,8 +203,10 @@ int store_backup(const char *db_path, const char *out_path, int (*cancel)(void *
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int rc = -1;
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (strlen(db_path) >= PATH_MAX_LEN ||
+        (at_rest ? open_at_rest(db_path, &db)
+                 : sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                                   NULL)) != SQLITE_OK) {
         store_sql_fail(err, db, "opening the database to copy");
         goto done;
     }
@@ -228,6 +252,11 @@ done:
     return rc;
 }
 
+int store_backup(const char *db_path, const char *out_path, int (*cancel)(void *ctx), void *ctx,
+                 store_snapshot_info *info, store_err *err) {
+    return copy_db(db_path, 0, out_path, cancel, ctx, info, err);
+}
+
 /* Folds the WAL of the database at path into the file and leaves it in rollback mode, so the
  * file alone holds everything (SQLite deletes the -wal when the mode changes). 0 when that
  * worked; the caller moves a -wal that is still there along with the file. */
@@ -269,7 +298,7 @@ int store_restore(const char *snap_path, const char *db_path, store_snapshot_inf
     }
     /* the snapshot's copy, complete and durable beside the database before anything moves */
     unlink(staged);
-    if (store_backup(snap_path, staged, NULL, NULL, NULL, err)) goto done;
+    if (copy_db(snap_path, 1, staged, NULL, NULL, NULL, err)) goto done;
     if (exists(db_path)) {
         (void)fold_wal(db_path); /* a damaged old file keeps its -wal beside it, moved below */
         if (rename(db_path, before)) {
