@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api_internal.h"
 #include "eng_ctx.h"
@@ -40,6 +41,13 @@ void api_json(api_response *rs, int status, json_t *body) {
         if (rs->body) memcpy(rs->body, oom, sizeof oom);
     }
     rs->len = rs->body ? strlen(rs->body) : 0;
+}
+
+void api_response_free(api_response *rs) {
+    free(rs->body);
+    rs->body = NULL;
+    if (rs->has_file) close(rs->file_fd);
+    rs->has_file = 0;
 }
 
 void api_error(api_response *rs, int status, const char *code, const char *fmt, ...) {

@@ -44,6 +44,10 @@ typedef struct api_response {
     const char *content_type; /* static string */
     char *body;               /* malloc'd; the caller frees */
     size_t len;
+    int has_file;             /* 1: the body is file_len bytes of file_fd, streamed from it */
+    int file_fd;              /* owned by whoever sends the response (the HTTP layer closes it) */
+    uint64_t file_len;
+    char file_name[48];       /* a server-made name for Content-Disposition: attachment, or "" */
     const char *allow;        /* Allow header for 405 (static, or allow_buf), or NULL */
     char allow_buf[48];
     int retry_after;          /* seconds, 0 for none */
@@ -57,7 +61,7 @@ typedef struct api_opts {
     int max_k;                 /* largest k a search may ask for (1000) */
 } api_opts;
 
-#define API_ROUTES 20
+#define API_ROUTES 24
 #define API_BUCKETS 14
 
 /* Prometheus counters per route (requests by status class, latency histogram). */
@@ -85,6 +89,9 @@ void api_free(api *a);
 
 /* Handles one complete request. Never fails: errors become error responses. */
 void api_handle(api *a, const api_request *rq, api_response *rs);
+
+/* Frees a response's body and closes its file, for callers that do not send it. */
+void api_response_free(api_response *rs);
 
 /* A response the server makes itself (413 body too large, 400 malformed multipart...). */
 void api_error(api_response *rs, int status, const char *code, const char *fmt, ...)

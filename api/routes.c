@@ -783,6 +783,8 @@ static void get_metrics(api *a, api_response *rs) {
  * parameter table. */
 typedef struct route_args {
     int64_t id;         /* the {id} segment (0 when the pattern has none) */
+    const char *name;   /* the {name} segment, name_len bytes, not NUL-terminated (NULL: none) */
+    size_t name_len;
     int k;              /* ?k= */
     const char *meta;   /* ?meta=: a JSON object within the metadata limit, or NULL */
     svc_filter *filter; /* ?filter=: a parsed metadata filter (owned; freed after the handler) */
@@ -798,7 +800,9 @@ typedef void (*route_fn)(api *a, const api_request *rq, const route_args *args, 
 enum {
     RF_WRITE = 1, /* changes data: always needs the API key when one is set */
     RF_OPEN = 2,  /* a health probe: never needs the key */
-    RF_BODY = 4   /* needs a body (411 without Content-Length or chunked) */
+    RF_BODY = 4,  /* needs a body (411 without Content-Length or chunked) */
+    RF_PRIVATE = 8 /* the whole database (snapshots): needs the key whenever one is set, reads
+                    * too, whatever --api-key-reads says */
 };
 
 /* A query parameter a route takes: checked before its handler runs, which then reads the value
@@ -950,6 +954,100 @@ static void h_metrics(api *a, const api_request *rq, const route_args *args, api
     get_metrics(a, rs);
 }
 
+/* ---- snapshots ---- */
+
+/* {"name", "bytes", "created", "images", "serving_version"} (null where the file is unreadable). */
+static json_t *snapshot_json(const svc_snapshot *sn) {
+    return json_pack("{s:s,s:I,s:I,s:o,s:o}", "name", sn->name, "bytes", (json_int_t)sn->bytes,
+                     "created", (json_int_t)sn->created, "images",
+                     sn->images >= 0 ? json_integer(sn->images) : json_null(), "serving_version",
+                     sn->serving_version >= 0 ? json_integer(sn->serving_version) : json_null());
+}
+
+/* The {name} of a snapshot route into name (NUL-terminated). 0 ok, -1 with a 400 set: only the
+ * names the server makes are accepted, so nothing else reaches the file system. */
+static int snapshot_name(const route_args *args, char name[SVC_SNAPSHOT_NAME_MAX],
+                         api_response *rs) {
+    if (!args->name || !svc_snapshot_name_ok(args->name, args->name_len)) {
+        api_error(rs, 400, "bad_snapshot_name",
+                  "not a snapshot name: the server names them snap-YYYYMMDDTHHMMSSZ-N.db "
+                  "(GET /snapshots lists them)");
+        return -1;
+    }
+    memcpy(name, args->name, args->name_len);
+    name[args->name_len] = 0;
+    return 0;
+}
+
+static void h_snapshot_create(api *a, const api_request *rq, const route_args *args,
+                              api_response *rs) {
+    (void)rq, (void)args;
+    svc_snapshot sn;
+    svc_err e = {0};
+    int r = svc_snapshot_create(a->s, &sn, &e);
+    if (r == 1)
+        api_error(rs, 409, "snapshot_in_progress", "a snapshot is being written; retry when it "
+                                                   "is done");
+    else if (r == 2)
+        api_error(rs, 409, "too_many_snapshots",
+                  "%d snapshots are kept already: delete one (DELETE /snapshots/{name}) first",
+                  a->s->opts.max_snapshots);
+    else if (r < 0)
+        api_svc_error(rs, &e, "");
+    else
+        api_json(rs, 201, snapshot_json(&sn));
+}
+static void h_snapshots(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq, (void)args;
+    svc_snapshot *list;
+    int n;
+    svc_err e = {0};
+    if (svc_snapshot_list(a->s, &list, &n, &e)) {
+        api_svc_error(rs, &e, "");
+        return;
+    }
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(arr, snapshot_json(&list[i]));
+    free(list);
+    api_json(rs, 200, json_pack("{s:o}", "snapshots", arr));
+}
+static void h_snapshot_get(api *a, const api_request *rq, const route_args *args,
+                           api_response *rs) {
+    (void)rq;
+    char name[SVC_SNAPSHOT_NAME_MAX];
+    if (snapshot_name(args, name, rs)) return;
+    int fd;
+    int64_t bytes;
+    svc_err e = {0};
+    int r = svc_snapshot_open(a->s, name, &fd, &bytes, &e);
+    if (r < 0) {
+        api_svc_error(rs, &e, "");
+    } else if (r == 1) {
+        api_error(rs, 404, "not_found", "no snapshot %s", name);
+    } else { /* streamed from the file by the HTTP layer, which closes it */
+        rs->status = 200;
+        rs->content_type = "application/vnd.sqlite3";
+        rs->has_file = 1;
+        rs->file_fd = fd;
+        rs->file_len = (uint64_t)bytes;
+        snprintf(rs->file_name, sizeof rs->file_name, "%s", name);
+    }
+}
+static void h_snapshot_delete(api *a, const api_request *rq, const route_args *args,
+                              api_response *rs) {
+    (void)rq;
+    char name[SVC_SNAPSHOT_NAME_MAX];
+    if (snapshot_name(args, name, rs)) return;
+    svc_err e = {0};
+    int r = svc_snapshot_delete(a->s, name, &e);
+    if (r < 0)
+        api_svc_error(rs, &e, "");
+    else if (r == 1)
+        api_error(rs, 404, "not_found", "no snapshot %s", name);
+    else
+        api_json(rs, 200, json_pack("{s:s,s:b}", "name", name, "deleted", 1));
+}
+
 static const route_def routes[] = {
     {"POST /train", h_train, RF_WRITE | RF_BODY, {&P_META}},
     {"GET /embed/{id}", h_embed_get, 0, {NULL}},
@@ -968,6 +1066,10 @@ static const route_def routes[] = {
     {"GET /healthz", h_healthz, RF_OPEN, {NULL}},
     {"GET /readyz", h_readyz, RF_OPEN, {NULL}},
     {"GET /metrics", h_metrics, 0, {NULL}},
+    {"POST /snapshots", h_snapshot_create, RF_WRITE | RF_PRIVATE, {NULL}},
+    {"GET /snapshots", h_snapshots, RF_PRIVATE, {NULL}},
+    {"GET /snapshots/{name}", h_snapshot_get, RF_PRIVATE, {NULL}},
+    {"DELETE /snapshots/{name}", h_snapshot_delete, RF_WRITE | RF_PRIVATE, {NULL}},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof *routes))
 /* the routes, then the three labels of requests that matched none */
@@ -1153,13 +1255,16 @@ void api_handle(api *a, const api_request *rq, api_response *rs) {
         return;
     }
     rs->route = r->label;
-    if (!(r->flags & RF_OPEN) && ((r->flags & RF_WRITE) || a->opts.key_reads) &&
+    if (!(r->flags & RF_OPEN) && ((r->flags & (RF_WRITE | RF_PRIVATE)) || a->opts.key_reads) &&
         !api_authorized(a, rq)) {
         api_error(rs, 401, "unauthorized", "this route needs Authorization: Bearer <api key>");
         return;
     }
     route_args args = {0};
-    if (id_seg >= 0 && parse_id(seg[id_seg], sl[id_seg], &args.id)) {
+    if (id_seg >= 0 && strstr(r->label, "{name}")) { /* a string: the handler checks it */
+        args.name = seg[id_seg];
+        args.name_len = sl[id_seg];
+    } else if (id_seg >= 0 && parse_id(seg[id_seg], sl[id_seg], &args.id)) {
         api_error(rs, 400, "bad_id", "ids are decimal integers from 0 to 9223372036854775807");
         return;
     }

@@ -14,7 +14,8 @@
 svc_opts svc_defaults(void) {
     svc_opts o = {.max_pixels = ENG_DECODE_DEFAULT_MAX_PIXELS, .embed_batch = 64,
                   .max_meta_bytes = 4096, .gate = 1, .gate_tolerance = 0.005,
-                  .label_key = "label", .quality_sample = 20000, .min_labelled = 200};
+                  .label_key = "label", .quality_sample = 20000, .min_labelled = 200,
+                  .max_snapshots = 20};
     return o;
 }
 
@@ -122,6 +123,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     atomic_init(&s->disk_full_errors, 0);
     atomic_init(&s->writes_failing, 0);
     s->pixels_knn20 = NAN;
+    svc_snapshot_setup(s);
 
     store_err se = {0};
     eng_err e = {0};
@@ -200,6 +202,7 @@ void svc_close(svc *s) {
     svc_version_release(s->serving);
     svc_version_release(s->pending);
     free(s->queue);
+    svc_snapshot_teardown(s);
     svc_mutex_destroy(&s->version_mu);
     svc_mutex_destroy(&s->member_mu);
     pthread_mutex_destroy(&s->q_mu);

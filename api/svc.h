@@ -61,6 +61,7 @@ typedef struct svc_opts {
     char label_key[65];    /* meta key holding an image's label ("label") */
     int quality_sample;    /* labelled images scored at most (20000) */
     int min_labelled;      /* fewer labelled images: versions are not scored (200) */
+    int max_snapshots;     /* snapshots kept at most: one more is refused (20) */
 } svc_opts;
 
 svc_opts svc_defaults(void);
@@ -141,6 +142,10 @@ typedef struct svc {
     atomic_int writes_failing;    /* the last write failed for a full disk (not ready) */
 
     atomic_int stopping;       /* set once by svc_stop: waits end, workers return */
+
+    char *snap_dir;            /* owned: <the database's directory>/snapshots (NULL: none) */
+    atomic_int snap_busy;      /* 1 while a snapshot is being written */
+    atomic_int snap_cancel;    /* set by svc_snapshot_cancel: the copy is abandoned */
 } svc;
 
 /* Sets up the service on an open store: makes sure version 1 exists (initial_blob, the
@@ -361,6 +366,38 @@ int svc_version_choose(svc *s, int64_t version, svc_err *err);
 /* The version training should restart from, once SVC_REFUSALS_TO_RESTART versions in a row were
  * refused by the gate (the request is consumed); 0 when none. */
 int64_t svc_training_restart_take(svc *s);
+
+/* ---- snapshots of the whole database (svc_snapshot.c) ---- */
+
+#define SVC_SNAPSHOT_NAME_MAX 40 /* "snap-20261201T120000Z-123456789.db" and its NUL fit */
+
+/* A snapshot file, as listed (what it holds is read from the file itself). */
+typedef struct svc_snapshot {
+    char name[SVC_SNAPSHOT_NAME_MAX]; /* snap-YYYYMMDDTHHMMSSZ-N.db */
+    double created;                   /* unix seconds (UTC) of its name: when the copy began */
+    long seq;                         /* N */
+    int64_t bytes;
+    int64_t images;                   /* live images in it; -1 when the file cannot be read */
+    int64_t serving_version;          /* the version it serves; -1 when it cannot be read */
+} svc_snapshot;
+
+/* 1 when name[0..len) has the form the server gives snapshots (the only names it accepts). */
+int svc_snapshot_name_ok(const char *name, size_t len);
+/* Writes a consistent snapshot of the whole database (store_backup) while uploads and training
+ * go on, under a new name. 0 made (*out filled), 1 another is being written, 2 there are
+ * max_snapshots already, -1 error (ERR_DISK_FULL: nothing was left behind; ERR_UNAVAILABLE:
+ * stopping). */
+int svc_snapshot_create(svc *s, svc_snapshot *out, svc_err *err);
+/* Every snapshot, newest first (*out malloc'd, caller frees; NULL when none). */
+int svc_snapshot_list(svc *s, svc_snapshot **out, int *n, svc_err *err);
+/* Opens a snapshot for reading: *fd (the caller's to close) and its size. 0, 1 no such snapshot
+ * (or not a valid name), -1 error. A snapshot deleted while open stays readable to the end. */
+int svc_snapshot_open(svc *s, const char *name, int *fd, int64_t *bytes, svc_err *err);
+/* 0 deleted, 1 no such snapshot (or not a valid name), -1 error. */
+int svc_snapshot_delete(svc *s, const char *name, svc_err *err);
+/* Abandons a snapshot being written (its partial file is removed) and refuses new ones: the
+ * first step of a shutdown, so that stopping never waits for a long copy. */
+void svc_snapshot_cancel(svc *s);
 
 /* Trainer reports. */
 void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *stats,

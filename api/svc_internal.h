@@ -44,4 +44,9 @@ void svc_version_drop_pending(svc *s);
 /* The swap: pending becomes serving, one pointer store under version_mu. */
 void svc_version_promote(svc *s);
 
+/* The snapshot directory of the service's store (and the removal of partial copies a dead
+ * process left there), at open; its release at close. */
+void svc_snapshot_setup(svc *s);
+void svc_snapshot_teardown(svc *s);
+
 #endif

@@ -147,13 +147,25 @@ int cmd_serve(int argc, char **argv) {
         return CLI_FAIL;
     }
     if (check_writable(o.db)) return CLI_FAIL;
+    /* one server per database; `barlowd restore` claims it too while it replaces the file */
+    int claim;
+    store_err se = {0};
+    int held = store_claim(o.db, &claim, &se);
+    if (held) {
+        if (held > 0)
+            fprintf(stderr, "error: %s is in use: another barlowd serves it or restores it "
+                            "(%s.lock is held)\n", o.db, o.db);
+        else
+            fprintf(stderr, "error: %s\n", se.msg);
+        return CLI_FAIL;
+    }
     store_opts so = store_defaults();
     so.synchronous_full = o.sync_full;
     so.keep_versions = (int)o.keep_versions;
     store *st;
-    store_err se = {0};
     if (store_open(o.db, &so, &st, &se)) {
         fprintf(stderr, "error: %s: %s\n", o.db, se.msg);
+        store_unclaim(claim);
         return CLI_FAIL;
     }
     int rc = CLI_FAIL, batch = (int)o.batch;
@@ -190,6 +202,7 @@ int cmd_serve(int argc, char **argv) {
     sv.gate = o.gate;
     sv.gate_tolerance = o.gate_tolerance;
     snprintf(sv.label_key, sizeof sv.label_key, "%s", o.label_key);
+    sv.max_snapshots = (int)o.max_snapshots;
     svc_err err = {0};
     int bad = svc_open(&s, st, &sv, initial, initial_len, &err);
     free(initial);
@@ -237,6 +250,7 @@ done:;
     double stop_from = cli_now();
     if (tw_made) train_worker_signal_stop(&tw); /* the step gives up while requests drain */
     if (api_made) a.ready = 0;
+    if (svc_made) svc_snapshot_cancel(&s); /* a snapshot being written gives up at once */
     http_stop(&http, SHUTDOWN_DRAIN_S);
     if (o.addr_file) unlink(o.addr_file);
     /* the embedders stop after their current batch; the final checkpoint below then starts no
@@ -262,6 +276,7 @@ done:;
     if (api_made) api_free(&a);
     if (svc_made) svc_close(&s);
     store_close(st);
+    store_unclaim(claim);
     if (rc == CLI_OK)
         fprintf(stderr, "barlowd: stopped cleanly in %.2f s\n", cli_now() - stop_from);
     return rc;

@@ -136,13 +136,31 @@ static void sanitize(const char *in, char *out, size_t n) {
 
 static enum MHD_Result send_response(struct MHD_Connection *con, conn *c, const char *method,
                                      const char *url, api_response *rs) {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(rs->len, rs->body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
+    struct MHD_Response *r;
+    uint64_t sent = rs->len;
+    if (rs->has_file) { /* streamed from the file (sendfile where it can): never in memory */
         free(rs->body);
-        return MHD_NO;
+        rs->body = NULL;
+        r = MHD_create_response_from_fd64(rs->file_len, rs->file_fd);
+        rs->has_file = 0; /* the response owns the descriptor now, or it is closed below */
+        if (!r) {
+            close(rs->file_fd);
+            return MHD_NO;
+        }
+        sent = rs->file_len;
+        if (rs->file_name[0]) {
+            char cd[96];
+            snprintf(cd, sizeof cd, "attachment; filename=\"%s\"", rs->file_name);
+            MHD_add_response_header(r, "Content-Disposition", cd);
+        }
+    } else {
+        r = MHD_create_response_from_buffer(rs->len, rs->body, MHD_RESPMEM_MUST_FREE);
+        if (!r) {
+            free(rs->body);
+            return MHD_NO;
+        }
+        rs->body = NULL;
     }
-    rs->body = NULL;
     if (rs->content_type) MHD_add_response_header(r, "Content-Type", rs->content_type);
     if (rs->allow) MHD_add_response_header(r, "Allow", rs->allow);
     if (rs->filename[0]) {
@@ -163,7 +181,8 @@ static enum MHD_Result send_response(struct MHD_Connection *con, conn *c, const 
     char m[16], u[200];
     sanitize(method, m, sizeof m);
     sanitize(url, u, sizeof u);
-    fprintf(stderr, "%s %s %d %zu %.1fms\n", m, u, rs->status, rs->len, secs * 1e3);
+    fprintf(stderr, "%s %s %d %llu %.1fms\n", m, u, rs->status, (unsigned long long)sent,
+            secs * 1e3);
     return ok;
 }
 

@@ -19,6 +19,13 @@ static const struct {
      "health [--listen HOST:PORT] [--timeout 5]\n"
      "        exit 0 when the server on HOST:PORT (default $BARLOWD_LISTEN or 127.0.0.1:8080)\n"
      "        answers /healthz with 200 (the Docker HEALTHCHECK)"},
+    {"backup", cmd_backup,
+     "backup --db PATH --out FILE\n"
+     "        a consistent snapshot of the database (also while a server runs on it)"},
+    {"restore", cmd_restore,
+     "restore FILE --db PATH\n"
+     "        check a snapshot and put it in place for the next start (refused while a server\n"
+     "        runs on PATH; the old database is kept as PATH.before-restore)"},
     {"step", cmd_step,
      "step --config C.json --params P.bin --views V.bin --out O.bin [--rep R.bin] [--stats S.bin]\n"
      "        one forward+backward in training mode (no optimiser step): writes the loss and every\n"

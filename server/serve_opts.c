@@ -24,7 +24,7 @@ static const opt_def defs[] = {
     {"--model", T_STR, O(model), 0, 0, "small",
      "tiny|small|resnet18|FILE.json (used when the database is new)"},
     {"--api-key", T_STR, O(api_key), 0, 0, NULL,
-     "require Authorization: Bearer KEY on POST /train and DELETE"},
+     "require Authorization: Bearer KEY on POST /train, DELETE and /snapshots"},
     {"--api-key-reads", T_BOOL, O(api_key_reads), 0, 1, "no",
      "yes: the key guards every route except /healthz and /readyz"},
     {"--min-images", T_LONG, O(min_images), 1, 100000000, "256",
@@ -59,6 +59,8 @@ static const opt_def defs[] = {
      "how much lower a new version's k-NN-20 may be than the serving one's (absolute)"},
     {"--label-key", T_STR, O(label_key), 0, 0, "label",
      "the meta key whose value labels an image for the quality monitor"},
+    {"--max-snapshots", T_LONG, O(max_snapshots), 1, 100000, "20",
+     "snapshots (POST /snapshots) kept at most in the database's directory, snapshots/"},
 };
 #define N_DEFS (sizeof defs / sizeof *defs)
 

@@ -33,6 +33,7 @@ typedef struct serve_opts {
     int gate;                  /* 1: the quality gate decides each swap */
     double gate_tolerance;     /* absolute k-NN-20 a new version may lose */
     const char *label_key;     /* meta key of the monitor's labels */
+    long max_snapshots;        /* snapshots kept at most in <db dir>/snapshots */
 } serve_opts;
 
 /* Fills o from defaults, environment and argv. Returns 0, 1 when --help was printed, -1 on a

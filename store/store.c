@@ -113,6 +113,8 @@ fail:
     return -1;
 }
 
+const char *store_path(const store *s) { return sqlite3_db_filename(s->wdb, "main"); }
+
 void store_close(store *s) {
     if (!s) return;
     for (int i = 0; i < STORE_READERS; i++) sqlite3_close(s->readers[i].db);

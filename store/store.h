@@ -197,4 +197,52 @@ int64_t store_labelled_each(store *s, const char *key, int64_t max,
 /* The last max rows, oldest first; returns how many, -1 on error. */
 int store_log_tail(store *s, store_log_row *out, int max, store_err *err);
 
+/* ----- the database file: its path, its claim, snapshots and restore (store_lock.c,
+ * store_snapshot.c) ----- */
+
+/* The absolute path of the open store's database file (owned by the store). */
+const char *store_path(const store *s);
+
+/* Claims db_path for this process: an exclusive flock on db_path.lock (created when missing and
+ * never removed). The server holds it while it runs and restore while it replaces the file; the
+ * kernel drops it when the holder exits, even by kill -9. Two claims conflict even within one
+ * process. 0 claimed (*fd to pass to store_unclaim), 1 another holder has it, -1 error. */
+int store_claim(const char *db_path, int *fd, store_err *err);
+void store_unclaim(int fd);
+
+/* What a snapshot file holds, read from the file itself. */
+typedef struct store_snapshot_info {
+    int64_t bytes;           /* the file's size */
+    int64_t images;          /* live images */
+    int64_t serving_version; /* the serving model version it records (0: none) */
+    int schema;              /* its schema version (PRAGMA user_version) */
+} store_snapshot_info;
+
+/* Writes a consistent copy of the database at db_path to out_path, which must not exist: VACUUM
+ * INTO on a read-only connection of its own, one read transaction, so the copy holds every
+ * transaction committed before the call, while other connections and processes (a running
+ * server) go on writing. It is written as .NAME.partial in out_path's directory, fsynced and
+ * renamed: out_path appears complete or not at all, and a failure leaves no file. cancel (may be
+ * NULL) is polled while copying; non-zero abandons the copy (ERR_UNAVAILABLE). ERR_DISK_FULL
+ * when the disk filled, ERR_BAD_INPUT when out_path exists or db_path does not. info (may be
+ * NULL) gets what the copy holds. */
+int store_backup(const char *db_path, const char *out_path, int (*cancel)(void *ctx), void *ctx,
+                 store_snapshot_info *info, store_err *err);
+/* Reads what the file at path holds (read-only; creates nothing beside a snapshot). With check,
+ * runs PRAGMA integrity_check too. -1 with ERR_BAD_INPUT for a file that is not a SQLite
+ * database, is damaged, is not a barlowd database, or has a schema newer than this build's
+ * (older ones are migrated by the next store_open). */
+int store_snapshot_inspect(const char *path, int check, store_snapshot_info *info,
+                           store_err *err);
+/* Puts the snapshot at snap_path in place as db_path for the next start: checks it
+ * (store_snapshot_inspect with the integrity check), claims db_path, copies the snapshot beside
+ * it (db_path.restoring, by store_backup), folds the old database's WAL into it and keeps it as
+ * db_path.before-restore (a journal it could not fold moves with it as .before-restore-wal), removes
+ * the stale -shm, and renames the copy into place. Refused, with nothing changed, while
+ * another process claims db_path (returns 1) or when a .before-restore of an earlier restore
+ * exists (-1). Returns 0 restored, -1 on error (the message says where the files are if the
+ * old database had already moved). */
+int store_restore(const char *snap_path, const char *db_path, store_snapshot_info *info,
+                  store_err *err);
+
 #endif

@@ -406,6 +406,14 @@ static buf raw_short_body(void) { /* Content-Length 1000, 10 bytes, then the cli
     return b;
 }
 
+static buf raw_long_snapshot_name(void) {
+    buf b = {0};
+    puts_(&b, "GET /snapshots/snap-20261201T120000Z-");
+    for (int i = 0; i < 300; i++) put(&b, "1", 1);
+    puts_(&b, ".db HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    return b;
+}
+
 static const hcase cases[] = {
     /* empty, truncated, oversized bodies */
     {"empty upload", "POST", "/train", PNG_CT, NULL, "", 0, 400, "empty_body"},
@@ -626,6 +634,52 @@ static const hcase cases[] = {
     {"GET /train", "GET", "/train", "", NULL, NULL, 0, 405, "method_not_allowed"},
     {"DELETE /status", "DELETE", "/status", "", NULL, NULL, 0, 405, "method_not_allowed"},
     {"unknown method", "BREW", "/status", "", NULL, NULL, 0, 405, "method_not_allowed"},
+    /* snapshots: only names the server makes; nothing a client sends becomes a path */
+    {"snapshot path traversal ..%2F", "GET", "/snapshots/..%2Fbarlowd.db", "", NULL, NULL, 0,
+     404, "not_found"},
+    {"snapshot path traversal %2E%2E%2F", "GET", "/snapshots/%2E%2E%2Fdata%2Fbarlowd.db", "",
+     NULL, NULL, 0, 404, "not_found"},
+    {"snapshot path traversal twice", "GET", "/snapshots/..%2F..%2F..%2Fetc%2Fpasswd", "", NULL,
+     NULL, 0, 404, "not_found"},
+    {"snapshot path traversal ../x.db", "GET", "/snapshots/../x.db", "", NULL, NULL, 0, 404,
+     "not_found"},
+    {"snapshot traversal after a good name", "GET",
+     "/snapshots/snap-20261201T120000Z-1.db%2F..%2F..%2Fbarlowd.db", "", NULL, NULL, 0, 404,
+     "not_found"},
+    {"snapshot absolute path", "GET", "/snapshots/%2Fetc%2Fpasswd", "", NULL, NULL, 0, 404,
+     "not_found"},
+    {"snapshot backslash traversal", "GET", "/snapshots/..%5Cbarlowd.db", "", NULL, NULL, 0, 400,
+     "bad_snapshot_name"},
+    {"snapshot double-encoded traversal", "GET", "/snapshots/%252E%252E%252Fbarlowd.db", "",
+     NULL, NULL, 0, 400, "bad_snapshot_name"},
+    {"snapshot named like the database", "GET", "/snapshots/barlowd.db", "", NULL, NULL, 0, 400,
+     "bad_snapshot_name"},
+    {"snapshot named like its WAL", "GET", "/snapshots/barlowd.db-wal", "", NULL, NULL, 0, 400,
+     "bad_snapshot_name"},
+    {"snapshot named like the lock", "GET", "/snapshots/barlowd.db.lock", "", NULL, NULL, 0, 400,
+     "bad_snapshot_name"},
+    {"snapshot named like a partial copy", "GET",
+     "/snapshots/.snap-20261201T120000Z-1.db.partial", "", NULL, NULL, 0, 400,
+     "bad_snapshot_name"},
+    {"snapshot name with %00", "GET", "/snapshots/snap-20261201T120000Z-1.db%00", "", NULL, NULL,
+     0, 400, "bad_snapshot_name"},
+    {"snapshot name of 340 bytes", NULL, NULL, NULL, raw_long_snapshot_name, NULL, RAW, 400,
+     "bad_snapshot_name"},
+    {"snapshot that does not exist", "GET", "/snapshots/snap-20261201T120000Z-1.db", "", NULL,
+     NULL, 0, 404, "not_found"},
+    {"delete by traversal", "DELETE", "/snapshots/..%2Fbarlowd.db", "", NULL, NULL, 0, 404,
+     "not_found"},
+    {"delete the database by name", "DELETE", "/snapshots/barlowd.db", "", NULL, NULL, 0, 400,
+     "bad_snapshot_name"},
+    {"delete a snapshot that does not exist", "DELETE", "/snapshots/snap-20261201T120000Z-9.db",
+     "", NULL, NULL, 0, 404, "not_found"},
+    {"POST a snapshot by name", "POST", "/snapshots/snap-20261201T120000Z-1.db", "", NULL, NULL,
+     0, 405, "method_not_allowed"},
+    {"PUT /snapshots", "PUT", "/snapshots", JSON_CT, NULL, "{}", 0, 405, "method_not_allowed"},
+    {"DELETE every snapshot", "DELETE", "/snapshots", "", NULL, NULL, 0, 405,
+     "method_not_allowed"},
+    {"a path below a snapshot", "GET", "/snapshots/snap-20261201T120000Z-1.db/x", "", NULL, NULL,
+     0, 404, "not_found"},
     /* the HTTP layer itself */
     {"garbage request line", NULL, NULL, NULL, raw_garbage, NULL, RAW | ANY_BODY, 400, NULL},
     {"header without a colon", NULL, NULL, NULL, raw_header_no_colon, NULL, RAW | ANY_BODY, 400,

@@ -2,6 +2,8 @@
  * model, called the way the route handlers and the workers call it (no HTTP, no threads of
  * its own). The service is the only way in to the store and the engine on those paths. */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -9,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api_internal.h"
 #include "svc.h"
@@ -1031,6 +1035,339 @@ Test(service, a_stored_version_exports_in_both_formats_and_bad_requests_are_refu
     ao = (api_opts){"k3y", 1, 1000};
     api_init(&a, &f.s, &ao);
     cr_expect_eq(call(&a, "GET", "/checkpoints/1/export", onnx, NULL, NULL, code), 401);
+    api_free(&a);
+    close_service(&f);
+}
+
+/* ---- snapshots ---- */
+
+/* One request through the table with the key (or none), the response left in rs for the
+ * caller (free it with api_response_free). */
+static void snap_req(api *a, const char *method, const char *path, const char *key,
+                     api_response *rs) {
+    api_request rq = {0};
+    char auth[64];
+    rq.method = method;
+    rq.path = path;
+    rq.path_len = strlen(path);
+    if (key) {
+        snprintf(auth, sizeof auth, "Bearer %s", key);
+        rq.authorization = auth;
+    }
+    api_handle(a, &rq, rs);
+}
+
+/* The status must be `status` with the error body {"error": {"code": code, "message"}}. */
+static void expect_snap_error(api *a, const char *method, const char *path, int status,
+                              const char *code) {
+    api_response rs;
+    snap_req(a, method, path, "k3y", &rs);
+    cr_expect_eq(rs.status, status, "%s %.80s: %d, want %d", method, path, rs.status, status);
+    cr_expect_not(rs.has_file, "%s %.80s: a file was sent", method, path);
+    json_t *j = rs.body ? json_loadb(rs.body, rs.len, 0, NULL) : NULL;
+    json_t *e = json_object_get(j, "error");
+    const char *c = json_string_value(json_object_get(e, "code"));
+    cr_expect(c && !strcmp(c, code) && json_is_string(json_object_get(e, "message")),
+              "%s %.80s: %.200s", method, path, rs.body);
+    json_decref(j);
+    api_response_free(&rs);
+}
+
+static void snapshot_path(const char *name, char *out, size_t n) {
+    snprintf(out, n, "%s/snapshots/%s", dir, name);
+}
+
+Test(service, snapshots_are_made_listed_streamed_and_deleted_and_always_need_the_key) {
+    fixture f;
+    open_service(&f);
+    for (unsigned i = 0; i < 3; i++) put_image(&f, 700 + i, NULL);
+    api a;
+    api_opts ao = {"k3y", 0, 1000}; /* reads are open, snapshots are not */
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    api_response rs;
+    const char *const routes4[][2] = {{"POST", "/snapshots"}, {"GET", "/snapshots"},
+                                      {"GET", "/snapshots/snap-20261201T120000Z-1.db"},
+                                      {"DELETE", "/snapshots/snap-20261201T120000Z-1.db"}};
+    for (int i = 0; i < 4; i++) {
+        snap_req(&a, routes4[i][0], routes4[i][1], NULL, &rs);
+        cr_expect_eq(rs.status, 401, "%s %s without the key: %d", routes4[i][0], routes4[i][1],
+                     rs.status);
+        api_response_free(&rs);
+        snap_req(&a, routes4[i][0], routes4[i][1], "wrong", &rs);
+        cr_expect_eq(rs.status, 401, "%s %s with a wrong key", routes4[i][0], routes4[i][1]);
+        api_response_free(&rs);
+    }
+    snap_req(&a, "GET", "/status", NULL, &rs);
+    cr_expect_eq(rs.status, 200, "other reads stay open");
+    api_response_free(&rs);
+
+    snap_req(&a, "GET", "/snapshots", "k3y", &rs);
+    cr_expect(rs.status == 200 && !strcmp(rs.body, "{\"snapshots\":[]}"), "%d %s", rs.status,
+              rs.body);
+    api_response_free(&rs);
+    double t0 = svc_now();
+    snap_req(&a, "POST", "/snapshots", "k3y", &rs);
+    cr_assert_eq(rs.status, 201, "%s", rs.body);
+    json_t *made = json_loadb(rs.body, rs.len, 0, NULL);
+    api_response_free(&rs);
+    const char *name = json_string_value(json_object_get(made, "name"));
+    cr_assert(name && svc_snapshot_name_ok(name, strlen(name)), "name %s", name);
+    cr_expect_eq(json_integer_value(json_object_get(made, "images")), 3);
+    cr_expect_eq(json_integer_value(json_object_get(made, "serving_version")), 1);
+    double created = (double)json_integer_value(json_object_get(made, "created"));
+    cr_expect(created >= floor(t0) && created <= t0 + 5, "created %.0f, now %.0f", created, t0);
+    char file[256];
+    snapshot_path(name, file, sizeof file);
+    struct stat sb;
+    cr_assert(stat(file, &sb) == 0, "no file %s", file);
+    cr_expect_eq(json_integer_value(json_object_get(made, "bytes")), sb.st_size);
+
+    snap_req(&a, "GET", "/snapshots", "k3y", &rs);
+    json_t *list = json_loadb(rs.body, rs.len, 0, NULL);
+    api_response_free(&rs);
+    json_t *arr = json_object_get(list, "snapshots");
+    cr_expect_eq(json_array_size(arr), 1);
+    cr_expect(json_equal(json_array_get(arr, 0), made), "listed as it was made");
+    json_decref(list);
+
+    /* a download is the file itself, streamed from a descriptor (no body in memory) */
+    char path[128];
+    snprintf(path, sizeof path, "/snapshots/%s", name);
+    const char *methods[] = {"GET", "HEAD"};
+    for (int m = 0; m < 2; m++) {
+        snap_req(&a, methods[m], path, "k3y", &rs);
+        cr_assert_eq(rs.status, 200, "%s: %d %s", methods[m], rs.status, rs.body);
+        cr_assert(rs.has_file && rs.body == NULL && rs.file_len == (uint64_t)sb.st_size);
+        cr_expect_str_eq(rs.content_type, "application/vnd.sqlite3");
+        cr_expect_str_eq(rs.file_name, name);
+        size_t n = (size_t)sb.st_size;
+        char *got = malloc(n), *want = malloc(n);
+        cr_assert(got && want);
+        cr_assert(pread(rs.file_fd, got, n, 0) == (ssize_t)n);
+        int fd = open(file, O_RDONLY);
+        cr_assert(fd >= 0 && read(fd, want, n) == (ssize_t)n);
+        close(fd);
+        cr_expect(!memcmp(got, want, n), "the descriptor is not the snapshot's");
+        free(got);
+        free(want);
+        api_response_free(&rs);
+    }
+    snap_req(&a, "DELETE", path, "k3y", &rs);
+    cr_expect_eq(rs.status, 200, "%s", rs.body);
+    api_response_free(&rs);
+    cr_expect(stat(file, &sb) != 0, "deleted, yet there");
+    expect_snap_error(&a, "GET", path, 404, "not_found");
+    expect_snap_error(&a, "DELETE", path, 404, "not_found");
+    json_decref(made);
+    api_free(&a);
+    close_service(&f);
+}
+
+Test(service, only_names_the_server_makes_are_accepted_and_nothing_else_is_touched) {
+    /* a partial copy left by a dead process goes at the next open; other files stay */
+    char sdir[128], p[256];
+    snprintf(sdir, sizeof sdir, "%s/snapshots", dir);
+    cr_assert(mkdir(sdir, 0750) == 0);
+    const char *const left[] = {".snap-20261201T120000Z-1.db.partial", ".keep", "notes.txt",
+                                "snap-20261201T120000Z-2.db"};
+    for (int i = 0; i < 4; i++) {
+        snapshot_path(left[i], p, sizeof p);
+        FILE *fl = fopen(p, "w");
+        cr_assert(fl != NULL);
+        fputs("not a database", fl);
+        fclose(fl);
+    }
+    /* a link with a snapshot's name, to the database itself: never followed */
+    char db[128];
+    snprintf(db, sizeof db, "%s/svc.db", dir);
+    snapshot_path("snap-20261201T120000Z-3.db", p, sizeof p);
+    cr_assert(symlink(db, p) == 0);
+    fixture f;
+    open_service(&f);
+    snapshot_path(left[0], p, sizeof p);
+    cr_expect(access(p, F_OK) != 0, "the partial copy is still there");
+    for (int i = 1; i < 4; i++) {
+        snapshot_path(left[i], p, sizeof p);
+        cr_expect(access(p, F_OK) == 0, "%s was removed", left[i]);
+    }
+    api a;
+    api_opts ao = {"k3y", 0, 1000};
+    api_init(&a, &f.s, &ao);
+    char overlong[400] = "/snapshots/";
+    memset(overlong + 11, 'a', 300);
+    char overlong_snap[400];
+    snprintf(overlong_snap, sizeof overlong_snap, "/snapshots/snap-20261201T120000Z-%0300d.db",
+             1);
+    const char *const bad[] = {
+        "/snapshots/svc.db",          /* the database's own name */
+        "/snapshots/notes.txt",       /* a file there that is not a snapshot */
+        "/snapshots/.snap-20261201T120000Z-1.db.partial", /* a partial copy's name */
+        "/snapshots/.keep",
+        "/snapshots/snap-20261201T120000Z-0.db",  /* the server never makes these */
+        "/snapshots/snap-20261201T120000Z-01.db",
+        "/snapshots/snap-20261301T120000Z-1.db",  /* month 13 */
+        "/snapshots/snap-20261201T120000Z-1.db.db",
+        "/snapshots/snap-20261201T120000-1.db",
+        "/snapshots/snap-20261201t120000z-1.db",
+        "/snapshots/SNAP-20261201T120000Z-1.db",
+        "/snapshots/snap-20261201T120000Z-1234567890.db",
+        "/snapshots/snap-20261201T120000Z-1.db%00",
+        "/snapshots/snap-20261201T12%30000Z-1.db",
+        overlong,
+        overlong_snap,
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        expect_snap_error(&a, "GET", bad[i], 400, "bad_snapshot_name");
+        expect_snap_error(&a, "DELETE", bad[i], 400, "bad_snapshot_name");
+    }
+    /* paths that leave the directory match no route at all (the dispatcher's split) */
+    const char *const outside[] = {"/snapshots/../svc.db", "/snapshots/..", "/snapshots/.",
+                                   "/snapshots//etc/passwd", "/snapshots/x/../../svc.db",
+                                   "/snapshots/snapshots/snap-20261201T120000Z-1.db"};
+    for (size_t i = 0; i < sizeof outside / sizeof *outside; i++) {
+        expect_snap_error(&a, "GET", outside[i], 404, "not_found");
+        expect_snap_error(&a, "DELETE", outside[i], 404, "not_found");
+    }
+    /* valid names: not there, a file that is no SQLite database (listed, unread), a link */
+    expect_snap_error(&a, "GET", "/snapshots/snap-20261201T120000Z-1.db", 404, "not_found");
+    expect_snap_error(&a, "GET", "/snapshots/snap-20261201T120000Z-3.db", 404, "not_found");
+    expect_snap_error(&a, "DELETE", "/snapshots/snap-20261201T120000Z-3.db", 404, "not_found");
+    snapshot_path("snap-20261201T120000Z-3.db", p, sizeof p);
+    struct stat sb;
+    cr_expect(lstat(p, &sb) == 0 && S_ISLNK(sb.st_mode), "the link was removed");
+    cr_expect(stat(db, &sb) == 0, "the database was removed");
+    api_response rs;
+    snap_req(&a, "GET", "/snapshots", "k3y", &rs);
+    json_t *list = json_loadb(rs.body, rs.len, 0, NULL);
+    api_response_free(&rs);
+    json_t *arr = json_object_get(list, "snapshots");
+    cr_assert_eq(json_array_size(arr), 1, "%s", json_dumps(list, 0));
+    json_t *only = json_array_get(arr, 0);
+    cr_expect_str_eq(json_string_value(json_object_get(only, "name")), "snap-20261201T120000Z-2.db");
+    cr_expect(json_is_null(json_object_get(only, "images")), "an unreadable file's images");
+    json_decref(list);
+    for (int i = 1; i < 3; i++) {
+        snapshot_path(left[i], p, sizeof p);
+        cr_expect(access(p, F_OK) == 0, "%s was removed", left[i]);
+    }
+    /* the name check itself */
+    cr_expect(svc_snapshot_name_ok("snap-20261201T120000Z-1.db", 26));
+    cr_expect(svc_snapshot_name_ok("snap-20261231T235960Z-999999999.db", 34));
+    cr_expect_not(svc_snapshot_name_ok("snap-20261201T120000Z-1.db", 25), "a prefix of one");
+    cr_expect_not(svc_snapshot_name_ok("snap-20261201T120000Z-1.d/", 26));
+    cr_expect_not(svc_snapshot_name_ok("snap-20261201T120000Z-/.db", 26));
+    cr_expect_not(svc_snapshot_name_ok(NULL, 0));
+    api_free(&a);
+    close_service(&f);
+}
+
+/* Makes the database big enough (about 24 MB) that a snapshot takes a while. */
+static void fill_store(fixture *f, int n) {
+    static unsigned char bytes[65536];
+    for (int i = 0; i < n; i++) {
+        for (size_t j = 0; j < sizeof bytes; j++) bytes[j] = (unsigned char)((j * 31 + (size_t)i * 7919) >> 3);
+        memcpy(bytes, &i, sizeof i);
+        store_image_in in = {bytes, sizeof bytes, "image/png", 28, 28, NULL, 0, NULL};
+        int64_t id;
+        int existed;
+        store_err se = {0};
+        cr_assert(store_image_put(f->st, &in, &id, &existed, &se) == 0, "%s", se.msg);
+    }
+}
+
+typedef struct snap_job {
+    svc *s;
+    int rc;
+    svc_err err;
+    svc_snapshot made;
+} snap_job;
+
+static void *make_snapshot(void *arg) {
+    snap_job *j = arg;
+    j->rc = svc_snapshot_create(j->s, &j->made, &j->err);
+    return NULL;
+}
+
+/* Starts a snapshot on another thread and returns once it is being written (the service's flag
+ * is up), or once it ended. */
+static pthread_t start_snapshot(fixture *f, snap_job *j) {
+    memset(j, 0, sizeof *j);
+    j->s = &f->s;
+    j->rc = 99;
+    pthread_t t;
+    cr_assert(pthread_create(&t, NULL, make_snapshot, j) == 0);
+    double until = now_s() + 10;
+    struct timespec nap = {0, 100000};
+    while (!atomic_load(&f->s.snap_busy) && now_s() < until) nanosleep(&nap, NULL);
+    return t;
+}
+
+static int snapshot_files(void) {
+    char sdir[128];
+    snprintf(sdir, sizeof sdir, "%s/snapshots", dir);
+    DIR *d = opendir(sdir);
+    if (!d) return 0;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static int partial_files(void) {
+    char sdir[128];
+    snprintf(sdir, sizeof sdir, "%s/snapshots", dir);
+    DIR *d = opendir(sdir);
+    if (!d) return 0;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strstr(e->d_name, ".partial") != NULL;
+    closedir(d);
+    return n;
+}
+
+Test(service, one_snapshot_is_written_at_a_time_a_limit_holds_and_a_shutdown_cancels_one) {
+    fixture f;
+    open_service(&f);
+    fill_store(&f, 400);
+    api a;
+    api_opts ao = {NULL, 0, 1000};
+    api_init(&a, &f.s, &ao);
+    char code[64];
+    /* a second request while one is written is told so at once */
+    int refused = 0;
+    for (int attempt = 0; attempt < 5 && !refused; attempt++) {
+        snap_job j;
+        pthread_t t = start_snapshot(&f, &j);
+        int st = call(&a, "POST", "/snapshots", NULL, NULL, NULL, code);
+        pthread_join(t, NULL);
+        cr_assert_eq(j.rc, 0, "%s", j.err.msg);
+        if (st == 409) {
+            cr_expect_str_eq(code, "snapshot_in_progress");
+            refused = 1;
+        } else { /* the first had finished before the second asked: try again */
+            cr_expect_eq(st, 201, "%s", code);
+        }
+    }
+    cr_expect(refused, "a second snapshot was never refused while one was written");
+    int made = snapshot_files();
+    cr_expect_geq(made, 1);
+    cr_expect_eq(partial_files(), 0);
+    /* the limit */
+    f.s.opts.max_snapshots = made;
+    cr_expect_eq(call(&a, "POST", "/snapshots", NULL, NULL, NULL, code), 409);
+    cr_expect_str_eq(code, "too_many_snapshots");
+    cr_expect_eq(snapshot_files(), made);
+    f.s.opts.max_snapshots = made + 10;
+    /* a shutdown abandons the copy being written and refuses new ones; nothing is left */
+    snap_job j;
+    pthread_t t = start_snapshot(&f, &j);
+    svc_snapshot_cancel(&f.s);
+    pthread_join(t, NULL);
+    cr_expect_eq(j.rc, -1, "the copy was not cancelled");
+    cr_expect_eq(j.err.code, ERR_UNAVAILABLE, "%s", j.err.msg);
+    cr_expect_eq(call(&a, "POST", "/snapshots", NULL, NULL, NULL, code), 503);
+    cr_expect_eq(snapshot_files(), made);
+    cr_expect_eq(partial_files(), 0);
     api_free(&a);
     close_service(&f);
 }

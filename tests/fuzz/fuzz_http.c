@@ -3,8 +3,8 @@
  * LLVMFuzzerInitialize starts the server's own pieces in this process — a store in a temporary
  * directory, the service with a `tiny` model, the API and libmicrohttpd (server/http_server.c)
  * on a loopback port — so header handling, multipart through the post processor, JSON bodies,
- * query strings, ids and image uploads are all exercised, with the fuzzer's coverage counters
- * seeing our callbacks in the server threads. Each input is written to a new connection, the
+ * query strings, ids, snapshot names and image uploads are all exercised, with the fuzzer's
+ * coverage counters seeing our callbacks in the server threads. Each input is written to a new connection, the
  * write side is closed, and the first response is read (50 ms at most: an incomplete request
  * waits for bytes that never come and is left to the server's 1 s idle timeout). Built by
  * `bench/fuzz`.
@@ -15,6 +15,7 @@
  * inference on the serving model). */
 #define _GNU_SOURCE /* strcasestr */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -36,7 +37,7 @@ static int port;       /* the in-process server's */
 static char dir[] = "/tmp/barlowd-fuzz-http-XXXXXX";
 static char db[64];
 
-/* The temporary database goes when the fuzzer exits normally (its time is up). */
+/* The temporary database and its snapshots go when the fuzzer exits normally (its time is up). */
 static void remove_db(void) {
     const char *suffix[] = {"", "-wal", "-shm"};
     for (int i = 0; i < 3; i++) {
@@ -44,6 +45,16 @@ static void remove_db(void) {
         snprintf(p, sizeof p, "%s%s", db, suffix[i]);
         unlink(p);
     }
+    char snaps[64];
+    snprintf(snaps, sizeof snaps, "%s/snapshots", dir);
+    DIR *d = opendir(snaps);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char p[400];
+        snprintf(p, sizeof p, "%s/%s", snaps, e->d_name);
+        if (e->d_name[0] != '.' || strlen(e->d_name) > 2) unlink(p);
+    }
+    if (d) closedir(d);
+    rmdir(snaps);
     rmdir(dir);
 }
 
@@ -81,6 +92,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     svc_opts sv = svc_defaults();
     sv.max_pixels = 4000000;
     sv.embed_batch = 8;
+    sv.max_snapshots = 4; /* POST /snapshots is in the corpus: a bounded number of files */
     svc_err err = {0};
     if (svc_open(&s, st, &sv, blob, len, &err)) die("svc", err.msg);
     free(blob);
