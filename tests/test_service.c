@@ -1371,3 +1371,83 @@ Test(service, one_snapshot_is_written_at_a_time_a_limit_holds_and_a_shutdown_can
     api_free(&a);
     close_service(&f);
 }
+
+/* One request through the table; the JSON body (NULL when none) and the status. */
+static json_t *call_json(api *a, const char *method, const char *path, const char *const *query,
+                         const char *body, int *status) {
+    api_request rq = {0};
+    rq.method = method;
+    rq.path = path;
+    rq.path_len = strlen(path);
+    rq.query = query ? query_of : NULL;
+    rq.query_ctx = (void *)query;
+    rq.content_type = body ? "application/json" : NULL;
+    rq.body = (const uint8_t *)body;
+    rq.body_len = body ? strlen(body) : 0;
+    rq.has_body = body != NULL;
+    api_response rs;
+    api_handle(a, &rq, &rs);
+    json_t *j = rs.body ? json_loadb(rs.body, rs.len, 0, NULL) : NULL;
+    *status = rs.status;
+    api_response_free(&rs);
+    return j;
+}
+
+Test(service, the_collection_routes_answer_through_the_route_table) {
+    fixture f;
+    open_service(&f);
+    for (int i = 0; i < 12; i++) {
+        char meta[64];
+        snprintf(meta, sizeof meta, "{\"label\": \"%s\", \"n\": %d}", i % 3 ? "x" : "y", i);
+        put_image(&f, 900u + (unsigned)i, meta);
+    }
+    embed_queued(&f);
+    api a;
+    api_opts ao = {"k", 0, 50};
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    int st;
+    /* a listing page with a filter; next while more match */
+    const char *q1[] = {"filter={\"label\": \"x\"}", "limit=3", NULL};
+    json_t *j = call_json(&a, "GET", "/images", q1, NULL, &st);
+    cr_assert_eq(st, 200);
+    json_t *items = json_object_get(j, "images");
+    cr_expect_eq(json_array_size(items), 3);
+    for (size_t i = 0; i < json_array_size(items); i++)
+        cr_expect_str_eq(json_string_value(json_object_get(
+                             json_object_get(json_array_get(items, i), "meta"), "label")), "x");
+    int64_t next = json_integer_value(json_object_get(j, "next"));
+    cr_expect_eq(next, json_integer_value(json_object_get(json_array_get(items, 2), "id")));
+    json_decref(j);
+    /* a filtered neighbours query */
+    const char *q2[] = {"k=20", "filter={\"n\": {\"$lt\": 4}}", NULL};
+    j = call_json(&a, "GET", "/neighbors/1", q2, NULL, &st);
+    cr_assert_eq(st, 200);
+    cr_expect(json_is_true(json_object_get(j, "exact")));
+    cr_expect_eq(json_array_size(json_object_get(j, "results")), 3, "n 1, 2, 3 (0 is itself)");
+    json_decref(j);
+    const char *q3[] = {"filter={\"n\": {\"$lt\": \"4\"}}", NULL};
+    j = call_json(&a, "GET", "/neighbors/1", q3, NULL, &st);
+    cr_expect_eq(st, 400);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                     "bad_filter");
+    json_decref(j);
+    /* delete by filter: the key, then 8 "x" images gone */
+    j = call_json(&a, "POST", "/images/delete", NULL, "{\"filter\": {\"label\": \"x\"}}", &st);
+    cr_expect_eq(st, 401);
+    json_decref(j);
+    api_free(&a);
+    ao = (api_opts){NULL, 0, 50};
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    j = call_json(&a, "POST", "/images/delete", NULL, "{\"filter\": {\"label\": \"x\"}}", &st);
+    cr_expect_eq(st, 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "deleted")), 8);
+    json_decref(j);
+    cr_expect_eq(svc_image_count(&f.s), 4);
+    j = call_json(&a, "GET", "/images/delete", NULL, NULL, &st);
+    cr_expect_eq(st, 405);
+    json_decref(j);
+    api_free(&a);
+    close_service(&f);
+}
