@@ -79,12 +79,15 @@ void svc_snapshot_setup(svc *s) {
     atomic_init(&s->snap_cancel, 0);
     s->snap_dir = NULL;
     const char *db = store_path(s->st);
-    const char *slash = db ? strrchr(db, '/') : NULL;
-    if (!slash) return; /* an in-memory or temporary database: no snapshots */
-    size_t n = (size_t)(slash - db) + sizeof "/snapshots";
+    if (!db || !db[0] || db[0] == ':') return; /* in memory or temporary: no snapshots */
+    const char *slash = strrchr(db, '/');
+    /* "--db b.db" lives in the working directory: its snapshots in ./snapshots */
+    int dlen = slash ? (int)(slash - db) : 1;
+    const char *dir = slash ? db : ".";
+    size_t n = (size_t)dlen + sizeof "/snapshots";
     s->snap_dir = malloc(n);
     if (!s->snap_dir) return; /* then snapshots answer "unavailable" */
-    snprintf(s->snap_dir, n, "%.*s/snapshots", (int)(slash - db), db);
+    snprintf(s->snap_dir, n, "%.*s/snapshots", dlen, dir);
     /* partial copies left by a process that died while writing one (store_backup names them
      * .NAME.partial): one server per database, and this one writes none yet */
     DIR *d = opendir(s->snap_dir);
