@@ -1,6 +1,7 @@
 /* svc.c — opening and closing the service, errors, status, and the fresh-upload queue. */
 #include "svc.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -202,6 +203,7 @@ void svc_close(svc *s) {
     svc_version_release(s->serving);
     svc_version_release(s->pending);
     free(s->queue);
+    free(s->corr);
     svc_snapshot_teardown(s);
     svc_mutex_destroy(&s->version_mu);
     svc_mutex_destroy(&s->member_mu);
@@ -253,6 +255,29 @@ void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *s
     s->train.updated = svc_now();
     if (error) snprintf(s->train.error, sizeof s->train.error, "%s", error);
     pthread_mutex_unlock(&s->stat_mu);
+}
+
+void svc_report_corr(svc *s, const float *block, int side, int d, long step) {
+    assert(side >= 1 && side <= SVC_CORR_SIDE && side <= d);
+    pthread_mutex_lock(&s->stat_mu);
+    if (!s->corr) s->corr = malloc(sizeof(float) * SVC_CORR_SIDE * SVC_CORR_SIDE);
+    if (s->corr) { /* out of memory: the dashboard keeps the last block it had */
+        memcpy(s->corr, block, sizeof(float) * (size_t)side * side);
+        s->corr_side = side;
+        s->corr_d = d;
+        s->corr_step = step;
+    }
+    pthread_mutex_unlock(&s->stat_mu);
+}
+
+int svc_corr_get(svc *s, float *out, int *d, long *step) {
+    pthread_mutex_lock(&s->stat_mu);
+    int side = s->corr ? s->corr_side : 0;
+    if (side) memcpy(out, s->corr, sizeof(float) * (size_t)side * side);
+    *d = s->corr_d;
+    *step = s->corr_step;
+    pthread_mutex_unlock(&s->stat_mu);
+    return side;
 }
 
 void svc_get_status(svc *s, svc_status *out) {

@@ -129,6 +129,9 @@ typedef struct svc {
     store_quality last_decision;         /* the gate's newest decision (version 0: none yet) */
     int refused_in_row;                  /* versions the gate refused since the last swap */
     int64_t chosen;                      /* a version chosen by hand to serve next (0: none) */
+    float *corr;                         /* owned [SVC_CORR_SIDE²]: the last step's c block, or NULL */
+    int corr_side, corr_d;               /* its side (0: none reported) and D */
+    long corr_step;                      /* the step it is of */
     int64_t restart_from;                /* after SVC_REFUSALS_TO_RESTART refusals: the version
                                           * training should restart from (0: none) */
     uint64_t pixels_sample;              /* re-embedder only: the sample the figure below is of */
@@ -201,6 +204,14 @@ void svc_image_free(svc_image *img);
  * found, -1 error. */
 int svc_image_bytes(svc *s, int64_t id, void **bytes, size_t *len, char media_type[64],
                     svc_err *err);
+/* A PNG preview of an image, fitted into side x side (eng_image_fit; *png malloc'd, caller
+ * frees). 0 made, 1 not found, -1 error (an original that no longer decodes: ERR_INTERNAL). */
+#define SVC_THUMBNAIL_MAX 256
+int svc_image_thumbnail(svc *s, int64_t id, int side, uint8_t **png, size_t *len, svc_err *err);
+/* Up to max rows of the training log with step > since and step a multiple of every, in step
+ * order; returns how many, -1 on error. */
+int svc_training_log(svc *s, int64_t since, int64_t every, store_log_row *out, int max,
+                     svc_err *err);
 /* 1 when id names a live image. */
 int svc_image_live(svc *s, int64_t id);
 /* Live images. */
@@ -398,6 +409,14 @@ int svc_snapshot_delete(svc *s, const char *name, svc_err *err);
 /* Abandons a snapshot being written (its partial file is removed) and refuses new ones: the
  * first step of a shutdown, so that stopping never waits for a long copy. */
 void svc_snapshot_cancel(svc *s);
+
+/* The cross-correlation matrix's leading block that the dashboard draws (unscaled: averaging
+ * blocks would blur the diagonal away). */
+#define SVC_CORR_SIDE 128
+/* The trainer reports the leading side x side block (side <= SVC_CORR_SIDE) of step's c, D wide. */
+void svc_report_corr(svc *s, const float *block, int side, int d, long step);
+/* Copies the last reported block into out[SVC_CORR_SIDE²]: its side (0: none yet), D and step. */
+int svc_corr_get(svc *s, float *out, int *d, long *step);
 
 /* Trainer reports. */
 void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *stats,

@@ -1,9 +1,12 @@
-/* svc_reads.c — what the request paths read besides vectors: image records and bytes, liveness,
- * the list of model versions, and the embedding of an uploaded image's bytes. */
+/* svc_reads.c — what the request paths read besides vectors: image records, bytes and
+ * thumbnails, liveness, the list of model versions, the training log, and the embedding of an
+ * uploaded image's bytes. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "svc_internal.h"
+#include "eng_thumbnail.h"
 
 int svc_image_get(svc *s, int64_t id, svc_image *out, svc_err *err) {
     store_err se = {0};
@@ -27,6 +30,37 @@ int svc_image_bytes(svc *s, int64_t id, void **bytes, size_t *len, char media_ty
     r = store_image_data(s->st, id, 0, bytes, len, &se);
     if (r < 0) return svc_fail(err, ERR_INTERNAL, "reading image %lld: %s", (long long)id, se.msg);
     return r;
+}
+
+int svc_image_thumbnail(svc *s, int64_t id, int side, uint8_t **png, size_t *len, svc_err *err) {
+    assert(side >= 1 && side <= SVC_THUMBNAIL_MAX);
+    *png = NULL;
+    *len = 0;
+    void *bytes;
+    size_t n;
+    char type[64];
+    int r = svc_image_bytes(s, id, &bytes, &n, type, err);
+    if (r) return r;
+    eng_decode_opts o = eng_decode_defaults();
+    o.max_pixels = s->opts.max_pixels;
+    eng_image img = {0}, fit = {0};
+    eng_err ee = {0};
+    r = eng_image_decode(bytes, n, &o, &img, &ee);
+    free(bytes);
+    if (!r) r = eng_image_fit(&img, side, &fit, &ee);
+    if (!r) r = eng_image_encode_png(&fit, png, len, &ee);
+    eng_image_free(&img);
+    eng_image_free(&fit);
+    if (r) return svc_fail(err, ERR_INTERNAL, "thumbnail of image %lld: %s", (long long)id, ee.msg);
+    return 0;
+}
+
+int svc_training_log(svc *s, int64_t since, int64_t every, store_log_row *out, int max,
+                     svc_err *err) {
+    store_err se = {0};
+    int n = store_log_since(s->st, since, every, out, max, &se);
+    if (n < 0) return svc_store_fail(s, err, &se, "training log: %s", se.msg);
+    return n;
 }
 
 int svc_image_live(svc *s, int64_t id) { return store_image_live(s->st, id); }

@@ -42,7 +42,13 @@ typedef struct report_job {
 
 static void report_on_proxy(void *arg) {
     report_job *j = arg;
-    svc_report_training(j->w->s, j->state, svc_trainer_stats(&j->w->tr), j->error);
+    train_worker *w = j->w;
+    const eng_train_stats *st = svc_trainer_stats(&w->tr);
+    svc_report_training(w->s, j->state, st, j->error);
+    if (j->state == SVC_TRAIN_TRAINING && w->corr) { /* the step's c, for the dashboard */
+        int side = eng_trainer_corr_block(&w->tr.t, SVC_CORR_SIDE, w->corr);
+        if (side) svc_report_corr(w->s, w->corr, side, w->tr.t.model.loss.d, st->step);
+    }
 }
 
 /* The training state and statistics for /status (the stats are read while the trainer waits). */
@@ -110,6 +116,7 @@ int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
         snprintf(msg, n, "%s", e.msg);
         return -1;
     }
+    w->corr = malloc(sizeof(float) * SVC_CORR_SIDE * SVC_CORR_SIDE); /* NULL: no heatmap */
     long step = (long)svc_trainer_stats(&w->tr)->step; /* a resumed model's */
     atomic_store(&w->published_step, step);
     atomic_store(&w->attempted_step, step);
@@ -309,6 +316,7 @@ void train_worker_free(train_worker *w) {
     atomic_store(&w->stop, 1);
     svc_trainer_free(&w->tr); /* joins the augmentation thread (its source sees stop) */
     proxy_stop(&w->proxy);    /* after its last caller */
+    free(w->corr);
     memset(w, 0, sizeof *w);
 }
 

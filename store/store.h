@@ -196,6 +196,10 @@ int64_t store_labelled_each(store *s, const char *key, int64_t max,
                             store_err *err);
 /* The last max rows, oldest first; returns how many, -1 on error. */
 int store_log_tail(store *s, store_log_row *out, int max, store_err *err);
+/* Up to max rows with step > since and step a multiple of every, in step order; returns how
+ * many, -1 on error. */
+int store_log_since(store *s, int64_t since, int64_t every, store_log_row *out, int max,
+                    store_err *err);
 
 /* ----- the database file: its path, its claim, snapshots and restore (store_lock.c,
  * store_snapshot.c) ----- */

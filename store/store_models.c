@@ -1,4 +1,5 @@
 /* store_models.c — model versions (checkpoint blobs), embeddings, and the training log. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,22 +290,21 @@ int store_log_append(store *s, const store_log_row *row, store_err *err) {
     return result;
 }
 
-int store_log_tail(store *s, store_log_row *out, int max, store_err *err) {
+/* Runs a training-log query whose first column list is step..offdiag_abs_mean, binding the
+ * n int64 arguments, into out[max]. */
+static int log_rows(store *s, const char *sql, const int64_t *args, int n_args,
+                    store_log_row *out, int max, store_err *err) {
     reader_conn *rc = store_reader_get(s);
     sqlite3_stmt *st = NULL;
     int n = -1;
-    if (sqlite3_prepare_v2(rc->db,
-                           "SELECT * FROM (SELECT step, time, loss, lr, images_per_s, diag_mean,"
-                           " offdiag_abs_mean FROM train_log ORDER BY step DESC LIMIT ?)"
-                           " ORDER BY step",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(rc->db, sql, -1, &st, NULL) != SQLITE_OK) {
         store_sql_fail(err, rc->db, "reading the training log");
         goto done;
     }
-    sqlite3_bind_int(st, 1, max);
+    for (int i = 0; i < n_args; i++) sqlite3_bind_int64(st, i + 1, args[i]);
     n = 0;
     int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    while (n < max && (step = sqlite3_step(st)) == SQLITE_ROW) {
         store_log_row *r = &out[n++];
         r->step = sqlite3_column_int64(st, 0);
         r->time = sqlite3_column_double(st, 1);
@@ -314,9 +314,28 @@ int store_log_tail(store *s, store_log_row *out, int max, store_err *err) {
         r->diag_mean = sqlite3_column_double(st, 5);
         r->offdiag_abs_mean = sqlite3_column_double(st, 6);
     }
-    if (step != SQLITE_DONE) n = store_sql_fail(err, rc->db, "reading the training log");
+    if (n < max && step != SQLITE_DONE) n = store_sql_fail(err, rc->db, "reading the training log");
 done:
     sqlite3_finalize(st);
     store_reader_put(rc);
     return n;
+}
+
+int store_log_tail(store *s, store_log_row *out, int max, store_err *err) {
+    int64_t args[1] = {max};
+    return log_rows(s,
+                    "SELECT * FROM (SELECT step, time, loss, lr, images_per_s, diag_mean,"
+                    " offdiag_abs_mean FROM train_log ORDER BY step DESC LIMIT ?)"
+                    " ORDER BY step",
+                    args, 1, out, max, err);
+}
+
+int store_log_since(store *s, int64_t since, int64_t every, store_log_row *out, int max,
+                    store_err *err) {
+    assert(every >= 1 && max >= 1);
+    int64_t args[3] = {since, every, max};
+    return log_rows(s,
+                    "SELECT step, time, loss, lr, images_per_s, diag_mean, offdiag_abs_mean"
+                    " FROM train_log WHERE step > ? AND step % ? = 0 ORDER BY step LIMIT ?",
+                    args, 3, out, max, err);
 }

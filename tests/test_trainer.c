@@ -137,6 +137,10 @@ Test(trainer, reports_statistics_and_learns_on_a_small_set) {
     cr_assert(eng_trainer_create(&t, &cfg, &tc, eng_source_fill, seek_source, &src, &err) == 0,
               "%s", err.msg);
     double first = 0, last = 0, diag0 = 0, diag1 = 0, off0 = 0, off1 = 0;
+    int d = t.model.loss.d;
+    float *full = malloc(sizeof(float) * (size_t)d * d), corner[9];
+    cr_assert(full);
+    cr_expect_eq(eng_trainer_corr_block(&t, d, full), 0, "a block before the first step");
     for (int s = 0; s < 150; s++) {
         cr_assert(eng_trainer_step(&t, &err) == 0, "%s", err.msg);
         if (s < 5) {
@@ -163,6 +167,19 @@ Test(trainer, reports_statistics_and_learns_on_a_small_set) {
     cr_expect(diag1 > diag0 + 0.1 && diag1 <= 1.0, "mean c_ii went from %.3f to %.3f", diag0,
               diag1);
     cr_expect(off1 < 1.0 && off0 < 1.0, "mean |c_ij| %.4f, %.4f", off0, off1);
+    /* the dashboard's block is the last step's c: the whole matrix's diagonal and off-diagonal
+     * means are the step's statistics, and a smaller block is its leading corner */
+    cr_assert_eq(eng_trainer_corr_block(&t, d, full), d);
+    double diag = 0, off = 0;
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) (i == j ? diag += full[i * d + j] : (off += fabs(full[i * d + j])));
+    cr_expect(fabs(diag / d - t.stats.diag_mean) < 1e-5, "block diagonal %.6f, step %.6f",
+              diag / d, t.stats.diag_mean);
+    cr_expect(fabs(off / ((double)d * (d - 1)) - t.stats.offdiag_abs_mean) < 1e-5);
+    cr_assert_eq(eng_trainer_corr_block(&t, 3, corner), 3);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) cr_expect_eq(corner[i * 3 + j], full[i * d + j]);
+    free(full);
     eng_trainer_free(&t);
     eng_source_free(&src);
 }

@@ -1,6 +1,7 @@
 /* eng_trainer.c — the training loop over an augmentation prefetcher. */
 #include "eng_trainer.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -96,6 +97,16 @@ int eng_trainer_step(eng_trainer *t, eng_err *err) {
     t->stats.offdiag_abs_mean = t->model.loss.offdiag_abs_mean;
     pthread_mutex_unlock(&t->commit_mu);
     return 0;
+}
+
+int eng_trainer_corr_block(const eng_trainer *t, int max_side, float *out) {
+    assert(max_side >= 1 && out);
+    const eng_bt_loss *l = &t->model.loss;
+    if (t->stats.step == 0 || !l->c.data) return 0;
+    int side = l->d < max_side ? l->d : max_side;
+    for (int i = 0; i < side; i++)
+        memcpy(out + (size_t)i * side, l->c.data + (size_t)i * l->d, (size_t)side * sizeof(float));
+    return side;
 }
 
 void eng_trainer_interrupt_on(eng_trainer *t, const atomic_int *flag) { t->model.stop = flag; }

@@ -75,6 +75,11 @@ int eng_trainer_step(eng_trainer *t, eng_err *err);
  * is borrowed and must outlive the trainer's steps. */
 void eng_trainer_interrupt_on(eng_trainer *t, const atomic_int *flag);
 
+/* The leading side x side block (side = min(max_side, D)) of the cross-correlation matrix
+ * c = ẑ_Aᵀẑ_B / N of the last step, row-major and unscaled, into out[side * side]; returns side
+ * (0 before the first step). From the trainer's thread, or while it waits. */
+int eng_trainer_corr_block(const eng_trainer *t, int max_side, float *out);
+
 /* A checkpoint of the last completed step (blob malloc'd; caller frees). Safe from any thread,
  * also while the trainer's own thread is in a step. */
 int eng_trainer_save(eng_trainer *t, uint8_t **blob, size_t *len, eng_err *err);
