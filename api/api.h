@@ -53,7 +53,17 @@ typedef struct api_response {
     int retry_after;          /* seconds, 0 for none */
     const char *route;        /* route label for logs and metrics (static) */
     char filename[64];        /* a download's name (Content-Disposition: attachment), or "" */
+    int ui;                   /* 1: a dashboard page or asset (sent with its Content-Security-
+                               * Policy, API_UI_CSP, and no framing or referrer) */
+    const char *cache_control; /* static Cache-Control value, or NULL */
 } api_response;
+
+/* The dashboard's policy: its own scripts, styles and data only (no inline script, no other
+ * origin); images also from blob: URLs, which the page makes of images it fetched with the
+ * key in a header. */
+#define API_UI_CSP                                                                          \
+    "default-src 'self'; img-src 'self' blob:; base-uri 'none'; form-action 'none'; "      \
+    "frame-ancestors 'none'"
 
 typedef struct api_opts {
     const char *api_key;       /* NULL: no authentication */
@@ -61,7 +71,7 @@ typedef struct api_opts {
     int max_k;                 /* largest k a search may ask for (1000) */
 } api_opts;
 
-#define API_ROUTES 24
+#define API_ROUTES 29
 #define API_BUCKETS 14
 
 /* Prometheus counters per route (requests by status class, latency histogram). */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api_internal.h"
+#include "ui_assets.h"
 
 /* ---- parsing helpers ---- */
 
@@ -792,6 +793,9 @@ typedef struct route_args {
     int limit;          /* ?limit= */
     const char *sha256; /* ?sha256=, or NULL */
     int format;         /* ?format=: the index of its value among the parameter's choices */
+    int64_t since;      /* ?since=: a training step */
+    int every;          /* ?every= */
+    int size;           /* ?size=: a thumbnail's side */
 } route_args;
 
 /* A route's handler. */
@@ -826,6 +830,7 @@ typedef struct param_def {
 } param_def;
 
 #define MAX_PARAMS 4
+#define TRAINING_LOG_MAX 5000 /* rows per GET /training-log */
 #define ARG(f) offsetof(route_args, f)
 static const param_def P_K = {"k", PK_INT, ARG(k), 10, 1, 0, "bad_k", NULL};
 static const param_def P_META = {"meta", PK_JSON_OBJECT, ARG(meta), 0, 0, 0, "bad_meta", NULL};
@@ -836,6 +841,13 @@ static const param_def P_SHA256 = {"sha256", PK_TEXT, ARG(sha256), 0, 0, 0, "bad
 static const char *const export_formats[] = {"onnx", "safetensors", NULL};
 static const param_def P_FORMAT = {"format", PK_CHOICE, ARG(format), -1, 0, 0, "bad_format",
                                    export_formats};
+static const param_def P_SINCE = {"since", PK_ID, ARG(since), 0, 0, 0, "bad_since", NULL};
+static const param_def P_LOG_LIMIT = {"limit", PK_INT, ARG(limit), 1000, 1, TRAINING_LOG_MAX,
+                                      "bad_limit", NULL};
+static const param_def P_EVERY = {"every", PK_INT, ARG(every), 1, 1, 1000000000, "bad_every",
+                                  NULL};
+static const param_def P_SIZE = {"size", PK_INT, ARG(size), 128, 16, SVC_THUMBNAIL_MAX,
+                                 "bad_size", NULL};
 
 /* One row per route: "METHOD /path/{param}" (also its label in logs and /metrics), the handler,
  * flags, query parameters. Literal segments win over parameters, whatever the order; {id} is a
@@ -954,6 +966,117 @@ static void h_metrics(api *a, const api_request *rq, const route_args *args, api
     get_metrics(a, rs);
 }
 
+/* ---- the dashboard and what it draws ---- */
+
+static void h_training_log(api *a, const api_request *rq, const route_args *args,
+                           api_response *rs) {
+    (void)rq;
+    store_log_row *rows = malloc(sizeof *rows * (size_t)args->limit);
+    if (!rows) {
+        api_out_of_memory(rs);
+        return;
+    }
+    svc_err e = {0};
+    int n = svc_training_log(a->s, args->since, args->every, rows, args->limit, &e);
+    if (n < 0) {
+        free(rows);
+        api_svc_error(rs, &e, "");
+        return;
+    }
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(
+            arr, json_pack("{s:I,s:f,s:o,s:f,s:f,s:f,s:f}", "step", (json_int_t)rows[i].step,
+                           "time", rows[i].time, "loss", real_or_null(rows[i].loss),
+                           "learning_rate", rows[i].lr, "images_per_s", rows[i].images_per_s,
+                           "diag_mean", rows[i].diag_mean, "offdiag_abs_mean",
+                           rows[i].offdiag_abs_mean));
+    json_t *next = n == args->limit ? json_integer(rows[n - 1].step) : json_null();
+    free(rows);
+    api_json(rs, 200, json_pack("{s:o,s:o}", "rows", arr, "next", next));
+}
+
+/* The last step's c block; size 0 and no values before the first step since the server started
+ * (a 200: the dashboard polls it from the start). */
+static void h_c_matrix(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq, (void)args;
+    float *c = malloc(sizeof(float) * SVC_CORR_SIDE * SVC_CORR_SIDE);
+    if (!c) {
+        api_out_of_memory(rs);
+        return;
+    }
+    int d;
+    long step;
+    int side = svc_corr_get(a->s, c, &d, &step);
+    json_t *rows = json_array();
+    for (int i = 0; i < side; i++) {
+        json_t *row = json_array();
+        for (int j = 0; j < side; j++)
+            json_array_append_new(row, json_real(round((double)c[i * side + j] * 1e5) / 1e5));
+        json_array_append_new(rows, row);
+    }
+    free(c);
+    api_json(rs, 200, json_pack("{s:I,s:i,s:i,s:o}", "step", (json_int_t)step, "dim", d, "size",
+                                side, "values", rows));
+}
+
+static void h_thumbnail(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq;
+    uint8_t *png;
+    size_t len;
+    svc_err e = {0};
+    int r = svc_image_thumbnail(a->s, args->id, args->size, &png, &len, &e);
+    if (r == 1) {
+        api_error(rs, 404, "not_found", "no image %lld", (long long)args->id);
+    } else if (r < 0) {
+        api_svc_error(rs, &e, "");
+    } else {
+        rs->status = 200;
+        rs->content_type = "image/png";
+        rs->body = (char *)png;
+        rs->len = len;
+        rs->cache_control = "private, max-age=86400"; /* an id's image never changes */
+    }
+}
+
+/* One of the dashboard's files, or its configuration (config.json: whether reads need the key,
+ * which the page must know before its first data request). Never needs the key: none of it is
+ * data. */
+static void ui_file(api *a, const char *name, size_t len, api_response *rs) {
+    if (len == 11 && !memcmp(name, "config.json", 11)) {
+        api_json(rs, 200, json_pack("{s:b,s:b}", "reads_need_key", a->opts.key_reads && a->opts.api_key,
+                                    "writes_need_key", a->opts.api_key != NULL));
+        rs->ui = 1;
+        rs->cache_control = "no-store";
+        return;
+    }
+    for (const ui_asset *f = ui_assets; f->name; f++)
+        if (strlen(f->name) == len && !memcmp(f->name, name, len)) {
+            rs->body = malloc(f->len ? f->len : 1);
+            if (!rs->body) {
+                api_out_of_memory(rs);
+                return;
+            }
+            memcpy(rs->body, f->data, f->len);
+            rs->len = f->len;
+            rs->status = 200;
+            rs->content_type = f->media_type;
+            rs->ui = 1;
+            rs->cache_control = "no-cache"; /* a new binary's page is seen at once */
+            return;
+        }
+    api_error(rs, 404, "not_found", "no such dashboard file");
+}
+
+static void h_ui_page(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq, (void)args;
+    ui_file(a, "index.html", 10, rs);
+}
+static void h_ui_file(api *a, const api_request *rq, const route_args *args, api_response *rs) {
+    (void)rq;
+    ui_file(a, args->name, args->name_len, rs);
+}
+
 /* ---- snapshots ---- */
 
 /* {"name", "bytes", "created", "images", "serving_version"} (null where the file is unreadable). */
@@ -1058,6 +1181,7 @@ static const route_def routes[] = {
     {"POST /images/delete", h_images_delete, RF_WRITE | RF_BODY, {NULL}},
     {"GET /images/{id}", h_image, 0, {NULL}},
     {"GET /images/{id}/raw", h_image_raw, 0, {NULL}},
+    {"GET /images/{id}/thumbnail", h_thumbnail, 0, {&P_SIZE}},
     {"DELETE /images/{id}", h_image_delete, RF_WRITE, {NULL}},
     {"GET /status", h_status, 0, {NULL}},
     {"GET /checkpoints", h_checkpoints, 0, {NULL}},
@@ -1066,6 +1190,10 @@ static const route_def routes[] = {
     {"GET /healthz", h_healthz, RF_OPEN, {NULL}},
     {"GET /readyz", h_readyz, RF_OPEN, {NULL}},
     {"GET /metrics", h_metrics, 0, {NULL}},
+    {"GET /training-log", h_training_log, 0, {&P_SINCE, &P_LOG_LIMIT, &P_EVERY}},
+    {"GET /c-matrix", h_c_matrix, 0, {NULL}},
+    {"GET /", h_ui_page, RF_OPEN, {NULL}},
+    {"GET /ui/{name}", h_ui_file, RF_OPEN, {NULL}},
     {"POST /snapshots", h_snapshot_create, RF_WRITE | RF_PRIVATE, {NULL}},
     {"GET /snapshots", h_snapshots, RF_PRIVATE, {NULL}},
     {"GET /snapshots/{name}", h_snapshot_get, RF_PRIVATE, {NULL}},

@@ -174,6 +174,12 @@ static enum MHD_Result send_response(struct MHD_Connection *con, conn *c, const 
         MHD_add_response_header(r, "Retry-After", ra);
     }
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (rs->ui) {
+        MHD_add_response_header(r, "Content-Security-Policy", API_UI_CSP);
+        MHD_add_response_header(r, "X-Frame-Options", "DENY");
+        MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    }
+    if (rs->cache_control) MHD_add_response_header(r, "Cache-Control", rs->cache_control);
     enum MHD_Result ok = MHD_queue_response(con, (unsigned)rs->status, r);
     MHD_destroy_response(r);
     double secs = cli_now() - c->t0;

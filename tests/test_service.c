@@ -1451,3 +1451,134 @@ Test(service, the_collection_routes_answer_through_the_route_table) {
     api_free(&a);
     close_service(&f);
 }
+
+/* The dashboard's routes in process: the page and its files open to all and marked for the
+ * page's policy, config.json saying whether reads need the key; the training log paged by
+ * since/every/limit; the c block as reported; thumbnails fitted, never enlarged, PNG. */
+Test(service, the_dashboard_routes_answer_through_the_route_table) {
+    fixture f;
+    open_service(&f);
+    int64_t id = put_image(&f, 4242u, "{\"label\": \"x\"}");
+    api a;
+    api_opts ao = {"k", 1, 50}; /* reads need the key */
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    api_response rs;
+    const char *files[] = {"/", "/ui/app.js", "/ui/style.css", "/ui/favicon.svg"};
+    const char *types[] = {"text/html", "text/javascript", "text/css", "image/svg+xml"};
+    for (int i = 0; i < 4; i++) {
+        call_rs(&a, "GET", files[i], NULL, &rs);
+        cr_expect_eq(rs.status, 200, "%s without the key: %d", files[i], rs.status);
+        cr_expect(rs.ui && rs.len > 100 && !strncmp(rs.content_type, types[i], strlen(types[i])),
+                  "%s: %s, %zu bytes", files[i], rs.content_type, rs.len);
+        api_response_free(&rs);
+    }
+    int st;
+    json_t *j = call_json(&a, "GET", "/ui/config.json", NULL, NULL, &st);
+    cr_expect_eq(st, 200);
+    cr_expect(json_is_true(json_object_get(j, "reads_need_key")));
+    json_decref(j);
+    j = call_json(&a, "GET", "/ui/secrets.js", NULL, NULL, &st);
+    cr_expect_eq(st, 404);
+    json_decref(j);
+    j = call_json(&a, "GET", "/c-matrix", NULL, NULL, &st);
+    cr_expect_eq(st, 401, "the data routes still need the key");
+    json_decref(j);
+    api_free(&a);
+    ao = (api_opts){NULL, 0, 50};
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+
+    /* the training log: rows every 10 steps; every 20th after step 20, two at a time */
+    for (long step = 10; step <= 100; step += 10) {
+        eng_train_stats ts = {step, 100.0 - (double)step, 0.3, 50.0, 0.01 * (double)step, 0.1};
+        svc_err err = {0};
+        cr_assert(svc_log_training(&f.s, &ts, &err) == 0, "%s", err.msg);
+    }
+    const char *q1[] = {"since=20", "every=20", "limit=2", NULL};
+    j = call_json(&a, "GET", "/training-log", q1, NULL, &st);
+    cr_assert_eq(st, 200);
+    json_t *rows = json_object_get(j, "rows");
+    cr_assert_eq(json_array_size(rows), 2);
+    cr_expect_eq(json_integer_value(json_object_get(json_array_get(rows, 0), "step")), 40);
+    cr_expect_eq(json_integer_value(json_object_get(json_array_get(rows, 1), "step")), 60);
+    cr_expect(fabs(json_real_value(json_object_get(json_array_get(rows, 1), "loss")) - 40.0) < 1e-9);
+    cr_expect_eq(json_integer_value(json_object_get(j, "next")), 60);
+    json_decref(j);
+    const char *q2[] = {"since=60", "every=20", NULL};
+    j = call_json(&a, "GET", "/training-log", q2, NULL, &st);
+    cr_expect_eq(json_array_size(json_object_get(j, "rows")), 2, "steps 80 and 100");
+    cr_expect(json_is_null(json_object_get(j, "next")));
+    json_decref(j);
+    const char *bad[][2] = {{"limit=5001", "bad_limit"}, {"every=0", "bad_every"},
+                            {"since=-1", "bad_since"}};
+    for (int i = 0; i < 3; i++) {
+        const char *q[] = {bad[i][0], NULL};
+        j = call_json(&a, "GET", "/training-log", q, NULL, &st);
+        cr_expect_eq(st, 400, "%s", bad[i][0]);
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                         bad[i][1]);
+        json_decref(j);
+    }
+
+    /* the c block: none before a step, then exactly what the trainer reported */
+    j = call_json(&a, "GET", "/c-matrix", NULL, NULL, &st);
+    cr_expect_eq(st, 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "size")), 0);
+    json_decref(j);
+    float block[9] = {0.9f, -0.25f, 0.125f, 0.03125f, 1.0f, -0.5f, 0.0f, 0.75f, -1.0f};
+    svc_report_corr(&f.s, block, 3, 64, 77);
+    j = call_json(&a, "GET", "/c-matrix", NULL, NULL, &st);
+    cr_assert_eq(json_integer_value(json_object_get(j, "size")), 3);
+    cr_expect_eq(json_integer_value(json_object_get(j, "step")), 77);
+    cr_expect_eq(json_integer_value(json_object_get(j, "dim")), 64);
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 3; c++)
+            cr_expect(fabs(json_number_value(json_array_get(
+                               json_array_get(json_object_get(j, "values"), (size_t)r), (size_t)c)) -
+                           block[r * 3 + c]) < 1e-5, "c[%d][%d]", r, c);
+    json_decref(j);
+
+    /* thumbnails: a 28x28 image fitted into 16 is 16x16 with the box filter's mean; at the
+     * default 128 it stays 28x28 (never enlarged), pixel for pixel */
+    unsigned char img[1024];
+    size_t n = make_pgm(4242u, img);
+    eng_image orig, thumb;
+    eng_err ee = {0};
+    cr_assert(eng_image_decode(img, n, NULL, &orig, &ee) == 0, "%s", ee.msg);
+    char path[64];
+    snprintf(path, sizeof path, "/images/%lld/thumbnail", (long long)id);
+    const char *small[] = {"size=16", NULL};
+    call_rs(&a, "GET", path, small, &rs);
+    cr_assert_eq(rs.status, 200);
+    cr_expect_str_eq(rs.content_type, "image/png");
+    cr_assert(eng_image_decode(rs.body, rs.len, NULL, &thumb, &ee) == 0, "%s", ee.msg);
+    cr_expect(thumb.width == 16 && thumb.height == 16 && thumb.channels == 1, "%dx%d",
+              thumb.width, thumb.height);
+    double mo = 0, mt = 0;
+    for (int i = 0; i < 28 * 28; i++) mo += orig.pixels[i] / 784.0;
+    for (int i = 0; i < 16 * 16; i++) mt += thumb.pixels[i] / 256.0;
+    cr_expect(fabs(mo - mt) < 1.0, "mean %.2f became %.2f", mo, mt);
+    eng_image_free(&thumb);
+    api_response_free(&rs);
+    call_rs(&a, "GET", path, NULL, &rs);
+    cr_assert_eq(rs.status, 200);
+    cr_assert(eng_image_decode(rs.body, rs.len, NULL, &thumb, &ee) == 0, "%s", ee.msg);
+    cr_expect(thumb.width == 28 && thumb.height == 28);
+    cr_expect(!memcmp(thumb.pixels, orig.pixels, 28 * 28), "a copy, pixel for pixel");
+    eng_image_free(&thumb);
+    eng_image_free(&orig);
+    api_response_free(&rs);
+    const char *too[][2] = {{"size=15", "bad_size"}, {"size=257", "bad_size"}};
+    for (int i = 0; i < 2; i++) {
+        const char *q[] = {too[i][0], NULL};
+        j = call_json(&a, "GET", path, q, NULL, &st);
+        cr_expect_eq(st, 400, "%s", too[i][0]);
+        json_decref(j);
+    }
+    j = call_json(&a, "GET", "/images/999999/thumbnail", NULL, NULL, &st);
+    cr_expect_eq(st, 404);
+    json_decref(j);
+    api_free(&a);
+    close_service(&f);
+}
