@@ -12,6 +12,7 @@ const POLL_MS = 3000;
 const KEY_NAME = "barlowd.apiKey";
 const PAGE = 48; // thumbnails per Browse page
 const K = 12;    // neighbours shown
+const VERSION_ROWS = 12; // newest versions in the table (the chart shows all that are kept)
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -260,7 +261,7 @@ async function loadVersions() {
   const rows = [...j.checkpoints].sort((a, b) => b.version - a.version);
   const body = $("versions-body");
   body.replaceChildren();
-  for (const c of rows) {
+  for (const c of rows.slice(0, VERSION_ROWS)) {
     const q = c.quality || {};
     const tr = el("tr", c.serving ? "serving" : "");
     tr.append(el("td", "", String(c.version) + (c.serving ? " (serving)" : "")), el("td", "", fmt(c.step)),
@@ -271,6 +272,7 @@ async function loadVersions() {
     tr.append(el("td", c.quality ? dec : "", dec), el("td", "", q.reason || ""));
     body.append(tr);
   }
+  text($("versions-note"), rows.length > VERSION_ROWS ? `The ${VERSION_ROWS} newest of ${rows.length} kept versions.` : "");
   const asc = [...rows].reverse().filter((c) => c.quality);
   const n = lineChart($("chart-acc"), [
     { label: "k-NN-20 of the version", color: "#1f6feb", dots: true, points: asc.map((c) => [c.version, c.quality.knn20]) },

@@ -3,11 +3,12 @@
 // playwright-core against a real `barlowd serve` (its own temporary database) that trains.
 //
 //   node tests/node/dashboard_check.js BARLOWD_BIN OUT_DIR [--fashion DIR] [--images N]
+//                                      [--wait-steps S]
 //
 // The server runs with an API key that guards reads too (--api-key-reads yes), so the page
 // must ask for it. Images: N synthetic 28x28 PGMs in four labelled patterns (default), or the
 // first N Fashion-MNIST training images with their class names (--fashion, for the README's
-// screenshot); one more is labelled `<img src=x onerror=alert(1)>`. Checks, each failing the
+// screenshot; --wait-steps lets it train S steps before the picture); one more is labelled `<img src=x onerror=alert(1)>`. Checks, each failing the
 // run (exit 1):
 //   1. GET / and /ui/* answer without the key, with Content-Security-Policy default-src 'self';
 //   2. the page asks for the key, keeps it in sessionStorage (not localStorage), and no request
@@ -123,6 +124,7 @@ async function main() {
   check(bin && outDir, 'usage: dashboard_check.js BARLOWD_BIN OUT_DIR [--fashion DIR] [--images N]');
   const fi = args.indexOf('--fashion'), ni = args.indexOf('--images');
   const n = ni > 0 ? Number(args[ni + 1]) : 64;
+  const wi = args.indexOf('--wait-steps'), waitSteps = wi > 0 ? Number(args[wi + 1]) : 0;
   const images = fi > 0 ? fashion(args[fi + 1], n) : Array.from({ length: n }, (_, i) => synthetic(i));
   fs.mkdirSync(outDir, { recursive: true });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'barlowd-dash-'));
@@ -222,6 +224,11 @@ async function main() {
     await page.waitForFunction(() => document.querySelectorAll('#browse-grid .tile img[src^="blob:"]').length >= 20,
       null, { timeout: 20000 });
     await page.waitForFunction(() => Number(document.getElementById('chart-acc').dataset.points) >= 0);
+    while ((await json(base, '/status')).training.step < waitSteps) await sleep(2000);
+    if (waitSteps) { // the newest version's tiles and neighbours
+      await page.click('#browse-first');
+      await page.click('#browse-grid .tile >> nth=3');
+    }
     await sleep(3500); // one more refresh, so the screenshot shows the latest numbers
     await page.screenshot({ path: path.join(outDir, 'dashboard.png'), fullPage: true });
 
