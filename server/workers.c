@@ -213,6 +213,11 @@ static void *train_main(void *arg) {
                 say(w, "trainer: %s\n", re.msg);
             } else {
                 long at = (long)svc_trainer_stats(&w->tr)->step;
+                /* a new attempt, not a replay of the refused one's augmentations: the serving
+                 * version's seed moved by a step of the golden-ratio sequence per restart */
+                w->restarts++;
+                eng_trainer_reseed(&w->tr.t, w->tr.t.cfg.seed + 0x9E3779B97F4A7C15ULL *
+                                                                    (uint64_t)w->restarts);
                 atomic_store(&w->published_step, at);
                 atomic_store(&w->attempted_step, at);
                 say(w, "trainer: %d versions in a row were refused by the quality gate: training "

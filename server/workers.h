@@ -28,6 +28,7 @@ typedef struct train_worker {
     long idle_steps;              /* 0: never pause */
     pthread_t thread;
     int running;
+    long restarts;                /* times the gate sent training back to the serving version */
     float *corr;                  /* owned [SVC_CORR_SIDE²]: a step's c block on its way to svc */
     proxy_thread proxy;           /* makes the store and service calls of the trainer's
                                    * SCHED_IDLE threads (proxy_thread.h) */

@@ -4,8 +4,8 @@
 # Starts a Docker engine when none answers, makes the base image the Dockerfile names
 # (debootstrap + docker import: there is no registry here) when it is missing, builds the image,
 # then: runs it on a volume with --listen on another port (the health probe must find it), waits
-# for `healthy`, checks it runs as uid 10001, uploads images, reads /embed/{id} and
-# /neighbors/{id}, `docker stop`s it mid-training (exit code 0 inside the 10 s grace; the seconds
+# for `healthy`, checks it runs as uid 10001, uploads images, reads /embed/{id},
+# /neighbors/{id} and the dashboard (page, script, a thumbnail), `docker stop`s it mid-training (exit code 0 inside the 10 s grace; the seconds
 # are printed), restarts on the same volume (every image there byte for byte, a serving version
 # no older than before), checks that a root-owned bind mount fails with a clear message, and runs
 # compose.yaml with docker-compose (v1). Everything it created is removed and a daemon it started
@@ -207,6 +207,16 @@ for _ in $(seq 100); do
 done
 [ "$code" = 200 ] || fail "GET /neighbors/${ids[0]}: $code $(cat "$WORK/nb.json")"
 say "GET /neighbors/${ids[0]}?k=5: $(json '[r["id"] for r in d["results"]]' <"$WORK/nb.json")"
+# the dashboard is in the image's binary: its page, its script and a thumbnail
+http -D "$WORK/page.h" -o "$WORK/page.html" "$URL/" || fail "GET /: no answer"
+grep -qi "^content-security-policy: default-src 'self'" "$WORK/page.h" || fail "GET /: no CSP header"
+grep -q '<script src="/ui/app.js"' "$WORK/page.html" || fail "GET /: not the dashboard"
+code=$(http -o "$WORK/app.js" -w '%{http_code}' "$URL/ui/app.js")
+[ "$code" = 200 ] || fail "GET /ui/app.js: $code"
+code=$(http -o "$WORK/thumb.png" -w '%{http_code}' "$URL/images/${ids[0]}/thumbnail?size=16")
+[ "$code" = 200 ] && head -c 8 "$WORK/thumb.png" | od -An -tx1 | grep -q '89 50 4e 47' ||
+    fail "GET /images/${ids[0]}/thumbnail: $code, not a PNG"
+say "GET /, /ui/app.js and a thumbnail: the dashboard is served"
 
 # ---- docker stop while it trains ----
 for _ in $(seq 300); do

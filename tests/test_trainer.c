@@ -70,6 +70,21 @@ Test(trainer, resuming_from_a_checkpoint_reproduces_the_run_bit_for_bit) {
               tu_rel_l2(second.model.params, straight.model.params, straight.model.n_floats));
     cr_expect(straight.stats.loss == second.stats.loss, "loss %.9g vs %.9g", straight.stats.loss,
               second.stats.loss);
+    /* a reseeded resume is another stream from the same weights; the old seed again is the
+     * same stream */
+    eng_trainer again;
+    make_trainer(&again, &src, 3);
+    cr_assert(eng_trainer_resume(&again, blob, len, &err) == 0, "%s", err.msg);
+    eng_trainer_reseed(&again, 4);
+    for (int s = 0; s < 3; s++) cr_assert(eng_trainer_step(&again, &err) == 0, "%s", err.msg);
+    cr_expect(memcmp(straight.model.params, again.model.params,
+                     straight.model.n_floats * sizeof(float)) != 0, "a new seed replayed the run");
+    cr_assert(eng_trainer_resume(&again, blob, len, &err) == 0, "%s", err.msg);
+    eng_trainer_reseed(&again, again.cfg.seed);
+    for (int s = 0; s < 3; s++) cr_assert(eng_trainer_step(&again, &err) == 0, "%s", err.msg);
+    cr_expect(memcmp(straight.model.params, again.model.params,
+                     straight.model.n_floats * sizeof(float)) == 0, "the same seed differs");
+    eng_trainer_free(&again);
     free(blob);
     eng_trainer_free(&straight);
     eng_trainer_free(&second);

@@ -173,6 +173,12 @@ int eng_trainer_resume(eng_trainer *t, const void *blob, size_t len, eng_err *er
     return 0;
 }
 
+void eng_trainer_reseed(eng_trainer *t, uint64_t seed) {
+    t->cfg.seed = seed;
+    eng_aug_prefetch_free(t->prefetch); /* the next step restarts the stream with the new seed */
+    t->prefetch = NULL;
+}
+
 void eng_trainer_free(eng_trainer *t) {
     eng_aug_prefetch_free(t->prefetch);
     eng_model_free(&t->model);

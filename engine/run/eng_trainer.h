@@ -75,6 +75,12 @@ int eng_trainer_step(eng_trainer *t, eng_err *err);
  * is borrowed and must outlive the trainer's steps. */
 void eng_trainer_interrupt_on(eng_trainer *t, const atomic_int *flag);
 
+/* From the next step on, draws batches and augmentations from `seed` instead (a checkpoint
+ * saved after it carries the new seed, so a resume continues the same stream). The server
+ * reseeds after the quality gate sends training back to an older version, so that the retry is
+ * a new attempt rather than a replay of the refused one's augmentations. */
+void eng_trainer_reseed(eng_trainer *t, uint64_t seed);
+
 /* The leading side x side block (side = min(max_side, D)) of the cross-correlation matrix
  * c = ẑ_Aᵀẑ_B / N of the last step, row-major and unscaled, into out[side * side]; returns side
  * (0 before the first step). From the trainer's thread, or while it waits. */
