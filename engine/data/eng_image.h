@@ -25,12 +25,15 @@ typedef struct eng_image {
 
 typedef struct eng_decode_opts {
     long long max_pixels; /* refuse images with width * height above this (must be >= 1) */
+    int min_side;         /* 0: full size. Else a JPEG may come out reduced by libjpeg's DCT
+                           * scaling (1/2, 1/4 or 1/8, sides rounded up) while both sides stay
+                           * >= min_side: for previews; PNG and PGM always decode at full size */
 } eng_decode_opts;
 
 /* Formats recognised by eng_image_sniff. */
 enum { ENG_IMG_UNKNOWN = 0, ENG_IMG_JPEG = 1, ENG_IMG_PNG = 2, ENG_IMG_PGM = 3 };
 
-/* Default decode options (max_pixels = ENG_DECODE_DEFAULT_MAX_PIXELS). This function can't
+/* Default decode options (max_pixels = ENG_DECODE_DEFAULT_MAX_PIXELS, full size). This function can't
  * fail. */
 eng_decode_opts eng_decode_defaults(void);
 
