@@ -1,12 +1,12 @@
 /* test_openapi.c — api/openapi.yaml is the API's contract: it must parse as YAML (libyaml), it
  * must describe exactly the routes of the route table (method and path, parameters' names
- * aside), and every route it describes must answer on the real server (anything but the
- * router's own "no such route" 404 or a 405). */
+ * aside), every route it describes must answer on the real server (anything but the router's
+ * own "no such route" 404 or a 405), and every route must give a real 2xx that matches its
+ * schema (server_util validates every response of every spawned-server test). */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
 #include "api.h"
 #include "api_internal.h"
@@ -34,63 +34,21 @@ static void normalise(const char *method, const char *path, char *out, size_t n)
     out[o] = 0;
 }
 
-static const char *scalar(yaml_document_t *d, yaml_node_t *n) {
-    (void)d;
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
-/* The mapping's value under key, or NULL. */
-static yaml_node_t *get(yaml_document_t *d, yaml_node_t *map, const char *key) {
-    if (!map || map->type != YAML_MAPPING_NODE) return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-        const char *k = scalar(d, yaml_document_get_node(d, p->key));
-        if (k && !strcmp(k, key)) return yaml_document_get_node(d, p->value);
-    }
-    return NULL;
-}
-
-static const char *const methods[] = {"get", "post", "put", "delete", "patch", NULL};
-
-/* The spec's routes (normalised) and, for requests, their raw paths. */
+/* The spec's operations (normalised labels) and, for requests, their methods and raw paths:
+ * the one loader is openapi_check's (through server_util, which validates with it). */
 static int load_spec(char labels[][96], char paths[][96], char verbs[][8]) {
-    FILE *f = fopen(BARLOWD_SOURCE "/api/openapi.yaml", "rb");
-    cr_assert(f, "api/openapi.yaml is missing");
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    cr_assert(yaml_parser_initialize(&parser));
-    yaml_parser_set_input_file(&parser, f);
-    int ok = yaml_parser_load(&parser, &doc);
-    cr_assert(ok && parser.error == YAML_NO_ERROR, "api/openapi.yaml does not parse: %s at line %zu",
-              parser.problem ? parser.problem : "?", parser.problem_mark.line + 1);
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    cr_assert(root, "api/openapi.yaml is empty");
-    const char *version = scalar(&doc, get(&doc, root, "openapi"));
+    const oac_spec *sp = openapi_spec();
+    const char *version = json_string_value(json_object_get(sp->root, "openapi"));
     cr_expect(version && !strncmp(version, "3.", 2), "an OpenAPI 3 document");
-    yaml_node_t *pathmap = get(&doc, root, "paths");
-    cr_assert(pathmap && pathmap->type == YAML_MAPPING_NODE, "no paths mapping");
-    int n = 0;
-    for (yaml_node_pair_t *p = pathmap->data.mapping.pairs.start;
-         p < pathmap->data.mapping.pairs.top; p++) {
-        const char *path = scalar(&doc, yaml_document_get_node(&doc, p->key));
-        yaml_node_t *ops = yaml_document_get_node(&doc, p->value);
-        cr_assert(path && ops && ops->type == YAML_MAPPING_NODE, "path %s", path ? path : "?");
-        for (int m = 0; methods[m]; m++) {
-            yaml_node_t *op = get(&doc, ops, methods[m]);
-            if (!op) continue;
-            cr_assert(n < MAX_ROUTES);
-            cr_expect(get(&doc, op, "responses") != NULL, "%s %s has no responses", methods[m],
-                      path);
-            normalise(methods[m], path, labels[n], 96);
-            snprintf(paths[n], 96, "%s", path);
-            snprintf(verbs[n], 8, "%s", methods[m]);
-            for (char *c = verbs[n]; *c; c++) *c = (char)(*c - 32);
-            n++;
-        }
+    cr_assert(sp->n_ops <= MAX_ROUTES);
+    for (int i = 0; i < sp->n_ops; i++) {
+        cr_expect(json_object_size(json_object_get(sp->ops[i].def, "responses")) > 0,
+                  "%s %s has no responses", sp->ops[i].method, sp->ops[i].path);
+        normalise(sp->ops[i].method, sp->ops[i].path, labels[i], 96);
+        snprintf(paths[i], 96, "%s", sp->ops[i].path);
+        snprintf(verbs[i], 8, "%s", sp->ops[i].method);
     }
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
-    fclose(f);
-    return n;
+    return sp->n_ops;
 }
 
 static int find(char labels[][96], int n, const char *label) {
@@ -141,4 +99,97 @@ Test(openapi, the_spec_parses_and_describes_every_route_and_every_described_rout
         reply_free(&r);
     }
     stop(&s);
+}
+
+/* The validator itself: the spec's schemas and responses against bodies made to fit or not. */
+static int fits(const char *schema, const char *instance, char *err, size_t n) {
+    json_t *sc = json_loads(schema, 0, NULL), *in = json_loads(instance, JSON_DECODE_ANY, NULL);
+    cr_assert(sc && in, "test data: %s / %s", schema, instance);
+    int rc = oac_validate(openapi_spec(), sc, in, err, n);
+    json_decref(sc);
+    json_decref(in);
+    return rc;
+}
+
+static void expect_fit(const char *schema, const char *instance) {
+    char err[512];
+    cr_expect(fits(schema, instance, err, sizeof err) == 0, "%s against %s: %s", instance, schema,
+              err);
+}
+
+/* instance must not fit, and the message must contain `says` (the pointer, the fault) */
+static void expect_misfit(const char *schema, const char *instance, const char *says) {
+    char err[512] = "";
+    cr_expect(fits(schema, instance, err, sizeof err) != 0, "%s fits %s", instance, schema);
+    cr_expect(strstr(err, says) != NULL, "%s against %s: \"%s\" does not say \"%s\"", instance,
+              schema, err, says);
+}
+
+static int check(const char *method, const char *path, int status, const char *ct,
+                 const char *body, int *op, char *err, size_t n) {
+    oac_response r = {method, path, status, ct, body, body ? strlen(body) : 0};
+    return oac_check(openapi_spec(), &r, op, err, n);
+}
+
+Test(openapi, the_validator_catches_what_does_not_fit_and_names_where) {
+    expect_fit("{\"type\": \"integer\"}", "3");
+    expect_misfit("{\"type\": \"integer\"}", "3.5", "(root): a non-integer number, the schema "
+                  "wants integer");
+    expect_fit("{\"type\": \"number\"}", "3");
+    expect_misfit("{\"type\": \"string\"}", "null", "not nullable");
+    expect_fit("{\"type\": \"string\", \"nullable\": true}", "null");
+    expect_misfit("{\"type\": \"object\", \"required\": [\"a\"]}", "{}", "\"a\" is missing");
+    expect_misfit("{\"properties\": {\"a\": {\"items\": {\"type\": \"boolean\"}}}}",
+                  "{\"a\": [true, 1]}", "/a/1: an integer");
+    expect_misfit("{\"additionalProperties\": false, \"properties\": {\"a\": {}}}",
+                  "{\"a\": 1, \"b~/\": 2}", "/b~0~1: a member the schema does not allow");
+    expect_misfit("{\"additionalProperties\": {\"type\": \"string\"}}", "{\"x\": 1}", "/x:");
+    expect_misfit("{\"enum\": [\"ok\"]}", "\"no\"", "\"no\" is not one of [\"ok\"]");
+    expect_misfit("{\"minimum\": 1, \"maximum\": 3}", "4", "above the maximum 3");
+    expect_misfit("{\"minItems\": 1}", "[]", "at least 1");
+    expect_misfit("{\"maxItems\": 1}", "[1, 2]", "at most 1");
+    expect_misfit("{\"oneOf\": [{\"type\": \"number\"}, {\"type\": \"integer\"}]}", "1",
+                  "fits 2 of oneOf's schemas");
+    expect_misfit("{\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"boolean\"}]}", "1",
+                  "fits none of anyOf");
+    expect_misfit("{\"allOf\": [{\"type\": \"number\"}, {\"minimum\": 2}]}", "1", "allOf");
+    expect_misfit("{\"$ref\": \"#/components/schemas/Error\"}", "{\"error\": {\"code\": \"x\"}}",
+                  "/error: required member \"message\" is missing");
+    expect_misfit("{\"$ref\": \"#/components/schemas/Nothing\"}", "1", "does not resolve");
+    /* a Quality is nullable where it is referenced; the Filter's oneOf in additionalProperties */
+    expect_fit("{\"$ref\": \"#/components/schemas/Quality\"}", "null");
+    expect_fit("{\"$ref\": \"#/components/schemas/Filter\"}", "{\"a\": {\"$in\": [1, \"x\"]}}");
+    expect_misfit("{\"$ref\": \"#/components/schemas/Filter\"}", "{\"a\": {\"$in\": [null]}}",
+                  "/a: fits none of oneOf");
+
+    /* responses: the template, the status, the media type, the body */
+    char err[640];
+    int op;
+    cr_expect(check("GET", "/images/12/raw?x=1", 200, "image/png", "..", &op, err, sizeof err) ==
+              0, "%s", err);
+    cr_expect(op >= 0 && !strcmp(openapi_spec()->ops[op].path, "/images/{id}/raw"));
+    cr_expect(check("GET", "/images/12/raw", 200, "text/html", "..", &op, err, sizeof err) &&
+              strstr(err, "text/html is not one the spec lists"), "%s", err);
+    cr_expect(check("GET", "/images/12", 418, "application/json", "{}", &op, err, sizeof err) &&
+              strstr(err, "418 is not a status the spec lists for GET /images/{id}"), "%s", err);
+    cr_expect(check("GET", "/images/12", 404, "application/json; charset=utf-8",
+                    "{\"error\": {\"code\": \"not_found\", \"message\": \"no\"}}", &op, err,
+                    sizeof err) == 0, "%s", err);
+    cr_expect(check("GET", "/images/12", 200, "application/json", "{\"id\": \"12\"}", &op, err,
+                    sizeof err) && strstr(err, "/id: a string, the schema wants integer"), "%s",
+              err);
+    cr_expect(check("GET", "/images/12", 200, "application/json", "{\"id\": 1,", &op, err,
+                    sizeof err) && strstr(err, "not JSON"), "%s", err);
+    /* a literal template wins over a templated one; no operation: a JSON body is an Error */
+    cr_expect(check("POST", "/images/delete", 200, "application/json", "{\"deleted\": 1}", &op,
+                    err, sizeof err) == 0 &&
+              !strcmp(openapi_spec()->ops[op].path, "/images/delete"), "%s", err);
+    cr_expect(check("GET", "/images/delete", 405, "application/json", "{\"deleted\": 1}", &op,
+                    err, sizeof err) && op == -1 && strstr(err, "\"error\" is missing"), "%s",
+              err);
+    cr_expect(check("GET", "/nowhere", 404, "application/json",
+                    "{\"error\": {\"code\": \"not_found\", \"message\": \"no such route\"}}", &op,
+                    err, sizeof err) == 0 && op == -1, "%s", err);
+    cr_expect(check("GET", "/healthz", 200, NULL, "{\"status\": \"ok\"}", &op, err, sizeof err) &&
+              strstr(err, "(Content-Type): missing"), "%s", err);
 }
