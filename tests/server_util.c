@@ -21,12 +21,25 @@
 
 char dir[64];
 
+/* The servers start() made that stop() has not reaped: a test that failed an assert between
+ * the two leaves its server running (holding ctest's output pipe), so remove_dir kills them. */
+static pid_t running[16];
+
 void make_dir(void) {
     snprintf(dir, sizeof dir, "/tmp/barlowd-srv-XXXXXX");
     cr_assert(mkdtemp(dir) != NULL);
 }
 
 void remove_dir(void) {
+    for (int i = 0; i < (int)(sizeof running / sizeof *running); i++) {
+        /* only a child not yet reaped (a test may have killed and reaped it itself): its pid
+         * cannot have been reused */
+        if (running[i] > 0 && waitpid(running[i], NULL, WNOHANG) == 0) {
+            kill(running[i], SIGKILL);
+            waitpid(running[i], NULL, 0);
+        }
+        running[i] = 0;
+    }
     char cmd[200];
     /* a test that mounted a file system on data/ and failed before unmounting it */
     snprintf(cmd, sizeof cmd, "umount %s/data >/dev/null 2>&1", dir);
@@ -65,6 +78,11 @@ server start(const char *const *extra) {
         execv(BARLOWD_BIN, (char *const *)argv);
         _exit(127);
     }
+    for (int i = 0; i < (int)(sizeof running / sizeof *running); i++)
+        if (running[i] <= 0) {
+            running[i] = s.pid;
+            break;
+        }
     double until = now_s() + 120;
     while (now_s() < until) {
         FILE *f = fopen(s.log, "r");
@@ -90,6 +108,8 @@ void stop(server *s) {
     cr_assert(kill(s->pid, SIGTERM) == 0);
     int status;
     cr_assert(waitpid(s->pid, &status, 0) == s->pid);
+    for (int i = 0; i < (int)(sizeof running / sizeof *running); i++)
+        if (running[i] == s->pid) running[i] = 0;
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d (log %s)", status,
               s->log);
     FILE *f = fopen(s->log, "r");
