@@ -170,9 +170,10 @@ reply req(const server *s, const char *method, const char *path, const char *hea
               "%s %s: %s", method, path, err);
     r.status = r.raw.status;
     r.json = json_loadb(r.raw.body, r.raw.len, 0, NULL);
-    char ct[128];
+    char ct[128], nosniff[32];
     int has_ct = http_reply_header(&r.raw, "Content-Type", ct, sizeof ct) == 0;
-    check_response(method, path, r.status, has_ct ? ct : NULL, r.raw.body, r.raw.len);
+    if (http_reply_header(&r.raw, "X-Content-Type-Options", nosniff, sizeof nosniff) == 0)
+        check_response(method, path, r.status, has_ct ? ct : NULL, r.raw.body, r.raw.len);
     return r;
 }
 
@@ -195,6 +196,8 @@ void reply_free(reply *r) {
 static void check_raw(const void *bytes, size_t len, const char *buf, const char *end, size_t n,
                       size_t need, int status) {
     if (!need || n < need) return; /* streamed, chunked or cut short: no whole body to check */
+    const char *ours = strcasestr(buf, "\r\nX-Content-Type-Options:");
+    if (!ours || ours > end) return; /* libmicrohttpd's own answer (see server_util.h) */
     char method[16] = "", path[512] = "";
     const char *q = bytes, *sp1 = memchr(q, ' ', len < 16 ? len : 16);
     if (sp1) {

@@ -39,7 +39,11 @@ void stop(server *s);
 
 /* Every response that req and raw_req see is validated against api/openapi.yaml
  * (openapi_check.h): a mismatch fails the test (cr_expect) with the method, path, status and
- * the JSON pointer of what is wrong. The spec, loaded on first use (this process's copy): */
+ * the JSON pointer of what is wrong. Not checked: what libmicrohttpd answers by itself to a
+ * request it cannot parse (a bad request line, header or Content-Length, HTTP/9.9, a 100 KB
+ * URL), before barlowd's routes see it; every answer of barlowd's own carries
+ * X-Content-Type-Options, and those do not. The spec, loaded on first use (this process's
+ * copy): */
 const oac_spec *openapi_spec(void);
 /* How many responses to spec operation op (an index of openapi_spec()->ops) were validated in
  * this process, and how many of them were 2xx (into *n_2xx when not NULL). */
