@@ -11,6 +11,7 @@
 #include "api.h"
 #include "api_internal.h"
 #include "server_util.h"
+#include "test_util.h"
 
 TestSuite(openapi, .init = make_dir, .fini = remove_dir, .timeout = 120);
 
@@ -192,4 +193,129 @@ Test(openapi, the_validator_catches_what_does_not_fit_and_names_where) {
                     err, sizeof err) == 0 && op == -1, "%s", err);
     cr_expect(check("GET", "/healthz", 200, NULL, "{\"status\": \"ok\"}", &op, err, sizeof err) &&
               strstr(err, "(Content-Type): missing"), "%s", err);
+}
+
+/* One request that must answer `status`; the caller owns the reply. */
+static reply want(const server *s, int status, const char *method, const char *path,
+                  const char *headers, const void *body, size_t len) {
+    reply r = req(s, method, path, headers, body, len);
+    cr_assert_eq(r.status, status, "%s %s: %d, want %d: %.300s", method, path, r.status, status,
+                 r.raw.body ? r.raw.body : "");
+    return r;
+}
+
+static void want_free(const server *s, int status, const char *method, const char *path,
+                      const char *headers, const char *body) {
+    reply r = want(s, status, method, path, headers, body, body ? strlen(body) : 0);
+    reply_free(&r);
+}
+
+Test(openapi, every_route_gives_a_2xx_that_matches_its_schema) {
+    const char *flags[] = {"--train", "no", "--api-key", "k3y", NULL};
+    server s = start(flags);
+    const char *AUTH = "Authorization: Bearer k3y\r\n";
+    const char *JSON_AUTH = "Content-Type: application/json\r\nAuthorization: Bearer k3y\r\n";
+    char headers[256], path[256], body[512];
+    want_free(&s, 200, "GET", "/healthz", NULL, NULL);
+    want_free(&s, 200, "GET", "/readyz", NULL, NULL);
+
+    /* uploads: one raw image with ?meta=, two in a multipart body with a meta part */
+    unsigned char img[1024];
+    size_t n = make_pgm(1, img);
+    snprintf(headers, sizeof headers, "%s%s", PGM, AUTH);
+    reply r = want(&s, 201, "POST", "/train?meta=%7B%22label%22%3A%22a%22%7D", headers, img, n);
+    int64_t a = json_integer_value(json_array_get(json_object_get(r.json, "ids"), 0));
+    reply_free(&r);
+    static unsigned char mp[4096];
+    size_t m = (size_t)sprintf((char *)mp, "--XyZ\r\nContent-Disposition: form-data; name=\"meta\""
+                                           "\r\n\r\n{\"label\": \"b\", \"n\": 2}\r\n");
+    for (unsigned seed = 2; seed <= 3; seed++) {
+        m += (size_t)sprintf((char *)mp + m, "--XyZ\r\nContent-Disposition: form-data; name=\"i%u\"; "
+                             "filename=\"%u.pgm\"\r\nContent-Type: image/x-portable-graymap"
+                             "\r\n\r\n", seed, seed);
+        m += make_pgm(seed, mp + m);
+        m += (size_t)sprintf((char *)mp + m, "\r\n");
+    }
+    m += (size_t)sprintf((char *)mp + m, "--XyZ--\r\n");
+    snprintf(headers, sizeof headers, "Content-Type: multipart/form-data; boundary=XyZ\r\n%s", AUTH);
+    r = want(&s, 201, "POST", "/train", headers, mp, m);
+    int64_t b = json_integer_value(json_array_get(json_object_get(r.json, "ids"), 0));
+    int64_t c = json_integer_value(json_array_get(json_object_get(r.json, "ids"), 1));
+    reply_free(&r);
+
+    /* vectors, search by vector and by image, neighbours */
+    reply v = wait_vector(&s, a);
+    reply w = wait_vector(&s, b);
+    reply_free(&w);
+    w = wait_vector(&s, c);
+    reply_free(&w);
+    r = want(&s, 200, "POST", "/embed", PGM, img, n);
+    reply_free(&r);
+    json_t *q = json_pack("{s:O,s:i,s:{s:s}}", "vector", json_object_get(v.json, "vector"), "k",
+                          2, "filter", "label", "b");
+    char *qs = json_dumps(q, 0);
+    r = want(&s, 200, "POST", "/search", "Content-Type: application/json\r\n", qs, strlen(qs));
+    reply_free(&r);
+    free(qs);
+    json_decref(q);
+    r = want(&s, 200, "POST", "/search?k=2", PGM, img, n);
+    reply_free(&r);
+    reply_free(&v);
+    snprintf(path, sizeof path, "/neighbors/%lld?k=2", (long long)a);
+    want_free(&s, 200, "GET", path, NULL, NULL);
+
+    /* the images: metadata, bytes, a page, a SHA-256 lookup */
+    snprintf(path, sizeof path, "/images/%lld", (long long)a);
+    r = want(&s, 200, "GET", path, NULL, NULL, 0);
+    const char *sha = json_string_value(json_object_get(r.json, "sha256"));
+    cr_assert(sha && strlen(sha) == 64);
+    snprintf(path, sizeof path, "/images?sha256=%s", sha);
+    reply_free(&r);
+    want_free(&s, 200, "GET", path, NULL, NULL);
+    want_free(&s, 200, "GET", "/images?limit=2", NULL, NULL);
+    snprintf(path, sizeof path, "/images/%lld/raw", (long long)a);
+    want_free(&s, 200, "GET", path, NULL, NULL);
+
+    /* model versions: status, checkpoints, choose one by hand, both export formats */
+    want_free(&s, 200, "GET", "/status", NULL, NULL);
+    json_t *cps = get_json(&s, "/checkpoints");
+    long long version = (long long)json_integer_value(json_object_get(cps, "serving_version"));
+    json_decref(cps);
+    snprintf(path, sizeof path, "/checkpoints/%lld/serve", version);
+    want_free(&s, 202, "POST", path, AUTH, NULL);
+    snprintf(path, sizeof path, "/checkpoints/%lld/export?format=onnx", version);
+    want_free(&s, 200, "GET", path, NULL, NULL);
+    snprintf(path, sizeof path, "/checkpoints/%lld/export?format=safetensors", version);
+    want_free(&s, 200, "GET", path, NULL, NULL);
+    want_free(&s, 200, "GET", "/metrics", NULL, NULL);
+
+    /* snapshots: make one, list, download, delete */
+    r = want(&s, 201, "POST", "/snapshots", AUTH, NULL, 0);
+    char name[128];
+    snprintf(name, sizeof name, "%s", json_string_value(json_object_get(r.json, "name")));
+    reply_free(&r);
+    want_free(&s, 200, "GET", "/snapshots", AUTH, NULL);
+    snprintf(path, sizeof path, "/snapshots/%s", name);
+    want_free(&s, 200, "GET", path, AUTH, NULL);
+    want_free(&s, 200, "DELETE", path, AUTH, NULL);
+
+    /* deletes: one by id, then the rest by id list */
+    snprintf(path, sizeof path, "/images/%lld", (long long)a);
+    want_free(&s, 200, "DELETE", path, AUTH, NULL);
+    snprintf(body, sizeof body, "{\"ids\": [%lld, %lld]}", (long long)b, (long long)c);
+    want_free(&s, 200, "POST", "/images/delete", JSON_AUTH, body);
+    stop(&s);
+
+    /* every route got at least one 2xx that matched its schema */
+    const oac_spec *sp = openapi_spec();
+    int total = 0, routes = 0;
+    for (int i = 0; i < sp->n_ops; i++) {
+        int ok2xx, k = validated_responses(i, &ok2xx);
+        total += k;
+        routes += k > 0;
+        cr_expect(ok2xx > 0, "%s %s: no 2xx response was validated", sp->ops[i].method,
+                  sp->ops[i].path);
+    }
+    tu_coverage("responses validated against openapi.yaml: %d over %d of %d routes", total,
+                routes, sp->n_ops);
 }
