@@ -176,9 +176,11 @@ Test(openapi, the_validator_catches_what_does_not_fit_and_names_where) {
     cr_expect(check("GET", "/images/12", 404, "application/json; charset=utf-8",
                     "{\"error\": {\"code\": \"not_found\", \"message\": \"no\"}}", &op, err,
                     sizeof err) == 0, "%s", err);
-    cr_expect(check("GET", "/images/12", 200, "application/json", "{\"id\": \"12\"}", &op, err,
-                    sizeof err) && strstr(err, "/id: a string, the schema wants integer"), "%s",
-              err);
+    cr_expect(check("DELETE", "/images/12", 200, "application/json",
+                    "{\"id\": \"12\", \"deleted\": true}", &op, err, sizeof err) &&
+              strstr(err, "/id: a string, the schema wants integer"), "%s", err);
+    cr_expect(check("DELETE", "/images/12", 200, "application/json", "{\"id\": 12}", &op, err,
+                    sizeof err) && strstr(err, "(root): required member \"deleted\""), "%s", err);
     cr_expect(check("GET", "/images/12", 200, "application/json", "{\"id\": 1,", &op, err,
                     sizeof err) && strstr(err, "not JSON"), "%s", err);
     /* a literal template wins over a templated one; no operation: a JSON body is an Error */
