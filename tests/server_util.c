@@ -198,7 +198,9 @@ static void check_raw(const void *bytes, size_t len, const char *buf, const char
     if (!need || n < need) return; /* streamed, chunked or cut short: no whole body to check */
     const char *ours = strcasestr(buf, "\r\nX-Content-Type-Options:");
     if (!ours || ours > end) return; /* libmicrohttpd's own answer (see server_util.h) */
-    char method[16] = "", path[512] = "";
+    static char path[8192]; /* a long URL is still a path */
+    char method[16] = "";
+    path[0] = 0;
     const char *q = bytes, *sp1 = memchr(q, ' ', len < 16 ? len : 16);
     if (sp1) {
         const char *sp2 = memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - q));
@@ -206,6 +208,7 @@ static void check_raw(const void *bytes, size_t len, const char *buf, const char
         if (sp2 && (!eol || sp2 < eol) && sp2 - sp1 - 1 < (long)sizeof path && sp1[1] == '/') {
             memcpy(method, q, (size_t)(sp1 - q));
             memcpy(path, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+            path[sp2 - sp1 - 1] = 0;
         }
     }
     if (!path[0]) snprintf(path, sizeof path, "(no request line)"); /* fits no template */
