@@ -1,10 +1,12 @@
 /* server_util.c — helpers for the tests that drive the real `barlowd serve` over HTTP
- * (test_server, test_hostile, test_crash): a temporary directory, starting and stopping the
- * server, requests through the tests' client or as raw bytes, error checks, test images. */
+ * (test_server, test_hostile, test_crash, ...): a temporary directory, starting and stopping
+ * the server, requests through the tests' client or as raw bytes (every response validated
+ * against api/openapi.yaml), error checks, test images. */
 #define _GNU_SOURCE /* usleep, strcasestr */
 #include "server_util.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -19,12 +21,25 @@
 
 char dir[64];
 
+/* The servers start() made that stop() has not reaped: a test that failed an assert between
+ * the two leaves its server running (holding ctest's output pipe), so remove_dir kills them. */
+static pid_t running[16];
+
 void make_dir(void) {
     snprintf(dir, sizeof dir, "/tmp/barlowd-srv-XXXXXX");
     cr_assert(mkdtemp(dir) != NULL);
 }
 
 void remove_dir(void) {
+    for (int i = 0; i < (int)(sizeof running / sizeof *running); i++) {
+        /* only a child not yet reaped (a test may have killed and reaped it itself): its pid
+         * cannot have been reused */
+        if (running[i] > 0 && waitpid(running[i], NULL, WNOHANG) == 0) {
+            kill(running[i], SIGKILL);
+            waitpid(running[i], NULL, 0);
+        }
+        running[i] = 0;
+    }
     char cmd[200];
     /* a test that mounted a file system on data/ and failed before unmounting it */
     snprintf(cmd, sizeof cmd, "umount %s/data >/dev/null 2>&1", dir);
@@ -63,6 +78,11 @@ server start(const char *const *extra) {
         execv(BARLOWD_BIN, (char *const *)argv);
         _exit(127);
     }
+    for (int i = 0; i < (int)(sizeof running / sizeof *running); i++)
+        if (running[i] <= 0) {
+            running[i] = s.pid;
+            break;
+        }
     double until = now_s() + 120;
     while (now_s() < until) {
         FILE *f = fopen(s.log, "r");
@@ -88,6 +108,8 @@ void stop(server *s) {
     cr_assert(kill(s->pid, SIGTERM) == 0);
     int status;
     cr_assert(waitpid(s->pid, &status, 0) == s->pid);
+    for (int i = 0; i < (int)(sizeof running / sizeof *running); i++)
+        if (running[i] == s->pid) running[i] = 0;
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d (log %s)", status,
               s->log);
     FILE *f = fopen(s->log, "r");
@@ -102,6 +124,42 @@ void stop(server *s) {
     cr_expect(clean, "no clean-stop line in %s", s->log);
 }
 
+/* The spec (loaded once per process, on first use; it lives until the process exits) and the
+ * responses validated per operation. */
+static oac_spec spec;
+static int spec_loaded;
+static int n_validated[OAC_MAX_OPS], n_validated_2xx[OAC_MAX_OPS];
+
+const oac_spec *openapi_spec(void) {
+    if (!spec_loaded) {
+        char err[256];
+        cr_assert(oac_load(OPENAPI_PATH, &spec, err, sizeof err) == 0, "%s", err);
+        spec_loaded = 1;
+    }
+    return &spec;
+}
+
+int validated_responses(int op, int *n_2xx) {
+    assert(op >= 0 && op < OAC_MAX_OPS);
+    if (n_2xx) *n_2xx = n_validated_2xx[op];
+    return n_validated[op];
+}
+
+void check_response(const char *method, const char *path, int status, const char *content_type,
+                    const char *body, size_t len) {
+    if (status < 200) return; /* no response (or an interim one): nothing to check */
+    const oac_spec *sp = openapi_spec();
+    oac_response r = {method, path, status, content_type, body, len};
+    char err[640];
+    int op;
+    int rc = oac_check(sp, &r, &op, err, sizeof err);
+    cr_expect(rc == 0, "%s %.200s -> %d does not match api/openapi.yaml: %s", method, path,
+              status, err);
+    if (rc == 0 && op >= 0) {
+        n_validated[op]++;
+        if (status >= 200 && status < 300) n_validated_2xx[op]++;
+    }
+}
 
 reply req(const server *s, const char *method, const char *path, const char *headers,
                  const void *body, size_t len) {
@@ -112,6 +170,10 @@ reply req(const server *s, const char *method, const char *path, const char *hea
               "%s %s: %s", method, path, err);
     r.status = r.raw.status;
     r.json = json_loadb(r.raw.body, r.raw.len, 0, NULL);
+    char ct[128], nosniff[32];
+    int has_ct = http_reply_header(&r.raw, "Content-Type", ct, sizeof ct) == 0;
+    if (http_reply_header(&r.raw, "X-Content-Type-Options", nosniff, sizeof nosniff) == 0)
+        check_response(method, path, r.status, has_ct ? ct : NULL, r.raw.body, r.raw.len);
     return r;
 }
 
@@ -126,6 +188,40 @@ json_t *get_json(const server *s, const char *path) {
 void reply_free(reply *r) {
     json_decref(r->json);
     http_reply_free(&r->raw);
+}
+
+/* Validates a raw response (the whole of it, to its Content-Length) against the request line
+ * of the bytes sent; a request line that is not "METHOD /path HTTP/..." reaches no route of the
+ * spec, so its response is checked as one (a JSON body must be an Error). */
+static void check_raw(const void *bytes, size_t len, const char *buf, const char *end, size_t n,
+                      size_t need, int status) {
+    if (!need || n < need) return; /* streamed, chunked or cut short: no whole body to check */
+    const char *ours = strcasestr(buf, "\r\nX-Content-Type-Options:");
+    if (!ours || ours > end) return; /* libmicrohttpd's own answer (see server_util.h) */
+    static char path[8192]; /* a long URL is still a path */
+    char method[16] = "";
+    path[0] = 0;
+    const char *q = bytes, *sp1 = memchr(q, ' ', len < 16 ? len : 16);
+    if (sp1) {
+        const char *sp2 = memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - q));
+        const char *eol = memchr(q, '\r', len);
+        if (sp2 && (!eol || sp2 < eol) && sp2 - sp1 - 1 < (long)sizeof path && sp1[1] == '/') {
+            memcpy(method, q, (size_t)(sp1 - q));
+            memcpy(path, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+            path[sp2 - sp1 - 1] = 0;
+        }
+    }
+    if (!path[0]) snprintf(path, sizeof path, "(no request line)"); /* fits no template */
+    char ct[128] = "";
+    const char *h = strcasestr(buf, "\r\nContent-Type:");
+    if (h && h < end) {
+        h += 15;
+        while (*h == ' ') h++;
+        size_t l = strcspn(h, "\r");
+        snprintf(ct, sizeof ct, "%.*s", (int)(l < sizeof ct ? l : sizeof ct - 1), h);
+    }
+    check_response(method[0] ? method : "?", path, status, ct[0] ? ct : NULL, end + 4,
+                   need - (size_t)(end + 4 - buf));
 }
 
 reply raw_req_n(const server *s, const void *bytes, size_t len) {
@@ -166,6 +262,7 @@ reply raw_req_n(const server *s, const void *bytes, size_t len) {
     r.json = body ? json_loads(body + 4, 0, NULL) : NULL;
     r.raw.body = buf;
     r.raw.len = n;
+    if (body && r.status) check_raw(bytes, len, buf, body, n, need, r.status);
     return r;
 }
 

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "http_client.h"
+#include "openapi_check.h"
 
 extern char dir[64];
 void make_dir(void);
@@ -35,6 +36,21 @@ double now_s(void);
 server start(const char *const *extra);
 /* SIGTERM, then the exit status must be 0 and the log free of sanitizer reports. */
 void stop(server *s);
+
+/* Every response that req and raw_req see is validated against api/openapi.yaml
+ * (openapi_check.h): a mismatch fails the test (cr_expect) with the method, path, status and
+ * the JSON pointer of what is wrong. Not checked: what libmicrohttpd answers by itself to a
+ * request it cannot parse (a bad request line, header or Content-Length, HTTP/9.9, a 100 KB
+ * URL), before barlowd's routes see it; every answer of barlowd's own carries
+ * X-Content-Type-Options, and those do not. The spec, loaded on first use (this process's
+ * copy): */
+const oac_spec *openapi_spec(void);
+/* How many responses to spec operation op (an index of openapi_spec()->ops) were validated in
+ * this process, and how many of them were 2xx (into *n_2xx when not NULL). */
+int validated_responses(int op, int *n_2xx);
+/* Validates one response (req and raw_req call it); content_type may be NULL. */
+void check_response(const char *method, const char *path, int status, const char *content_type,
+                    const char *body, size_t len);
 
 /* A request through the tests' client (it always sends Content-Length). */
 reply req(const server *s, const char *method, const char *path, const char *headers,
