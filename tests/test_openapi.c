@@ -277,6 +277,14 @@ Test(openapi, every_route_gives_a_2xx_that_matches_its_schema) {
     want_free(&s, 200, "GET", "/images?limit=2", NULL, NULL);
     snprintf(path, sizeof path, "/images/%lld/raw", (long long)a);
     want_free(&s, 200, "GET", path, NULL, NULL);
+    snprintf(path, sizeof path, "/images/%lld/thumbnail?size=16", (long long)a);
+    want_free(&s, 200, "GET", path, NULL, NULL);
+
+    /* the dashboard: its page and files (each media type), the log and the c block */
+    const char *ui[] = {"/", "/ui/app.js", "/ui/style.css", "/ui/favicon.svg", "/ui/config.json"};
+    for (size_t i = 0; i < sizeof ui / sizeof *ui; i++) want_free(&s, 200, "GET", ui[i], NULL, NULL);
+    want_free(&s, 200, "GET", "/training-log?since=0&every=10&limit=100", NULL, NULL);
+    want_free(&s, 200, "GET", "/c-matrix", NULL, NULL);
 
     /* model versions: status, checkpoints, choose one by hand, both export formats */
     want_free(&s, 200, "GET", "/status", NULL, NULL);
