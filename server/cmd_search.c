@@ -22,6 +22,8 @@ static const cli_opt opts[N_OPTS] = {
 static int print_results(const json_t *body) {
     json_t *results = json_object_get(body, "results");
     if (!json_is_array(results)) return -1;
+    if (json_array_size(results) == 0) /* stdout stays empty: say why on stderr */
+        fprintf(stderr, "no neighbours: no stored image (matching the filter) has a vector yet\n");
     size_t i;
     json_t *hit;
     json_array_foreach(results, i, hit) {

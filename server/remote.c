@@ -13,7 +13,7 @@
 
 #define MAX_ATTEMPTS 6
 #define FIRST_WAIT_S 0.25
-#define LONGEST_WAIT_S 8.0
+#define LONGEST_WAIT_S 8.0 /* a cap for a longer MAX_ATTEMPTS; 6 attempts never reach it */
 #define LONGEST_RETRY_AFTER_S 30
 #define MAX_REPLY_BYTES (64u << 20)
 

@@ -38,8 +38,9 @@ remote *remote_open(const char *base_url, const char *api_key);
 void remote_close(remote *r);
 
 /* The requests. path starts with "/" and is already URL-encoded. Each one is retried with
- * exponential backoff (0.25 s doubling up to 8 s, 6 attempts in all) on connection errors and on
- * 503 (waiting the server's Retry-After when it gives one). Returns 0 when a response other than
+ * exponential backoff (6 attempts in all, 0.25 s doubling between them: 7.75 s of waiting) on
+ * connection errors and on 503 (waiting the server's Retry-After instead when it gives one, at
+ * most 30 s). Returns 0 when a response other than
  * 503 came (any status: check out->status), -1 when every attempt failed (out->status 0 or 503,
  * out->code and out->message say why). out is always filled; free it with remote_reply_free. */
 int remote_get(remote *r, const char *path, remote_reply *out);
