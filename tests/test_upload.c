@@ -2,15 +2,19 @@
  * directory tree with a bad file and a duplicate goes in once with its directories' labels, an
  * upload killed half way resumes without sending anything twice, search prints k neighbours,
  * and bad arguments exit 2. */
-#define _DEFAULT_SOURCE /* usleep */
+#define _GNU_SOURCE /* usleep, strcasestr */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <jpeglib.h>
+#include <netinet/in.h>
 #include <png.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -287,6 +291,110 @@ Test(upload, an_interrupted_upload_resumes_and_sends_nothing_twice) {
     c = summary_of(out);
     cr_expect(c.sent == 0 && c.there == N, "%s", out);
     stop(&s);
+}
+
+/* With --api-key the server wants `Authorization: Bearer KEY` on POST /train: without it every
+ * file is refused as unauthorized (exit 1); with it they go in. */
+Test(upload, the_api_key_goes_in_the_bearer_header) {
+    const char *flags[] = {"--train", "no", "--api-key", "s3cret", NULL};
+    server s = start(flags);
+    char url[64], out[4096];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
+    file f[2];
+    put_pgm(&f[0], "keyed/a.pgm", 11);
+    put_pgm(&f[1], "keyed/b.pgm", 12);
+    char tree[128];
+    snprintf(tree, sizeof tree, "%s/keyed", dir);
+    const char *no_key[] = {"upload", tree, "--server", url, NULL};
+    cr_expect_eq(run(no_key, out, sizeof out), 1, "%s", out);
+    counts c = summary_of(out);
+    cr_expect(c.refused == 2 && c.sent == 0, "%s", out);
+    cr_expect(strstr(out, ": unauthorized: "), "%s", out);
+    const char *wrong[] = {"upload", tree, "--server", url, "--api-key", "guess", NULL};
+    cr_expect_eq(run(wrong, out, sizeof out), 1, "%s", out);
+    const char *key[] = {"upload", tree, "--server", url, "--api-key", "s3cret", NULL};
+    cr_expect_eq(run(key, out, sizeof out), 0, "%s", out);
+    c = summary_of(out);
+    cr_expect(c.sent == 2 && c.refused == 0, "%s", out);
+    cr_expect_eq(n_images(&s), 2);
+    for (int k = 0; k < 2; k++) free(f[k].bytes);
+    stop(&s);
+}
+
+/* A stand-in server for what the real one does rarely: one request per connection, every
+ * POST /train before the last answered 503 with Retry-After: 1, GET /images always empty. */
+typedef struct fake {
+    int fd, port;
+    int posts, busy_posts; /* POSTs seen; how many of the first get 503 */
+    double first_post, last_post;
+} fake;
+
+static void *fake_serve(void *arg) {
+    fake *fk = arg;
+    for (;;) {
+        int c = accept(fk->fd, NULL, NULL);
+        if (c < 0) return NULL; /* the test closed the socket */
+        char buf[65536];
+        size_t n = 0, need = 0;
+        for (ssize_t got; n < sizeof buf - 1 && (got = recv(c, buf + n, sizeof buf - 1 - n, 0)) > 0;) {
+            n += (size_t)got;
+            buf[n] = 0;
+            char *end = strstr(buf, "\r\n\r\n");
+            if (!end) continue;
+            char *cl = strcasestr(buf, "\r\nContent-Length:");
+            need = (size_t)(end + 4 - buf) + (cl && cl < end ? strtoull(cl + 17, NULL, 10) : 0);
+            if (n >= need) break;
+        }
+        const char *status = "200 OK", *extra = "", *body = "{\"images\":[],\"next\":null}";
+        if (!strncmp(buf, "POST /train", 11)) {
+            fk->last_post = now_s();
+            if (!fk->posts++) fk->first_post = fk->last_post;
+            if (fk->posts <= fk->busy_posts) {
+                status = "503 Service Unavailable";
+                extra = "Retry-After: 1\r\n";
+                body = "{\"error\":{\"code\":\"unavailable\",\"message\":\"busy now\"}}";
+            } else {
+                status = "201 Created";
+                body = "{\"ids\":[1],\"existed\":[false]}";
+            }
+        }
+        char answer[512];
+        snprintf(answer, sizeof answer,
+                 "HTTP/1.1 %s\r\n%sContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n%s",
+                 status, extra, strlen(body), body);
+        send(c, answer, strlen(answer), MSG_NOSIGNAL);
+        close(c);
+    }
+}
+
+/* 503 is retried after the server's Retry-After (1 s here, longer than the first backoff). */
+Test(upload, a_503_is_retried_after_its_retry_after) {
+    fake fk = {.busy_posts = 2};
+    fk.fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    cr_assert(bind(fk.fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fk.fd, 8) == 0);
+    cr_assert(getsockname(fk.fd, (struct sockaddr *)&a, &al) == 0);
+    fk.port = ntohs(a.sin_port);
+    pthread_t th;
+    cr_assert(pthread_create(&th, NULL, fake_serve, &fk) == 0);
+    file f;
+    put_pgm(&f, "one/x.pgm", 7);
+    free(f.bytes);
+    char url[64], out[4096];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", fk.port);
+    const char *args[] = {"upload", f.path, "--server", url, NULL};
+    cr_expect_eq(run(args, out, sizeof out), 0, "%s", out);
+    shutdown(fk.fd, SHUT_RDWR);
+    close(fk.fd);
+    pthread_join(th, NULL);
+    counts c = summary_of(out);
+    cr_expect(c.sent == 1 && c.failed == 0, "%s", out);
+    cr_expect_eq(fk.posts, 3, "two 503s, then 201");
+    cr_expect(fk.last_post - fk.first_post > 1.9, "the retries waited %.2f s, not 2 x 1 s",
+              fk.last_post - fk.first_post);
 }
 
 /* Nothing listens on the port: every file fails after the retries (about 8 s), exit 1. */
