@@ -348,6 +348,7 @@ int cmd_upload(int argc, char **argv) {
             goto done;
         }
     }
+    if (!list.n) fprintf(stderr, "note: no .png, .jpg, .jpeg or .pgm files under the paths given\n");
     rc = CLI_FAIL;
     if (make_batches(&list, (int)size, meta, v[O_LABEL] != NULL, &batches, &n_batches)) {
         fprintf(stderr, "error: out of memory (or a bad label) preparing %d files\n", list.n);

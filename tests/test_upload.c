@@ -321,6 +321,35 @@ Test(upload, the_api_key_goes_in_the_bearer_header) {
     stop(&s);
 }
 
+/* A batch over the server's body limit (413 without a part) is split until its pieces fit; a
+ * file over the limit on its own is refused. */
+Test(upload, a_batch_over_the_body_limit_is_split_and_a_file_over_it_refused) {
+    const char *flags[] = {"--train", "no", "--max-body", "2048", NULL};
+    server s = start(flags);
+    char url[64], tree[128], out[4096];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
+    snprintf(tree, sizeof tree, "%s/split", dir);
+    for (int i = 0; i < 6; i++) {
+        file f;
+        char rel[64];
+        snprintf(rel, sizeof rel, "split/%d.pgm", i);
+        put_pgm(&f, rel, 50 + (unsigned)i);
+        free(f.bytes);
+    }
+    static unsigned char big[64 * 64 + 16];
+    int h = sprintf((char *)big, "P5\n64 64\n255\n");
+    file f;
+    put(&f, "split/big.pgm", big, (size_t)h + 64 * 64);
+    free(f.bytes);
+    const char *args[] = {"upload", tree, "--server", url, "--batch", "7", NULL};
+    cr_expect_eq(run(args, out, sizeof out), 1, "%s", out);
+    counts c = summary_of(out);
+    cr_expect(c.sent == 6 && c.refused == 1 && c.failed == 0, "%s", out);
+    cr_expect(strstr(out, "big.pgm: body_too_large: "), "%s", out);
+    cr_expect_eq(n_images(&s), 6);
+    stop(&s);
+}
+
 /* A stand-in server for what the real one does rarely: one request per connection, every
  * POST /train before the last answered 503 with Retry-After: 1, GET /images always empty. */
 typedef struct fake {
