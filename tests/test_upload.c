@@ -278,6 +278,7 @@ Test(upload, an_interrupted_upload_resumes_and_sends_nothing_twice) {
     int64_t before = n_images(&s);
     cr_expect(before >= 10 && before < N, "the kill came after %lld of %d images",
               (long long)before, N);
+    cr_log_info("the kill came after %lld of %d images", (long long)before, N);
 
     const char *args2[] = {"upload", tree, "--server", url, "--batch", "8", "--jobs", "2", NULL};
     cr_expect_eq(run(args2, out, sizeof out), 0, "%s", out);
