@@ -364,8 +364,9 @@ int cmd_upload(int argc, char **argv) {
         fprintf(stderr, "error: libcurl failed to initialise\n");
         goto done;
     }
+    int workers = (int)jobs < n_batches ? (int)jobs : n_batches; /* no idle connections */
     double t0 = cli_now();
-    int ran = run_workers(&R, (int)(jobs < n_batches ? jobs : n_batches ? n_batches : 1));
+    int ran = run_workers(&R, workers > 0 ? workers : 1);
     remote_global_cleanup();
     pthread_mutex_destroy(&R.mu);
     if (ran) {
