@@ -1,6 +1,7 @@
 /* api.c — responses, authentication, request metrics and their Prometheus exposition. */
 #include "api.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,12 +51,11 @@ void api_response_free(api_response *rs) {
     rs->has_file = 0;
 }
 
-void api_error(api_response *rs, int status, const char *code, const char *fmt, ...) {
+/* The error body {"error": {"code", "message"[, "part"]}}; part < 0 leaves the member out. */
+static void error_response(api_response *rs, int status, const char *code, int part,
+                           const char *fmt, va_list ap) {
     char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     free(rs->body);
     rs->body = NULL;
     /* json_string refuses invalid UTF-8 (messages may quote client bytes): fall back to ASCII */
@@ -65,10 +65,30 @@ void api_error(api_response *rs, int status, const char *code, const char *fmt, 
             if ((unsigned char)*c >= 0x80 || (unsigned char)*c < 0x20) *c = '?';
         m = json_string(msg);
     }
-    api_json(rs, status, json_pack("{s:{s:s,s:o}}", "error", "code", code, "message", m));
+    json_t *err = json_pack("{s:s,s:o}", "code", code, "message", m);
+    if (err && part >= 0) json_object_set_new(err, "part", json_integer(part));
+    api_json(rs, status, json_pack("{s:o}", "error", err));
 }
 
-void api_svc_error(api_response *rs, const svc_err *e, const char *prefix) {
+void api_error(api_response *rs, int status, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    error_response(rs, status, code, -1, fmt, ap);
+    va_end(ap);
+}
+
+static void error_at(api_response *rs, int status, const char *code, int part, const char *fmt,
+                     ...) __attribute__((format(printf, 5, 6)));
+static void error_at(api_response *rs, int status, const char *code, int part, const char *fmt,
+                     ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    error_response(rs, status, code, part, fmt, ap);
+    va_end(ap);
+}
+
+void api_svc_error_part(api_response *rs, const svc_err *e, const char *prefix, int part) {
+    assert(part >= -1); /* -1: no part (api_svc_error) */
     static const struct {
         int status;
         const char *code;
@@ -82,8 +102,14 @@ void api_svc_error(api_response *rs, const svc_err *e, const char *prefix) {
                [ERR_NO_MEMORY] = {503, "out_of_memory"},
                [ERR_DISK_FULL] = {507, "disk_full"}};
     int k = e->code > ERR_OK && e->code < ERR_N_CODES ? (int)e->code : ERR_INTERNAL;
-    api_error(rs, map[k].status, map[k].code, "%s%s", prefix, e->msg);
+    int status = map[k].status;
+    /* only a client error is the part's fault; a 5xx is about the server, whichever part */
+    error_at(rs, status, map[k].code, status < 500 ? part : -1, "%s%s", prefix, e->msg);
     if (k == ERR_UNAVAILABLE || k == ERR_NO_MEMORY) rs->retry_after = 1;
+}
+
+void api_svc_error(api_response *rs, const svc_err *e, const char *prefix) {
+    api_svc_error_part(rs, e, prefix, -1);
 }
 
 void api_out_of_memory(api_response *rs) {

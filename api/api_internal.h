@@ -24,6 +24,9 @@ long api_pattern_fit(const char *label, const char *path);
 void api_json(api_response *rs, int status, json_t *body);
 /* The error response of a service failure (the status from its code), message after prefix. */
 void api_svc_error(api_response *rs, const svc_err *e, const char *prefix);
+/* The same for the image part `part` (0-based among a multipart POST /train's image parts) that
+ * was refused: a 4xx body also carries "part": part (a 5xx never does); -1 for none. */
+void api_svc_error_part(api_response *rs, const svc_err *e, const char *prefix, int part);
 /* 503 out_of_memory with Retry-After (an allocation of the handler's own failed). */
 void api_out_of_memory(api_response *rs);
 /* 1 when no key is configured or the request carries it (compared in constant time). */

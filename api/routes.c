@@ -200,7 +200,10 @@ static void post_train(api *a, const api_request *rq, const char *query_meta, ap
     } else if (svc_upload(a->s, imgs, n, meta, ids, existed, &failed, &e)) {
         char where[48] = "";
         if (failed >= 0 && n > 1) snprintf(where, sizeof where, "image part %d: ", failed);
-        api_svc_error(rs, &e, where);
+        if (failed >= 0 && rq->multipart)
+            api_svc_error_part(rs, &e, where, failed);
+        else
+            api_svc_error(rs, &e, where);
     } else {
         json_t *arr = json_array(), *ex = json_array();
         for (int i = 0; i < n; i++) {

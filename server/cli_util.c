@@ -1,6 +1,7 @@
 /* cli_util.c — flag parsing and float32 file I/O for barlowd's subcommands. */
 #include "cli_util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -33,7 +34,48 @@ int cli_check_flags(int argc, char **argv, const char *const *known) {
 }
 
 long cli_flag_long(int argc, char **argv, const char *name, long dflt, long lo, long hi) {
-    const char *v = cli_flag(argc, argv, name);
+    return cli_parse_long(name, cli_flag(argc, argv, name), dflt, lo, hi);
+}
+
+int cli_parse(int argc, char **argv, const cli_opt *opts, int n_opts, const char **values,
+              const char **pos, int max_pos, int *n_pos) {
+    assert(argc >= 0 && n_opts >= 0 && max_pos >= 0);
+    for (int k = 0; k < n_opts; k++) values[k] = NULL;
+    *n_pos = 0;
+    int flags_done = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!flags_done && !strcmp(a, "--")) {
+            flags_done = 1;
+            continue;
+        }
+        if (flags_done || a[0] != '-' || a[1] == 0) { /* "-" alone is a positional argument */
+            if (*n_pos == max_pos) {
+                fprintf(stderr, "error: unexpected argument '%s'\n", a);
+                return -1;
+            }
+            pos[(*n_pos)++] = a;
+            continue;
+        }
+        int k = 0;
+        while (k < n_opts && strcmp(a, opts[k].name)) k++;
+        if (k == n_opts) {
+            fprintf(stderr, "error: unknown argument '%s'\n", a);
+            return -1;
+        }
+        if (opts[k].is_switch) {
+            values[k] = "1";
+        } else if (i + 1 >= argc) {
+            fprintf(stderr, "error: flag %s needs a value\n", a);
+            return -1;
+        } else {
+            values[k] = argv[++i];
+        }
+    }
+    return 0;
+}
+
+long cli_parse_long(const char *name, const char *v, long dflt, long lo, long hi) {
     if (!v) return dflt;
     char *end;
     errno = 0;

@@ -24,6 +24,20 @@ int cli_check_flags(int argc, char **argv, const char *const *known);
 /* Parses a positive integer flag with a default; -1 on a malformed value. */
 long cli_flag_long(int argc, char **argv, const char *name, long dflt, long lo, long hi);
 
+/* One flag of a command that also takes positional arguments (cli_parse). */
+typedef struct cli_opt {
+    const char *name; /* "--batch" */
+    int is_switch;    /* 1: takes no value (--label-from-dir); given, its value is "1" */
+} cli_opt;
+/* Splits argv into flags and positional arguments: values[i] is opts[i]'s value (NULL when not
+ * given), pos[0..*n_pos) the other arguments in order (pointers into argv, at most max_pos).
+ * "--" ends the flags. Fails (returns -1, prints to stderr) on an unknown flag, a flag without
+ * its value or more than max_pos positional arguments. */
+int cli_parse(int argc, char **argv, const cli_opt *opts, int n_opts, const char **values,
+              const char **pos, int max_pos, int *n_pos);
+/* Parses an integer flag's value (NULL: dflt) in [lo, hi]; -1 with a message when malformed. */
+long cli_parse_long(const char *name, const char *value, long dflt, long lo, long hi);
+
 /* Reads a whole file of float32 values. On success *data is malloc'd and *count set; on failure
  * prints why (prefixed with `what`) and returns -1. Refuses sizes not a multiple of 4 and
  * non-finite values. */

@@ -14,6 +14,8 @@ int cmd_embed(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_health(int argc, char **argv);
+int cmd_upload(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 

@@ -19,6 +19,16 @@ static const struct {
      "health [--listen HOST:PORT] [--timeout 5]\n"
      "        exit 0 when the server on HOST:PORT (default $BARLOWD_LISTEN or 127.0.0.1:8080)\n"
      "        answers /healthz with 200 (the Docker HEALTHCHECK)"},
+    {"upload", cmd_upload,
+     "upload DIR|FILE... [--server http://127.0.0.1:8080] [--api-key KEY] [--label-from-dir]\n"
+     "       [--meta JSON] [--batch 32] [--jobs 4]\n"
+     "        send PNG, JPEG and PGM files (directories walked recursively) to POST /train in\n"
+     "        batches over --jobs connections, skipping those the server holds (so a rerun\n"
+     "        resumes); --label-from-dir: the parent directory's name becomes meta.label.\n"
+     "        Exit 0 when every file was sent or already there, 1 when any was refused or failed"},
+    {"search", cmd_search,
+     "search IMAGE [--server http://127.0.0.1:8080] [--k 10] [--filter JSON] [--api-key KEY]\n"
+     "        the stored images nearest to IMAGE, one per line: id, score, label (meta.label)"},
     {"backup", cmd_backup,
      "backup --db PATH --out FILE\n"
      "        a consistent snapshot of the database (also while a server runs on it)"},

@@ -402,6 +402,41 @@ static size_t multipart(unsigned first, int count, char *out, size_t cap) {
     return n;
 }
 
+/* A batch is stored whole or not at all; the refusal names the image part to blame (0-based among
+ * the image parts, the meta part not counted), so a client can send the rest again without it. */
+Test(server, a_batch_refused_for_one_image_part_names_the_part_and_stores_none_of_it) {
+    const char *flags[] = {"--train", "no", NULL};
+    server s = start(flags);
+    static char body[16 * 1024];
+    const char *mp = "Content-Type: multipart/form-data; boundary=XyZ\r\n";
+    size_t n = multipart(300, 3, body, sizeof body);
+    /* garble the magic bytes of the second image (part 1) */
+    int seen = 0;
+    for (size_t i = 0; i + 3 < n; i++)
+        if (!memcmp(body + i, "P5\n", 3) && seen++ == 1) {
+            memcpy(body + i, "Z9", 2);
+            break;
+        }
+    cr_assert_eq(seen, 2);
+    reply r = req(&s, "POST", "/train", mp, body, n);
+    cr_expect(r.status >= 400 && r.status < 500, "status %d: %s", r.status, r.raw.body);
+    json_t *e = json_object_get(r.json, "error");
+    cr_expect(json_is_string(json_object_get(e, "code")), "%s", r.raw.body);
+    cr_expect(json_is_integer(json_object_get(e, "part")), "%s", r.raw.body);
+    cr_expect_eq(json_integer_value(json_object_get(e, "part")), 1, "%s", r.raw.body);
+    reply_free(&r);
+    json_t *st = get_json(&s, "/status");
+    cr_expect_eq(json_integer_value(json_object_get(st, "images")), 0, "nothing of the batch");
+    json_decref(st);
+    /* a raw-body refusal has no part to name */
+    unsigned char junk[] = "Z9 not an image";
+    r = req(&s, "POST", "/train", PGM, junk, sizeof junk);
+    cr_expect(r.status >= 400 && r.status < 500, "status %d: %s", r.status, r.raw.body);
+    cr_expect(!json_object_get(json_object_get(r.json, "error"), "part"), "%s", r.raw.body);
+    reply_free(&r);
+    stop(&s);
+}
+
 Test(server, training_publishes_versions_swapped_in_atomically_and_restarts_resume) {
     const char *flags[] = {"--batch", "8", "--min-images", "16", "--publish-every", "15",
                            "--embed-batch", "8", NULL};
