@@ -225,9 +225,15 @@ async function main() {
       null, { timeout: 20000 });
     await page.waitForFunction(() => Number(document.getElementById('chart-acc').dataset.points) >= 0);
     while ((await json(base, '/status')).training.step < waitSteps) await sleep(2000);
-    if (waitSteps) { // the newest version's tiles and neighbours
+    if (waitSteps) { // the newest version's tiles, neighbours and search
       await page.click('#browse-first');
       await page.click('#browse-grid .tile >> nth=3');
+      await page.evaluate(async (b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], 'probe.pgm', { type: 'image/x-portable-graymap' }));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }, probe);
     }
     await sleep(3500); // one more refresh, so the screenshot shows the latest numbers
     await page.screenshot({ path: path.join(outDir, 'dashboard.png'), fullPage: true });
