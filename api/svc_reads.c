@@ -43,7 +43,7 @@ int svc_image_thumbnail(svc *s, int64_t id, int side, uint8_t **png, size_t *len
     if (r) return r;
     eng_decode_opts o = eng_decode_defaults();
     o.max_pixels = s->opts.max_pixels;
-    o.min_side = side; /* a photo's JPEG decodes at 1/8 for a tile: ~10x less work */
+    o.min_side = side; /* a photo's JPEG decodes at 1/8 for a tile (12 MP: 88 ms, not 158) */
     eng_image img = {0}, fit = {0};
     eng_err ee = {0};
     r = eng_image_decode(bytes, n, &o, &img, &ee);

@@ -38,7 +38,7 @@ async function api(path, opts = {}) {
   const headers = new Headers(opts.headers || {});
   const k = key();
   if (k) headers.set("Authorization", "Bearer " + k);
-  const r = await fetch(path, { ...opts, headers, cache: "no-store" });
+  const r = await fetch(path, { cache: "no-store", ...opts, headers });
   if (!r.ok) {
     let code = "http_" + r.status, message = r.statusText;
     try { const j = await r.json(); code = j.error.code; message = j.error.message; } catch (e) { /* not JSON */ }
@@ -51,7 +51,9 @@ async function getJson(path) { return (await api(path)).json(); }
 
 // An image route as a blob: URL (the caller revokes it with the grid it belongs to).
 async function blobUrl(path, bucket) {
-  const b = await (await api(path)).blob();
+  // thumbnails may come from the browser's cache (the server marks them private, a day):
+  // an id's image never changes
+  const b = await (await api(path, { cache: "default" })).blob();
   const u = URL.createObjectURL(b);
   state.blobUrls[bucket].push(u);
   return u;
