@@ -4,7 +4,6 @@
  * training step, checkpoints the last completed one and closes the database before exiting 0,
  * within Docker's default 10 s grace with room to spare (SHUTDOWN_* below). */
 #include <errno.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,35 +184,19 @@ int cmd_serve(int argc, char **argv) {
     uint8_t *initial = NULL;
     size_t initial_len = 0;
     char msg[512];
-    /* The training model (1.2 GB for small at batch 256) is built only to train, or to make a
-     * new database's first version; serve-only on an existing database never builds it. */
-    eng_train_stats resumed = {0};
-    resumed.loss = NAN;
-    int tw_bad = 0;
-    if (o.train || !newest) {
-        tw_made = 1;
-        tw_bad = train_worker_create(&tw, &cfg, batch, (uint64_t)o.seed, newest, newest_len,
+    tw_made = 1; /* the training model itself is built only while training runs (workers.h) */
+    int tw_bad = train_worker_create(&tw, &cfg, batch, (uint64_t)o.seed, newest, newest_len,
                                      &initial, &initial_len, msg, sizeof msg);
-        if (!tw_bad) resumed = *svc_trainer_stats(&tw.tr);
-    } else {
-        eng_ckpt_meta meta;
-        eng_err pe = {0};
-        if (eng_checkpoint_peek(newest, newest_len, NULL, &meta, &pe) == 0) {
-            resumed.step = (long)meta.step;
-            resumed.loss = meta.loss;
-        }
-    }
     free(newest);
     if (tw_bad) {
         fprintf(stderr, "error: %s\n", msg);
         goto done;
     }
-    if (tw_made) {
-        tw.min_images = o.min_images;
-        tw.publish_steps = o.publish_steps;
-        tw.publish_seconds = (double)o.publish_seconds;
-        tw.idle_steps = o.idle_steps;
-    }
+    tw.min_images = o.min_images;
+    tw.publish_steps = o.publish_steps;
+    tw.publish_seconds = (double)o.publish_seconds;
+    tw.idle_steps = o.idle_steps;
+    tw.release_after = (double)o.release_after;
     svc_opts sv = svc_defaults();
     sv.max_pixels = o.max_pixels;
     sv.embed_batch = (int)o.embed_batch;
@@ -229,11 +212,7 @@ int cmd_serve(int argc, char **argv) {
         goto done;
     }
     svc_made = 1;
-    svc_report_training(&s, o.train ? SVC_TRAIN_WAITING : SVC_TRAIN_STOPPED, &resumed, NULL);
-    if (!o.train && tw_made) { /* serve only on a new database: its first version is stored */
-        train_worker_free(&tw);
-        tw_made = 0;
-    }
+    svc_report_training(&s, o.train ? SVC_TRAIN_WAITING : SVC_TRAIN_STOPPED, &tw.held, NULL);
     api_opts ao = {o.api_key, o.api_key_reads, 1000};
     api_init(&a, &s, &ao);
     api_made = 1;

@@ -53,6 +53,8 @@ static const opt_def defs[] = {
      "once ready, write the HOST:PORT really listened on here (barlowd health reads it)"},
     {"--idle-steps", T_LONG, O(idle_steps), 0, 1000000000, "0",
      "pause training after N steps without a new upload (0: never pause)"},
+    {"--release-after", T_LONG, O(release_after), 0, 1000000000, "300",
+     "free the training model after N seconds waiting for images or paused (0: keep it)"},
     {"--gate", T_BOOL, O(gate), 0, 1, "yes",
      "yes: a new version is swapped in only if its labelled k-NN is not worse (see --label-key)"},
     {"--gate-tolerance", T_PERMILLE, O(gate_tolerance), -1000, 1000, "0.005",

@@ -29,6 +29,7 @@ typedef struct serve_opts {
     long embed_batch;
     int train;                 /* 0: serve only, never train */
     long idle_steps;           /* pause after this many steps without a new upload (0: never) */
+    long release_after;        /* seconds waiting or paused before the training model is freed */
     const char *addr_file;     /* NULL: none; else where the listening address is written */
     int gate;                  /* 1: the quality gate decides each swap */
     double gate_tolerance;     /* absolute k-NN-20 a new version may lose */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli_util.h"
+#include "eng_checkpoint.h"
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -43,9 +44,9 @@ typedef struct report_job {
 static void report_on_proxy(void *arg) {
     report_job *j = arg;
     train_worker *w = j->w;
-    const eng_train_stats *st = svc_trainer_stats(&w->tr);
+    const eng_train_stats *st = w->tr.created ? svc_trainer_stats(&w->tr) : &w->held;
     svc_report_training(w->s, j->state, st, j->error);
-    if (j->state == SVC_TRAIN_TRAINING && w->corr) { /* the step's c, for the dashboard */
+    if (j->state == SVC_TRAIN_TRAINING && w->corr && w->tr.created) { /* c, for the dashboard */
         int side = eng_trainer_corr_block(&w->tr.t, SVC_CORR_SIDE, w->corr);
         if (side) svc_report_corr(w->s, w->corr, side, w->tr.t.model.loss.d, st->step);
     }
@@ -105,22 +106,57 @@ int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
                         uint8_t **initial, size_t *initial_len, char *msg, size_t n) {
     memset(w, 0, sizeof *w);
     atomic_init(&w->stop, 0);
+    atomic_init(&w->tr_stop, 0);
     atomic_init(&w->published_step, 0);
     atomic_init(&w->attempted_step, 0);
+    pthread_mutex_init(&w->tr_mu, NULL);
+    w->cfg = *cfg;
+    w->batch = batch;
+    w->seed = seed;
+    w->held.loss = NAN;
     *initial = NULL;
     if (proxy_start(&w->proxy)) /* first: train_worker_free stops it whatever fails below */
         fprintf(stderr, "trainer: no proxy thread; store calls run on the trainer's threads\n");
-    svc_err e = {0};
-    if (svc_trainer_create(&w->tr, cfg, batch, seed, newest, newest_len, &w->stop, proxy_run,
-                           &w->proxy, background_priority, initial, initial_len, &e)) {
-        snprintf(msg, n, "%s", e.msg);
-        return -1;
-    }
     w->corr = malloc(sizeof(float) * SVC_CORR_SIDE * SVC_CORR_SIDE); /* NULL: no heatmap */
-    long step = (long)svc_trainer_stats(&w->tr)->step; /* a resumed model's */
-    atomic_store(&w->published_step, step);
-    atomic_store(&w->attempted_step, step);
+    eng_err pe = {0};
+    eng_ckpt_meta meta;
+    if (newest) { /* resumed: only its step and loss, until training starts */
+        if (eng_checkpoint_peek(newest, newest_len, NULL, &meta, &pe)) {
+            snprintf(msg, n, "the newest model version: %s", pe.msg);
+            return -1;
+        }
+        w->held.step = (long)meta.step;
+        w->held.loss = meta.loss;
+    } else { /* a new database: its first version, from a model built for the moment */
+        svc_err e = {0};
+        int bad = svc_trainer_create(&w->tr, cfg, batch, seed, NULL, 0, &w->tr_stop, proxy_run,
+                                     &w->proxy, background_priority, initial, initial_len, &e);
+        svc_trainer_free(&w->tr);
+        if (bad) {
+            snprintf(msg, n, "%s", e.msg);
+            return -1;
+        }
+    }
+    atomic_store(&w->published_step, w->held.step);
+    atomic_store(&w->attempted_step, w->held.step);
     return 0;
+}
+
+typedef struct newest_job {
+    train_worker *w;
+    void *blob; /* out: the newest checkpoint (malloc'd), NULL when none */
+    size_t len;
+    char msg[ENG_ERR_LEN + 64];
+} newest_job;
+
+static void newest_on_proxy(void *arg) {
+    newest_job *j = arg;
+    store_checkpoint_info info;
+    store_err se = {0};
+    if (store_checkpoint_latest(j->w->s->st, &info, &j->blob, &j->len, &se) != 0) {
+        snprintf(j->msg, sizeof j->msg, "reading the newest model version: %s", se.msg);
+        j->blob = NULL;
+    }
 }
 
 typedef struct publish_job {
@@ -184,26 +220,85 @@ static void publish(train_worker *w, double wait_s) {
     free(j.blob);
 }
 
+/* Builds the trainer from the newest checkpoint (on the trainer's thread). 0 or -1 (msg). */
+static int build_trainer(train_worker *w, char *msg, size_t n) {
+    newest_job j = {w, NULL, 0, ""};
+    proxy_call(&w->proxy, newest_on_proxy, &j);
+    if (!j.blob) {
+        snprintf(msg, n, "%s", j.msg[0] ? j.msg : "no model version to train from");
+        return -1;
+    }
+    svc_err e = {0};
+    uint8_t *unused = NULL;
+    size_t unused_len = 0;
+    atomic_store(&w->tr_stop, atomic_load(&w->stop));
+    pthread_mutex_lock(&w->tr_mu);
+    int bad = svc_trainer_create(&w->tr, &w->cfg, w->batch, w->seed + (uint64_t)w->held.step,
+                                 j.blob, j.len, &w->tr_stop, proxy_run, &w->proxy,
+                                 background_priority, &unused, &unused_len, &e);
+    if (bad)
+        svc_trainer_free(&w->tr);
+    else
+        svc_trainer_attach(&w->tr, w->s);
+    pthread_mutex_unlock(&w->tr_mu);
+    free(unused);
+    free(j.blob);
+    if (bad) snprintf(msg, n, "%s", e.msg);
+    return bad ? -1 : 0;
+}
+
+static void publish(train_worker *w, double wait_s);
+
+/* Frees the trainer after publishing its last step (on the trainer's thread): the memory goes
+ * back while nothing trains; the next build resumes from that checkpoint. 0 freed, -1 kept
+ * (the step could not be published). */
+static int release_trainer(train_worker *w, double idle_s) {
+    if ((long)svc_trainer_stats(&w->tr)->step > atomic_load(&w->published_step)) publish(w, 3600.0);
+    if ((long)svc_trainer_stats(&w->tr)->step > atomic_load(&w->published_step))
+        return -1; /* not published (e.g. a full disk): kept, to try again later */
+    pthread_mutex_lock(&w->tr_mu);
+    w->held = *svc_trainer_stats(&w->tr);
+    atomic_store(&w->tr_stop, 1); /* the augmentation thread's waits end */
+    svc_trainer_free(&w->tr);
+    atomic_store(&w->tr_stop, atomic_load(&w->stop));
+    pthread_mutex_unlock(&w->tr_mu);
+    say(w, "trainer: freed the training model after %.0f s without training (it is rebuilt "
+           "from step %ld when training resumes)\n", idle_s, w->held.step);
+    return 0;
+}
+
 static void *train_main(void *arg) {
     train_worker *w = arg;
     background_priority();
     long idle = 0;
     double published_at = cli_now();
+    double stopped_at = cli_now(); /* when training last stepped (or this thread started) */
     int64_t seen = live_images(w);
     report(w, SVC_TRAIN_WAITING, NULL);
     while (!atomic_load(&w->stop)) {
         int64_t count = live_images(w);
         if (count != seen) idle = 0;
         seen = count;
-        if (count < w->min_images) {
-            report(w, SVC_TRAIN_WAITING, NULL);
+        int waiting = count < w->min_images, paused = w->idle_steps && idle >= w->idle_steps;
+        if (waiting || paused) {
+            report(w, waiting ? SVC_TRAIN_WAITING : SVC_TRAIN_PAUSED, NULL);
+            double quiet = cli_now() - stopped_at;
+            if (w->tr.created && w->release_after > 0 && quiet >= w->release_after &&
+                release_trainer(w, quiet))
+                stopped_at = cli_now(); /* try again release_after from now */
             sleep_ms(200);
             continue;
         }
-        if (w->idle_steps && idle >= w->idle_steps) {
-            report(w, SVC_TRAIN_PAUSED, NULL);
-            sleep_ms(200);
-            continue;
+        if (!w->tr.created) {
+            char msg[ENG_ERR_LEN + 64];
+            if (build_trainer(w, msg, sizeof msg)) {
+                if (atomic_load(&w->stop)) break;
+                say(w, "trainer: cannot build the training model, training stops: %s\n", msg);
+                report(w, SVC_TRAIN_FAILED, msg);
+                return NULL;
+            }
+            say(w, "trainer: built the training model (batch %d) at step %ld\n", w->batch,
+                (long)svc_trainer_stats(&w->tr)->step);
         }
         restart_job rj = {w, 0, NULL, 0};
         proxy_call(&w->proxy, restart_on_proxy, &rj);
@@ -235,6 +330,7 @@ static void *train_main(void *arg) {
             return NULL;
         }
         idle++;
+        stopped_at = cli_now();
         report(w, SVC_TRAIN_TRAINING, NULL);
         long step = (long)svc_trainer_stats(&w->tr)->step;
         if (step % 10 == 0) proxy_call(&w->proxy, log_on_proxy, w);
@@ -250,8 +346,7 @@ static void *train_main(void *arg) {
 }
 
 int train_worker_start(train_worker *w, svc *s) {
-    w->s = s;
-    svc_trainer_attach(&w->tr, s); /* steps draw images only from now on */
+    w->s = s; /* the trainer, built when training starts, draws images from it */
     if (pthread_create(&w->thread, NULL, train_main, w)) return -1;
     w->running = 1;
     return 0;
@@ -285,11 +380,13 @@ static int lift_idle_threads(void) {
 
 void train_worker_signal_stop(train_worker *w) {
     atomic_store(&w->stop, 1);
+    atomic_store(&w->tr_stop, 1);
     w->idle_stuck = lift_idle_threads();
 }
 
 int train_worker_stop(train_worker *w, double wait_s) {
     atomic_store(&w->stop, 1);
+    atomic_store(&w->tr_stop, 1);
     int abandoned = 0;
     if (w->running) {
         struct timespec until;
@@ -309,19 +406,27 @@ int train_worker_stop(train_worker *w, double wait_s) {
     /* The last completed step, unless it is published already. When the trainer's thread is
      * still in a step (starved of CPU), its update lock is free but for LARS's few milliseconds:
      * wait for it a little. */
+    /* an abandoned thread may be building or freeing the trainer: wait a little for that */
+    struct timespec lock_until;
+    clock_gettime(CLOCK_REALTIME, &lock_until);
+    lock_until.tv_sec += 1;
+    if (pthread_mutex_timedlock(&w->tr_mu, &lock_until) != 0) return abandoned;
     if (w->tr.created && w->s &&
         (abandoned || (long)svc_trainer_stats(&w->tr)->step > atomic_load(&w->published_step))) {
         publish(w, 1.0);
         if (!abandoned) report(w, SVC_TRAIN_STOPPED, NULL);
     }
+    pthread_mutex_unlock(&w->tr_mu);
     return abandoned;
 }
 
 void train_worker_free(train_worker *w) {
     atomic_store(&w->stop, 1);
+    atomic_store(&w->tr_stop, 1);
     svc_trainer_free(&w->tr); /* joins the augmentation thread (its source sees stop) */
     proxy_stop(&w->proxy);    /* after its last caller */
     free(w->corr);
+    pthread_mutex_destroy(&w->tr_mu);
     memset(w, 0, sizeof *w);
 }
 

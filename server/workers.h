@@ -28,15 +28,27 @@ typedef struct train_worker {
     long idle_steps;              /* 0: never pause */
     pthread_t thread;
     int running;
+    /* The trainer (its model is most of the process's memory: 1.2 GB for small at batch 256)
+     * exists only while training runs: train_main builds it from the newest checkpoint when
+     * there are images to train on, and frees it after release_after seconds of waiting or
+     * pause (its last step published first). Built and freed only by the trainer's thread. */
+    eng_config cfg;
+    int batch;
+    uint64_t seed;
+    double release_after;         /* seconds; 0: never free it */
+    atomic_int tr_stop;           /* the trainer's interrupt and source flag: stop, or a release */
+    pthread_mutex_t tr_mu;        /* held while the trainer is built or freed */
+    eng_train_stats held;         /* what /status shows while no trainer exists */
     long restarts;                /* times the gate sent training back to the serving version */
     float *corr;                  /* owned [SVC_CORR_SIDE²]: a step's c block on its way to svc */
     proxy_thread proxy;           /* makes the store and service calls of the trainer's
                                    * SCHED_IDLE threads (proxy_thread.h) */
 } train_worker;
 
-/* Builds the trainer for the service's model: resumes from `newest` (the store's newest
- * checkpoint, borrowed) when there is one; else a new model from seed (its step-0 checkpoint
- * in *initial, malloc'd, for svc_open). Called before svc_open. */
+/* Prepares the trainer of the service's model without building it (train_main does, when there
+ * are images): the step and loss of `newest` (the store's newest checkpoint, borrowed) are held
+ * for /status; without one, a new model from seed is built just long enough to write its step-0
+ * checkpoint into *initial (malloc'd, for svc_open). Called before svc_open. */
 int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
                         uint64_t seed, const void *newest, size_t newest_len,
                         uint8_t **initial, size_t *initial_len, char *msg, size_t n);

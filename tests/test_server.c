@@ -670,3 +670,54 @@ Test(server, a_full_disk_is_507_not_ready_and_recovers_when_space_returns) {
     snprintf(cmd, sizeof cmd, "umount %s", data);
     cr_expect(system(cmd) == 0);
 }
+
+/* How many times text occurs in the server's log so far. */
+static int log_count(const server *s, const char *text) {
+    FILE *f = fopen(s->log, "r");
+    cr_assert(f, "cannot read %s", s->log);
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) n += strstr(line, text) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* The training model exists only while training runs: built when the images are there, freed
+ * after --release-after seconds of pause with its last step published, built again from that
+ * checkpoint when a new upload resumes training (the step goes on, never back). */
+Test(server, the_training_model_is_freed_when_idle_and_rebuilt_to_resume) {
+    const char *flags[] = {"--batch", "8", "--min-images", "8", "--idle-steps", "4",
+                           "--release-after", "1", "--publish-every", "1000", NULL};
+    server s = start(flags);
+    cr_expect_eq(log_count(&s, "built the training model"), 0, "built before any image");
+    for (unsigned i = 0; i < 8; i++) upload(&s, 700 + i, NULL);
+    double until = now_s() + 120;
+    while (log_count(&s, "freed the training model") < 1) {
+        cr_assert(now_s() < until, "the model was never freed (see %s)", s.log);
+        usleep(100000);
+    }
+    cr_expect_eq(log_count(&s, "built the training model"), 1);
+    json_t *st = get_json(&s, "/status");
+    json_t *tr = json_object_get(st, "training");
+    long step = (long)json_integer_value(json_object_get(tr, "step"));
+    cr_expect_str_eq(json_string_value(json_object_get(tr, "state")), "paused");
+    cr_expect(step >= 4, "step %ld", step);
+    json_decref(st);
+    json_t *cps = get_json(&s, "/checkpoints");
+    cr_expect_eq(json_integer_value(json_object_get(
+                     json_array_get(json_object_get(cps, "checkpoints"), 0), "step")),
+                 step, "the freed model's last step was published first");
+    json_decref(cps);
+    /* a new upload resumes training on a rebuilt model */
+    upload(&s, 800, NULL);
+    until = now_s() + 120;
+    for (;;) {
+        st = get_json(&s, "/status");
+        long now = (long)json_integer_value(json_object_get(json_object_get(st, "training"), "step"));
+        json_decref(st);
+        if (now > step && log_count(&s, "built the training model") == 2) break;
+        cr_assert(now_s() < until, "training did not resume past step %ld (now %ld)", step, now);
+        usleep(100000);
+    }
+    stop(&s);
+}
