@@ -118,6 +118,16 @@ async function upload(base, img) {
 
 // ---- the browser ----
 
+// Drops a PGM file on the page's drop zone, as a user's drag and drop does.
+async function dropFile(page, bytes) {
+  await page.evaluate(async (b64) => {
+    const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([data], 'probe.pgm', { type: 'image/x-portable-graymap' }));
+    document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, bytes.toString('base64'));
+}
+
 async function main() {
   const args = process.argv.slice(2);
   const bin = args[0], outDir = args[1];
@@ -193,13 +203,7 @@ async function main() {
     check(injected === 0, `the hostile label made ${injected} element(s)`);
 
     // 6. drop an image: its neighbours as thumbnails
-    const probe = images[2].bytes.toString('base64');
-    await page.evaluate(async (b64) => {
-      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      const dt = new DataTransfer();
-      dt.items.add(new File([bytes], 'probe.pgm', { type: 'image/x-portable-graymap' }));
-      document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
-    }, probe);
+    await dropFile(page, images[2].bytes);
     await page.waitForFunction(() => {
       const imgs = [...document.querySelectorAll('#search-results .tile img')];
       return imgs.length >= 5 && imgs.every((i) => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0);
@@ -223,17 +227,11 @@ async function main() {
     await page.click('#filter-form button[type=submit]');
     await page.waitForFunction(() => document.querySelectorAll('#browse-grid .tile img[src^="blob:"]').length >= 20,
       null, { timeout: 20000 });
-    await page.waitForFunction(() => Number(document.getElementById('chart-acc').dataset.points) >= 0);
     while ((await json(base, '/status')).training.step < waitSteps) await sleep(2000);
     if (waitSteps) { // the newest version's tiles, neighbours and search
       await page.click('#browse-first');
       await page.click('#browse-grid .tile >> nth=3');
-      await page.evaluate(async (b64) => {
-        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-        const dt = new DataTransfer();
-        dt.items.add(new File([bytes], 'probe.pgm', { type: 'image/x-portable-graymap' }));
-        document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
-      }, probe);
+      await dropFile(page, images[2].bytes);
     }
     await sleep(3500); // one more refresh, so the screenshot shows the latest numbers
     await page.screenshot({ path: path.join(outDir, 'dashboard.png'), fullPage: true });
