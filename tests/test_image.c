@@ -3,7 +3,6 @@
  * Every input is made here, in memory, with libpng's and libjpeg's own encoders (or byte by byte
  * for headers, EXIF segments, PGM and IDX), so no binary fixture is committed. */
 #include <criterion/criterion.h>
-#include <jpeglib.h>
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,35 +72,6 @@ static membuf encode_png(const png_spec *s) {
     free(rows);
     png_destroy_write_struct(&png, &info);
     return m;
-}
-
-/* Encodes 8-bit pixels (1 or 3 components, or 4 as CMYK) as a baseline JPEG; an optional APP1
- * payload is written right after the JFIF header. Caller frees the result. */
-static uint8_t *encode_jpeg(const uint8_t *px, int w, int h, int comps, int quality,
-                            const uint8_t *app1, size_t app1_len, size_t *len) {
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr jerr;
-    c.err = jpeg_std_error(&jerr);
-    jpeg_create_compress(&c);
-    unsigned char *buf = NULL;
-    unsigned long size = 0;
-    jpeg_mem_dest(&c, &buf, &size);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = comps;
-    c.in_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 3 ? JCS_RGB : JCS_CMYK;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, quality, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    if (app1) jpeg_write_marker(&c, JPEG_APP0 + 1, app1, (unsigned)app1_len);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = (JSAMPROW)px + (size_t)c.next_scanline * w * comps;
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    *len = size;
-    return buf;
 }
 
 /* A pattern that differs in every pixel and channel. */
@@ -406,7 +376,7 @@ Test(jpeg, rgb_and_gray_decode_within_tolerance_at_quality_95) {
     for (int c = 1; c <= 3; c += 2) {
         uint8_t *px = smooth_image(w, h, c);
         size_t len;
-        uint8_t *jpg = encode_jpeg(px, w, h, c, 95, NULL, 0, &len);
+        uint8_t *jpg = tu_encode_jpeg(px, w, h, c, 95, NULL, 0, &len);
         eng_image img = {0};
         decode_ok(jpg, len, &img);
         cr_assert(img.width == w && img.height == h && img.channels == c,
@@ -423,7 +393,7 @@ Test(jpeg, cmyk_is_refused_with_a_clear_message) {
     int w = 16, h = 16;
     uint8_t *px = smooth_image(w, h, 4);
     size_t len;
-    uint8_t *jpg = encode_jpeg(px, w, h, 4, 90, NULL, 0, &len);
+    uint8_t *jpg = tu_encode_jpeg(px, w, h, 4, 90, NULL, 0, &len);
     eng_err err = {0};
     eng_image img = {0};
     cr_assert_eq(eng_image_decode(jpg, len, NULL, &img, &err), -1, "CMYK accepted");
@@ -464,7 +434,7 @@ static void check_orientation(int o, int little_endian, int want_w, int want_h, 
     uint8_t app1[64];
     size_t n = exif_payload(app1, o, little_endian);
     size_t len;
-    uint8_t *jpg = encode_jpeg(px, w, h, 3, 95, app1, n, &len);
+    uint8_t *jpg = tu_encode_jpeg(px, w, h, 3, 95, app1, n, &len);
     eng_image img = {0};
     decode_ok(jpg, len, &img);
     cr_assert(img.width == want_w && img.height == want_h, "orientation %d: got %dx%d, want %dx%d",
@@ -496,7 +466,7 @@ Test(jpeg, every_truncated_prefix_is_refused) {
     uint8_t app1[64];
     size_t n = exif_payload(app1, 6, 0);
     size_t len;
-    uint8_t *jpg = encode_jpeg(px, 48, 40, 3, 90, app1, n, &len);
+    uint8_t *jpg = tu_encode_jpeg(px, 48, 40, 3, 90, app1, n, &len);
     expect_prefixes_refused(jpg, len, "jpeg");
     eng_err err = {0};
     eng_image img = {0};
@@ -866,7 +836,7 @@ Test(image, corrupted_bytes_never_crash_any_decoder) {
     uint8_t app1[64];
     size_t n = exif_payload(app1, 8, 1);
     size_t len;
-    uint8_t *jpg = encode_jpeg(px, 24, 20, 3, 90, app1, n, &len);
+    uint8_t *jpg = tu_encode_jpeg(px, 24, 20, 3, 90, app1, n, &len);
     flip_bytes_everywhere(jpg, len, "jpeg");
     free(jpg);
     const char hdr[] = "P5\n24 20\n255\n";
@@ -889,7 +859,7 @@ Test(image, bytes_after_the_end_marker_are_ignored) {
     eng_image_free(&img);
     free(m.data);
     size_t len;
-    uint8_t *jpg = encode_jpeg(px, 16, 8, 3, 90, NULL, 0, &len);
+    uint8_t *jpg = tu_encode_jpeg(px, 16, 8, 3, 90, NULL, 0, &len);
     membuf j = {0};
     mb_put(&j, jpg, len);
     mb_put(&j, "trailing", 8);

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "eng_rng.h"
+#include <stdio.h>
+#include <jpeglib.h>
 
 char *tu_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -143,4 +145,33 @@ int tu_cpu_has(const char *flag) {
     }
     fclose(f);
     return found;
+}
+
+/* Encodes 8-bit pixels (1 or 3 components, or 4 as CMYK) as a baseline JPEG; an optional APP1
+ * payload is written right after the JFIF header. Caller frees the result. */
+uint8_t *tu_encode_jpeg(const uint8_t *px, int w, int h, int comps, int quality,
+                          const uint8_t *app1, size_t app1_len, size_t *len) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr jerr;
+    c.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&c);
+    unsigned char *buf = NULL;
+    unsigned long size = 0;
+    jpeg_mem_dest(&c, &buf, &size);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = comps;
+    c.in_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 3 ? JCS_RGB : JCS_CMYK;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, quality, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    if (app1) jpeg_write_marker(&c, JPEG_APP0 + 1, app1, (unsigned)app1_len);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = (JSAMPROW)px + (size_t)c.next_scanline * w * comps;
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    *len = size;
+    return buf;
 }

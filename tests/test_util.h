@@ -3,6 +3,7 @@
 #define TEST_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "eng_tensor.h"
 
@@ -36,5 +37,10 @@ int tu_cpu_has(const char *flag);
 
 /* Fills with deterministic pseudo-random normals. */
 void tu_randn(float *x, size_t n, unsigned long long seed, double scale);
+
+/* Encodes 8-bit pixels (1 or 3 components, or 4 as CMYK) as a baseline JPEG; an optional APP1
+ * payload is written right after the JFIF header. Caller frees the result (*len bytes). */
+uint8_t *tu_encode_jpeg(const uint8_t *px, int w, int h, int comps, int quality,
+                        const uint8_t *app1, size_t app1_len, size_t *len);
 
 #endif
