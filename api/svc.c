@@ -272,7 +272,7 @@ void svc_report_corr(svc *s, const float *block, int side, int d, long step) {
 
 int svc_corr_get(svc *s, float *out, int *d, long *step) {
     pthread_mutex_lock(&s->stat_mu);
-    int side = s->corr ? s->corr_side : 0;
+    int side = s->corr_side; /* 0 until a block was stored */
     if (side) memcpy(out, s->corr, sizeof(float) * (size_t)side * side);
     *d = s->corr_d;
     *step = s->corr_step;

@@ -378,15 +378,19 @@ static int lift_idle_threads(void) {
     return stuck;
 }
 
-void train_worker_signal_stop(train_worker *w) {
+/* Raises both flags: the worker's loop and the trainer's (a running step, the source's waits). */
+static void raise_stop(train_worker *w) {
     atomic_store(&w->stop, 1);
     atomic_store(&w->tr_stop, 1);
+}
+
+void train_worker_signal_stop(train_worker *w) {
+    raise_stop(w);
     w->idle_stuck = lift_idle_threads();
 }
 
 int train_worker_stop(train_worker *w, double wait_s) {
-    atomic_store(&w->stop, 1);
-    atomic_store(&w->tr_stop, 1);
+    raise_stop(w);
     int abandoned = 0;
     if (w->running) {
         struct timespec until;
@@ -405,8 +409,8 @@ int train_worker_stop(train_worker *w, double wait_s) {
     }
     /* The last completed step, unless it is published already. When the trainer's thread is
      * still in a step (starved of CPU), its update lock is free but for LARS's few milliseconds:
-     * wait for it a little. */
-    /* an abandoned thread may be building or freeing the trainer: wait a little for that */
+     * wait for it a little; an abandoned thread may also be building or freeing the trainer:
+     * wait a second for that. */
     struct timespec lock_until;
     clock_gettime(CLOCK_REALTIME, &lock_until);
     lock_until.tv_sec += 1;
@@ -421,8 +425,7 @@ int train_worker_stop(train_worker *w, double wait_s) {
 }
 
 void train_worker_free(train_worker *w) {
-    atomic_store(&w->stop, 1);
-    atomic_store(&w->tr_stop, 1);
+    raise_stop(w);
     svc_trainer_free(&w->tr); /* joins the augmentation thread (its source sees stop) */
     proxy_stop(&w->proxy);    /* after its last caller */
     free(w->corr);

@@ -20,7 +20,7 @@ const state = {
   logEvery: 0,   // the training log's stride (steps), chosen at the first load
   logSince: 0,   // the last step loaded
   log: [],       // {step, loss, diag_mean, offdiag_abs_mean}
-  browseAfter: [0], // the `after` of each page seen, for First page
+  browseAt: 0,      // the `after` of the Browse page shown
   browseNext: null,
   blobUrls: { browse: [], nb: [], search: [] },
 };
@@ -147,7 +147,7 @@ function lineChart(canvas, series, opts = {}) {
   const ctx = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height, L = 52, R = 10, T = 20, B = 24;
   const css = getComputedStyle(document.body);
-  const fg = css.color, muted = css.getPropertyValue("--muted") || "#888";
+  const muted = css.getPropertyValue("--muted") || "#888";
   ctx.clearRect(0, 0, W, H);
   const pts = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
   ctx.font = "11px system-ui, sans-serif";
@@ -196,7 +196,6 @@ function lineChart(canvas, series, opts = {}) {
     if (s.dots) for (const [x, y] of s.points) if (Number.isFinite(y)) ctx.fillRect(X(x) - 2, Y(y) - 2, 4, 4);
   }
   ctx.setLineDash([]);
-  void fg;
   return pts.length;
 }
 
@@ -322,6 +321,7 @@ async function loadBrowse(after) {
     return;
   }
   revokeAll("browse");
+  state.browseAt = after;
   const grid = $("browse-grid");
   grid.replaceChildren();
   for (const im of j.images) {
@@ -389,12 +389,10 @@ function setupSearch() {
 }
 
 function setupBrowse() {
-  $("filter-form").addEventListener("submit", (e) => { e.preventDefault(); state.browseAfter = [0]; loadBrowse(0); });
-  $("browse-first").addEventListener("click", () => { state.browseAfter = [0]; loadBrowse(0); });
+  $("filter-form").addEventListener("submit", (e) => { e.preventDefault(); loadBrowse(0); });
+  $("browse-first").addEventListener("click", () => loadBrowse(0));
   $("browse-next").addEventListener("click", () => {
-    if (state.browseNext === null) return;
-    state.browseAfter.push(state.browseNext);
-    loadBrowse(state.browseNext);
+    if (state.browseNext !== null) loadBrowse(state.browseNext);
   });
 }
 
@@ -421,7 +419,7 @@ async function refresh() {
 
 async function refreshAll() {
   await refresh();
-  if (!state.readsNeedKey || key()) loadBrowse(state.browseAfter[state.browseAfter.length - 1]);
+  if (!state.readsNeedKey || key()) loadBrowse(state.browseAt);
 }
 
 async function main() {
