@@ -19,17 +19,13 @@ static int prepare(const svc *s, const void *bytes, size_t len, const char *decl
         strcmp(declared_type, actual))
         return svc_fail(err, ERR_UNSUPPORTED, "Content-Type says %.64s but the body is %s",
                         declared_type, actual);
-    eng_decode_opts o = eng_decode_defaults();
-    o.max_pixels = s->opts.max_pixels;
-    eng_image img;
+    eng_decode_info info;
     eng_err e = {0};
-    if (eng_image_decode(bytes, len, &o, &img, &e))
+    if (eng_train_copy_decode(bytes, len, s->opts.max_pixels, s->cfg.in_channels,
+                              2 * s->cfg.input_size, out, &info, &e))
         return svc_fail(err, svc_code_of(&e), "%s", e.msg);
-    *width = img.width;
-    *height = img.height;
-    int rc = eng_train_copy_make(&img, s->cfg.in_channels, 2 * s->cfg.input_size, out, &e);
-    eng_image_free(&img);
-    if (rc) return svc_fail(err, svc_code_of(&e), "preparing the image: %s", e.msg);
+    *width = info.width;
+    *height = info.height;
     return 0;
 }
 

@@ -3,11 +3,13 @@
  * Every input is made here, in memory, with libpng's and libjpeg's own encoders (or byte by byte
  * for headers, EXIF segments, PGM and IDX), so no binary fixture is committed. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "eng_copy.h"
 #include "eng_idx.h"
 #include "eng_image.h"
 #include "test_util.h"
@@ -868,5 +870,187 @@ Test(image, bytes_after_the_end_marker_are_ignored) {
     eng_image_free(&img);
     free(j.data);
     free(jpg);
+    free(px);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Reduced decodes (eng_decode_opts.min_side): what the training copy and thumbnails decode */
+
+static int decode_reduced(const void *b, size_t len, int min_side, eng_image *img,
+                          eng_decode_info *info, eng_err *err) {
+    eng_decode_opts o = eng_decode_defaults();
+    o.min_side = min_side;
+    return eng_image_decode_info(b, len, &o, img, info, err);
+}
+
+/* The d x d block means of a pattern, partial blocks over the pixels they hold, rounded half up:
+ * computed here from the pattern itself, not through any decoder. */
+static uint8_t block_mean(int w, int h, int c, int d, int ox, int oy, int k) {
+    unsigned sum = 0, n = 0;
+    for (int y = oy * d; y < (oy + 1) * d && y < h; y++)
+        for (int x = ox * d; x < (ox + 1) * d && x < w; x++, n++) sum += pattern(x, y, k);
+    return (uint8_t)((sum + n / 2) / n);
+}
+
+Test(reduced, png_decodes_row_by_row_into_block_means_with_partial_edges) {
+    int w = 103, h = 77, c = 3; /* neither side a multiple of 8 or 4 */
+    uint8_t *px = pattern_image(w, h, c);
+    png_spec s = {w, h, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE, px, NULL, 0, NULL, 0};
+    membuf m = encode_png(&s);
+    const int min_sides[] = {10, 20, 39}, want_d[] = {8, 4, 2};
+    for (int t = 0; t < 3; t++) {
+        eng_image img = {0};
+        eng_decode_info info;
+        eng_err err = {0};
+        cr_assert_eq(decode_reduced(m.data, m.len, min_sides[t], &img, &info, &err), 0, "%s",
+                     err.msg);
+        int d = want_d[t], ow = (w + d - 1) / d, oh = (h + d - 1) / d;
+        cr_assert(info.width == w && info.height == h && info.reduction == d,
+                  "min_side %d: info %dx%d /%d, want %dx%d /%d", min_sides[t], info.width,
+                  info.height, info.reduction, w, h, d);
+        cr_assert(img.width == ow && img.height == oh && img.channels == c,
+                  "min_side %d: %dx%dx%d, want %dx%dx%d", min_sides[t], img.width, img.height,
+                  img.channels, ow, oh, c);
+        for (int y = 0; y < oh; y++)
+            for (int x = 0; x < ow; x++)
+                for (int k = 0; k < c; k++) {
+                    uint8_t got = img.pixels[((size_t)y * ow + x) * c + k];
+                    uint8_t want = block_mean(w, h, c, d, x, y, k);
+                    cr_assert_eq(got, want, "d=%d (%d,%d) ch %d: %u, want %u", d, x, y, k, got,
+                                 want);
+                }
+        eng_image_free(&img);
+    }
+    free(m.data);
+    free(px);
+}
+
+Test(reduced, png_block_means_equal_the_box_downscale_of_the_full_decode) {
+    int w = 96, h = 64; /* multiples of 8: both are exact area averages */
+    uint8_t *px = pattern_image(w, h, 1);
+    png_spec s = {w, h, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, px, NULL, 0, NULL, 0};
+    membuf m = encode_png(&s);
+    eng_image full = {0}, small = {0}, reduced = {0};
+    eng_err err = {0};
+    decode_ok(m.data, m.len, &full);
+    cr_assert_eq(eng_image_downscale(&full, 8, &small, &err), 0, "%s", err.msg);
+    cr_assert_eq(decode_reduced(m.data, m.len, 8, &reduced, NULL, &err), 0, "%s", err.msg);
+    expect_pixels(&reduced, small.width, small.height, 1, small.pixels);
+    eng_image_free(&full);
+    eng_image_free(&small);
+    eng_image_free(&reduced);
+    free(m.data);
+    free(px);
+}
+
+Test(reduced, interlaced_png_and_small_images_decode_at_full_size) {
+    int w = 40, h = 40;
+    uint8_t *px = pattern_image(w, h, 3);
+    for (int interlace = 0; interlace < 2; interlace++) {
+        png_spec s = {w, h, PNG_COLOR_TYPE_RGB, 8, interlace, px, NULL, 0, NULL, 0};
+        membuf m = encode_png(&s);
+        /* interlaced: passes need the whole raster; not interlaced: 40/2 < 21 */
+        eng_image img = {0};
+        eng_decode_info info;
+        eng_err err = {0};
+        cr_assert_eq(decode_reduced(m.data, m.len, interlace ? 5 : 21, &img, &info, &err), 0,
+                     "%s", err.msg);
+        cr_expect_eq(info.reduction, 1, "interlace %d: reduction %d", interlace, info.reduction);
+        expect_pixels(&img, w, h, 3, px);
+        eng_image_free(&img);
+        free(m.data);
+    }
+    free(px);
+}
+
+Test(reduced, truncated_png_is_refused_by_the_row_by_row_decoder) {
+    int w = 64, h = 64;
+    uint8_t *px = pattern_image(w, h, 3);
+    png_spec s = {w, h, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE, px, NULL, 0, NULL, 0};
+    membuf m = encode_png(&s);
+    for (size_t cut = 8; cut < m.len; cut += m.len / 37 + 1) {
+        eng_image img = {0};
+        eng_decode_info info = {1, 1, 1};
+        eng_err err = {0};
+        cr_assert_neq(decode_reduced(m.data, cut, 8, &img, &info, &err), 0,
+                      "a %zu-byte prefix of %zu decoded", cut, m.len);
+        cr_expect(img.pixels == NULL && info.width == 0, "a refusal left pixels or info");
+        cr_expect(strncmp(err.msg, "png: ", 5) == 0, "message \"%s\"", err.msg);
+    }
+    free(m.data);
+    free(px);
+}
+
+Test(reduced, jpeg_dct_scaling_stays_close_to_the_box_downscale_of_the_full_decode) {
+    int w = 800, h = 600;
+    uint8_t *px = malloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++) /* smooth, with structure at every scale above 8 pixels */
+        for (int x = 0; x < w; x++)
+            for (int k = 0; k < 3; k++)
+                px[((size_t)y * w + x) * 3 + k] =
+                    (uint8_t)(128 + 60 * sin(x / (17.0 + 9 * k)) * cos(y / 23.0) + (x * y) % 11);
+    size_t len;
+    uint8_t *jpg = tu_encode_jpeg(px, w, h, 3, 92, NULL, 0, &len);
+    eng_image full = {0}, box = {0}, reduced = {0};
+    eng_decode_info info;
+    eng_err err = {0};
+    decode_ok(jpg, len, &full);
+    cr_assert_eq(decode_reduced(jpg, len, 64, &reduced, &info, &err), 0, "%s", err.msg);
+    cr_assert(info.width == w && info.height == h && info.reduction == 8,
+              "info %dx%d /%d, want %dx%d /8", info.width, info.height, info.reduction, w, h);
+    cr_assert(reduced.width == 100 && reduced.height == 75, "reduced to %dx%d, want 100x75",
+              reduced.width, reduced.height);
+    cr_assert_eq(eng_image_downscale(&full, 75, &box, &err), 0, "%s", err.msg);
+    cr_assert(box.width == 100 && box.height == 75, "box %dx%d", box.width, box.height);
+    double e = mean_abs_error(reduced.pixels, box.pixels, (size_t)100 * 75 * 3);
+    cr_expect_lt(e, 1.5, "mean abs difference %.3f levels between 1/8 DCT and box filter", e);
+    cr_expect_gt(e, 0.0, "the two paths should not be the same code");
+    eng_image_free(&full);
+    eng_image_free(&box);
+    eng_image_free(&reduced);
+    free(jpg);
+    free(px);
+}
+
+Test(reduced, jpeg_info_gives_the_oriented_full_size) {
+    int w = 64, h = 32;
+    uint8_t *px = smooth_image(w, h, 3);
+    uint8_t app1[64];
+    size_t n = exif_payload(app1, 6, 0); /* a quarter turn */
+    size_t len;
+    uint8_t *jpg = tu_encode_jpeg(px, w, h, 3, 90, app1, n, &len);
+    eng_image img = {0};
+    eng_decode_info info;
+    eng_err err = {0};
+    cr_assert_eq(decode_reduced(jpg, len, 8, &img, &info, &err), 0, "%s", err.msg);
+    cr_expect(info.width == 32 && info.height == 64 && info.reduction == 4,
+              "info %dx%d /%d, want 32x64 /4", info.width, info.height, info.reduction);
+    cr_expect(img.width == 8 && img.height == 16, "pixels %dx%d, want 8x16", img.width,
+              img.height);
+    eng_image_free(&img);
+    free(jpg);
+    free(px);
+}
+
+Test(reduced, train_copy_decode_matches_decode_then_copy_when_nothing_is_reduced) {
+    int w = 90, h = 70; /* 70 < 2 x 64: no reduction, so the copies must be identical */
+    uint8_t *px = pattern_image(w, h, 3);
+    png_spec s = {w, h, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE, px, NULL, 0, NULL, 0};
+    membuf m = encode_png(&s);
+    eng_image full = {0}, want = {0}, got = {0};
+    eng_decode_info info;
+    eng_err err = {0};
+    decode_ok(m.data, m.len, &full);
+    cr_assert_eq(eng_train_copy_make(&full, 1, 64, &want, &err), 0, "%s", err.msg);
+    cr_assert_eq(eng_train_copy_decode(m.data, m.len, 1000000, 1, 64, &got, &info, &err), 0,
+                 "%s", err.msg);
+    cr_expect(info.width == w && info.height == h && info.reduction == 1, "info %dx%d /%d",
+              info.width, info.height, info.reduction);
+    expect_pixels(&got, want.width, want.height, 1, want.pixels);
+    cr_assert_neq(eng_train_copy_decode(m.data, m.len, 100, 1, 64, &got, NULL, &err), 0,
+                  "the pixel limit was not applied");
+    eng_image_free(&full);
+    eng_image_free(&want);
+    free(m.data);
     free(px);
 }

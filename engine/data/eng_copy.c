@@ -13,6 +13,19 @@ int eng_train_copy_make(const eng_image *decoded, int channels, int side, eng_im
     return rc;
 }
 
+int eng_train_copy_decode(const void *bytes, size_t len, long long max_pixels, int channels,
+                          int side, eng_image *out, eng_decode_info *info, eng_err *err) {
+    memset(out, 0, sizeof *out);
+    eng_decode_opts o = eng_decode_defaults();
+    o.max_pixels = max_pixels;
+    o.min_side = ENG_COPY_DECODE_MARGIN * side;
+    eng_image img;
+    if (eng_image_decode_info(bytes, len, &o, &img, info, err)) return -1;
+    int rc = eng_train_copy_make(&img, channels, side, out, err);
+    eng_image_free(&img);
+    return rc;
+}
+
 #define TC_HEADER 12
 
 int eng_train_copy_pack(const eng_image *img, uint8_t **bytes, size_t *len, eng_err *err) {

@@ -98,6 +98,15 @@ static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
+/* The largest of 8, 4, 2 that keeps both sides, rounded up, at least min_side; 1 when none does
+ * or min_side is 0. PNG's row-by-row reduction and JPEG's DCT scaling share it. */
+static unsigned reduction_for(unsigned w, unsigned h, int min_side) {
+    for (unsigned d = 8; min_side > 0 && d > 1; d /= 2)
+        if ((w + d - 1) / d >= (unsigned)min_side && (h + d - 1) / d >= (unsigned)min_side)
+            return d;
+    return 1;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * PNG */
 
@@ -107,9 +116,14 @@ typedef struct png_state {
     long long max_pixels; /* from the options */
     png_structp png;      /* owned: destroyed by the caller of png_run */
     png_infop info;       /* owned: idem */
-    png_bytep *rows;      /* owned: row pointers into pixels */
+    int min_side;         /* from the options: 0, or reduce while sides stay >= */
+    png_bytep *rows;      /* owned: row pointers into pixels (a full decode) */
+    uint8_t *row;         /* owned: one decoded row (a reduced decode) */
+    uint32_t *sums;       /* owned: one output row's sums (a reduced decode) */
     uint8_t *pixels;      /* owned until handed to the output image */
     int width, height, channels;
+    int full_width, full_height; /* the file's own size */
+    int reduction;               /* 1, or the d of a d x d block-mean decode */
     char msg[ENG_ERR_LEN]; /* libpng's error message, or ours; "" if none */
 } png_state;
 
@@ -129,6 +143,47 @@ static void png_read_mem(png_structp png, png_bytep data, size_t n) {
     if (st->len - st->pos < n) png_error(png, "truncated");
     memcpy(data, st->bytes + st->pos, n);
     st->pos += n;
+}
+
+/* Decodes row by row into d x d block means (the last blocks of a row or column may be
+ * partial: their mean is over the pixels they hold), so a large PNG never needs its whole
+ * raster in memory: one row and one row of sums. Called from png_run (inside its setjmp). */
+static int png_read_reduced(png_state *st, unsigned d, size_t rowbytes) {
+    int w = st->full_width, h = st->full_height, ch = st->channels;
+    int ow = (int)(((unsigned)w + d - 1) / d), oh = (int)(((unsigned)h + d - 1) / d);
+    size_t ostride = (size_t)ow * (size_t)ch;
+    st->row = malloc(rowbytes);
+    st->sums = calloc(ostride, sizeof *st->sums);
+    st->pixels = malloc(ostride * (size_t)oh);
+    if (!st->row || !st->sums || !st->pixels) {
+        snprintf(st->msg, sizeof st->msg, "out of memory for %dx%d pixels", ow, oh);
+        return -1;
+    }
+    for (int y = 0; y < h; y++) {
+        png_read_row(st->png, st->row, NULL);
+        const uint8_t *px = st->row;
+        for (int ox = 0, x = 0; ox < ow; ox++) {
+            uint32_t *sum = st->sums + (size_t)ox * ch;
+            for (int xe = x + (int)d < w ? x + (int)d : w; x < xe; x++, px += ch)
+                for (int c = 0; c < ch; c++) sum[c] += px[c];
+        }
+        if ((y + 1) % (int)d && y + 1 < h) continue;
+        int oy = y / (int)d, rows = y - oy * (int)d + 1;
+        uint8_t *out = st->pixels + (size_t)oy * ostride;
+        for (int ox = 0; ox < ow; ox++) {
+            uint32_t cols = (uint32_t)(ox + 1 < ow ? (int)d : w - ox * (int)d);
+            uint32_t n = cols * (uint32_t)rows;
+            for (int c = 0; c < ch; c++) {
+                size_t i = (size_t)ox * ch + c;
+                out[i] = (uint8_t)((st->sums[i] + n / 2) / n);
+                st->sums[i] = 0;
+            }
+        }
+    }
+    png_read_end(st->png, NULL); /* insists on the rest of the file up to IEND */
+    st->width = ow;
+    st->height = oh;
+    return 0;
 }
 
 /* Runs libpng on st; everything it allocates lands in st. Returns 0 or -1 (st->msg says why). */
@@ -158,6 +213,14 @@ static int png_run(png_state *st) {
         snprintf(st->msg, sizeof st->msg, "unexpected layout after transforms (%d channels)", ch);
         return -1;
     }
+    st->full_width = (int)w;
+    st->full_height = (int)h;
+    st->channels = ch;
+    unsigned d = png_get_interlace_type(st->png, st->info) == PNG_INTERLACE_NONE
+                     ? reduction_for(w, h, st->min_side)
+                     : 1; /* an interlaced image's passes need the whole raster */
+    st->reduction = (int)d;
+    if (d > 1) return png_read_reduced(st, d, rowbytes);
     st->pixels = malloc(rowbytes * h);
     st->rows = malloc(sizeof *st->rows * h);
     if (!st->pixels || !st->rows) {
@@ -170,16 +233,15 @@ static int png_run(png_state *st) {
     png_read_end(st->png, NULL); /* insists on the rest of the file up to IEND */
     st->width = (int)w;
     st->height = (int)h;
-    st->channels = ch;
     return 0;
 }
 
-static int decode_png(const uint8_t *b, size_t len, long long max_pixels, eng_image *out,
-                      eng_err *err) {
+static int decode_png(const uint8_t *b, size_t len, long long max_pixels, int min_side,
+                      eng_image *out, eng_decode_info *info, eng_err *err) {
     /* Size check straight from the IHDR bytes: libpng would first read on to the next chunk. */
     if (len >= 24 && memcmp(b + 12, "IHDR", 4) == 0)
         if (check_dims("png", be32(b + 16), be32(b + 20), max_pixels, err) != 0) return -1;
-    png_state st = {.bytes = b, .len = len, .max_pixels = max_pixels};
+    png_state st = {.bytes = b, .len = len, .max_pixels = max_pixels, .min_side = min_side};
     st.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, png_on_error, png_on_warning);
     if (st.png) st.info = png_create_info_struct(st.png);
     int rc = -1;
@@ -189,6 +251,8 @@ static int decode_png(const uint8_t *b, size_t len, long long max_pixels, eng_im
         rc = png_run(&st);
     png_destroy_read_struct(st.png ? &st.png : NULL, st.info ? &st.info : NULL, NULL);
     free(st.rows);
+    free(st.row);
+    free(st.sums);
     if (rc != 0) {
         free(st.pixels);
         return eng_fail(err, "png: %s", st.msg);
@@ -197,6 +261,9 @@ static int decode_png(const uint8_t *b, size_t len, long long max_pixels, eng_im
     out->height = st.height;
     out->channels = st.channels;
     out->pixels = st.pixels;
+    info->width = st.full_width;
+    info->height = st.full_height;
+    info->reduction = st.reduction;
     return 0;
 }
 
@@ -211,6 +278,7 @@ typedef struct jpeg_state {
     int min_side;                        /* from the options: 0, or reduce while sides stay >= */
     uint8_t *pixels;                     /* owned until handed over */
     int width, height, channels;
+    int full_width, full_height, reduction; /* the file's own size; the DCT scaling's 1/n */
     int orientation;       /* EXIF orientation 1..8 (1 when absent) */
     char msg[ENG_ERR_LEN]; /* why it failed; "" if it did not */
 } jpeg_state;
@@ -306,11 +374,7 @@ static int jpeg_run(jpeg_state *st, const uint8_t *b, size_t len) {
     if (st->orientation == 0) st->orientation = 1;
     /* a reduced decode (libjpeg scales in the DCT, far cheaper than decoding every pixel):
      * the largest of 1/8, 1/4, 1/2 that keeps both sides at least min_side */
-    unsigned denom = 1;
-    for (unsigned d = 8; st->min_side > 0 && d > 1 && denom == 1; d /= 2)
-        if ((ci->image_width + d - 1) / d >= (unsigned)st->min_side &&
-            (ci->image_height + d - 1) / d >= (unsigned)st->min_side)
-            denom = d;
+    unsigned denom = reduction_for(ci->image_width, ci->image_height, st->min_side);
     ci->scale_num = 1;
     ci->scale_denom = denom;
     jpeg_start_decompress(ci);
@@ -331,6 +395,9 @@ static int jpeg_run(jpeg_state *st, const uint8_t *b, size_t len) {
         jpeg_read_scanlines(ci, &row, 1);
     }
     jpeg_finish_decompress(ci); /* reads on to EOI, so a missing tail is noticed */
+    st->full_width = (int)ci->image_width;
+    st->full_height = (int)ci->image_height;
+    st->reduction = (int)denom;
     st->width = w;
     st->height = h;
     st->channels = ch;
@@ -396,7 +463,7 @@ static int jpeg_precheck(const uint8_t *b, size_t len, long long max_pixels, eng
 }
 
 static int decode_jpeg(const uint8_t *b, size_t len, long long max_pixels, int min_side,
-                       eng_image *out, eng_err *err) {
+                       eng_image *out, eng_decode_info *info, eng_err *err) {
     if (jpeg_precheck(b, len, max_pixels, err) != 0) return -1;
     jpeg_state *st = calloc(1, sizeof *st);
     if (!st) return eng_fail_code(err, ERR_NO_MEMORY, "jpeg: out of memory for the decoder");
@@ -420,6 +487,10 @@ static int decode_jpeg(const uint8_t *b, size_t len, long long max_pixels, int m
     out->channels = st->channels;
     out->pixels = st->pixels;
     int orientation = st->orientation;
+    bool swap = orientation >= 5; /* a quarter turn: the sides trade places */
+    info->width = swap ? st->full_height : st->full_width;
+    info->height = swap ? st->full_width : st->full_height;
+    info->reduction = st->reduction;
     free(st);
     if (orientation > 1 && apply_orientation(out, orientation, err) != 0) {
         eng_image_free(out);
@@ -464,7 +535,7 @@ static int pgm_field(const uint8_t *b, size_t len, size_t *p, const char *what, 
 }
 
 static int decode_pgm(const uint8_t *b, size_t len, long long max_pixels, eng_image *out,
-                      eng_err *err) {
+                      eng_decode_info *info, eng_err *err) {
     size_t p = 2;
     long long w, h, maxval;
     if (pgm_field(b, len, &p, "width", &w, err) != 0 ||
@@ -492,23 +563,33 @@ static int decode_pgm(const uint8_t *b, size_t len, long long max_pixels, eng_im
         out->pixels[i] = (uint8_t)(((unsigned long long)v * 255 + (unsigned long long)maxval / 2) /
                                    (unsigned long long)maxval);
     }
+    *info = (eng_decode_info){(int)w, (int)h, 1};
     return 0;
 }
 
 static int decode_any(const void *bytes, size_t len, const eng_decode_opts *opts, eng_image *out,
-                      eng_err *err);
+                      eng_decode_info *info, eng_err *err);
 
 /* A decoder's refusal is the data's fault (ERR_BAD_INPUT) unless it said otherwise (memory,
  * the pixel limit). */
-int eng_image_decode(const void *bytes, size_t len, const eng_decode_opts *opts, eng_image *out,
-                     eng_err *err) {
-    int rc = decode_any(bytes, len, opts, out, err);
+int eng_image_decode_info(const void *bytes, size_t len, const eng_decode_opts *opts,
+                          eng_image *out, eng_decode_info *info, eng_err *err) {
+    eng_decode_info scratch;
+    if (!info) info = &scratch;
+    memset(info, 0, sizeof *info);
+    int rc = decode_any(bytes, len, opts, out, info, err);
     if (rc && err && err->code == ERR_INTERNAL) err->code = ERR_BAD_INPUT;
+    if (rc) memset(info, 0, sizeof *info);
     return rc;
 }
 
+int eng_image_decode(const void *bytes, size_t len, const eng_decode_opts *opts, eng_image *out,
+                     eng_err *err) {
+    return eng_image_decode_info(bytes, len, opts, out, NULL, err);
+}
+
 static int decode_any(const void *bytes, size_t len, const eng_decode_opts *opts, eng_image *out,
-                      eng_err *err) {
+                      eng_decode_info *info, eng_err *err) {
     memset(out, 0, sizeof *out);
     eng_decode_opts o = opts ? *opts : eng_decode_defaults();
     if (o.max_pixels < 1)
@@ -516,9 +597,9 @@ static int decode_any(const void *bytes, size_t len, const eng_decode_opts *opts
     if (!bytes || len == 0) return eng_fail(err, "image: empty input");
     const uint8_t *b = bytes;
     switch (eng_image_sniff(b, len)) {
-    case ENG_IMG_PNG: return decode_png(b, len, o.max_pixels, out, err);
-    case ENG_IMG_JPEG: return decode_jpeg(b, len, o.max_pixels, o.min_side, out, err);
-    case ENG_IMG_PGM: return decode_pgm(b, len, o.max_pixels, out, err);
+    case ENG_IMG_PNG: return decode_png(b, len, o.max_pixels, o.min_side, out, info, err);
+    case ENG_IMG_JPEG: return decode_jpeg(b, len, o.max_pixels, o.min_side, out, info, err);
+    case ENG_IMG_PGM: return decode_pgm(b, len, o.max_pixels, out, info, err);
     default:
         if (len < 8)
             return eng_fail(err, "image: unrecognised format (only %zu bytes)", len);

@@ -25,10 +25,20 @@ typedef struct eng_image {
 
 typedef struct eng_decode_opts {
     long long max_pixels; /* refuse images with width * height above this (must be >= 1) */
-    int min_side;         /* 0: full size. Else a JPEG may come out reduced by libjpeg's DCT
-                           * scaling (1/2, 1/4 or 1/8, sides rounded up) while both sides stay
-                           * >= min_side: for previews; PNG and PGM always decode at full size */
+    int min_side;         /* 0: full size. Else the image may come out reduced by 2, 4 or 8
+                           * (sides rounded up) while both sides stay >= min_side: a JPEG by
+                           * libjpeg's DCT scaling, a non-interlaced PNG into block means row by
+                           * row as it decodes (its whole raster is never held); PGM and
+                           * interlaced PNG always decode at full size. For previews and for
+                           * the model's small copies, which need no more */
 } eng_decode_opts;
+
+/* What a decode saw of the file: its own size (after the EXIF orientation) and the factor it
+ * came out reduced by (1 = full size). */
+typedef struct eng_decode_info {
+    int width, height;
+    int reduction;
+} eng_decode_info;
 
 /* Formats recognised by eng_image_sniff. */
 enum { ENG_IMG_UNKNOWN = 0, ENG_IMG_JPEG = 1, ENG_IMG_PNG = 2, ENG_IMG_PGM = 3 };
@@ -70,6 +80,10 @@ const char *eng_image_media_type(int kind);
  * "pgm: " or "image: ", and *out is left empty (zeroed). */
 int eng_image_decode(const void *bytes, size_t len, const eng_decode_opts *opts, eng_image *out,
                      eng_err *err);
+
+/* As eng_image_decode, and writes what it saw to *info (may be NULL; zeroed on error). */
+int eng_image_decode_info(const void *bytes, size_t len, const eng_decode_opts *opts,
+                          eng_image *out, eng_decode_info *info, eng_err *err);
 
 /* Converts to 1 (gray) or 3 (RGB) channels into *out (a new image; in is untouched). Gray to
  * RGB replicates; RGB to gray is the luma L = (299 R + 587 G + 114 B) / 1000 rounded half up;

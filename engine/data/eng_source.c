@@ -1,6 +1,7 @@
 /* eng_source.c — in-memory training sets from IDX files and image directories. */
 #include "eng_source.h"
 
+#include "eng_copy.h"
 #include "eng_idx.h"
 
 #include <dirent.h>
@@ -80,11 +81,8 @@ static int read_file(const char *path, uint8_t **data, size_t *len, eng_err *err
 
 /* Converts and downscales a decoded image into the source's training copy at slot i. */
 static int prepare(eng_source *src, size_t i, eng_image *img, int train_side, eng_err *err) {
-    eng_image conv = {0}, small = {0};
-    int rc = eng_image_convert(img, src->channels, &conv, err);
-    if (rc == 0) rc = eng_image_downscale(&conv, train_side, &small, err);
-    eng_image_free(&conv);
-    if (rc) return -1;
+    eng_image small;
+    if (eng_train_copy_make(img, src->channels, train_side, &small, err)) return -1;
     src->images[i] = small;
     return 0;
 }
@@ -162,25 +160,22 @@ int eng_source_from_dir(eng_source *src, const char *path, int channels, int tra
     /* sorted, so the same directory always gives the same image order (and the same samples) */
     qsort(names, n_names, sizeof *names, cmp_names);
     if (grow_to(src, n_names, err)) goto done;
-    eng_decode_opts opts = eng_decode_defaults();
     for (size_t i = 0; i < n_names; i++) {
         struct stat st;
         if (stat(names[i], &st) != 0 || !S_ISREG(st.st_mode)) continue;
         uint8_t *data;
         size_t len;
         if (read_file(names[i], &data, &len, err)) goto done;
-        eng_image img;
-        int bad = eng_image_decode(data, len, &opts, &img, err);
+        eng_image small;
+        int bad = eng_train_copy_decode(data, len, ENG_DECODE_DEFAULT_MAX_PIXELS, src->channels,
+                                        train_side, &small, NULL, err);
         free(data);
         if (bad) {
             eng_err inner = *err;
             eng_fail(err, "%.100s: %.140s", names[i], inner.msg);
             goto done;
         }
-        bad = prepare(src, src->n, &img, train_side, err);
-        eng_image_free(&img);
-        if (bad) goto done;
-        src->n++;
+        src->images[src->n++] = small;
     }
     if (src->n == 0) {
         eng_fail(err, "%.160s: no images", path);
