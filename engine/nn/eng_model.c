@@ -144,26 +144,33 @@ static int alloc_like(eng_model *m, eng_tensor *t, const dnnl_memory_desc_t *md,
     return eng_tensor_alloc(t, &m->ctx, md, err);
 }
 
-/* A gradient tensor of layout md that will borrow the shared buffer of `role` (pointed at by
- * bind_diff_views once every size is known). */
-static int diff_view(eng_model *m, eng_tensor *t, const dnnl_memory_desc_t *md, int role,
+/* A tensor of layout md that will borrow the shared buffer of `role` (pointed at by
+ * bind_shared_views once every size is known). */
+static int shared_view(eng_model *m, eng_tensor *t, const dnnl_memory_desc_t *md, int role,
                      eng_err *err) {
     if (eng_tensor_wrap(t, &m->ctx, md, NULL, err)) return -1;
-    if (t->bytes > m->diff_bytes[role]) m->diff_bytes[role] = t->bytes;
-    m->diff_views[m->n_diff_views].t = t;
-    m->diff_views[m->n_diff_views++].role = role;
+    if (t->bytes > m->shared_bytes[role]) m->shared_bytes[role] = t->bytes;
+    m->shared_views[m->n_shared_views].t = t;
+    m->shared_views[m->n_shared_views++].role = role;
     return 0;
 }
 
-static int bind_diff_views(eng_model *m, eng_err *err) {
-    for (int r = 0; r < ENG_DIFF_ROLES; r++) {
-        if (!m->diff_bytes[r]) continue;
-        m->diff_buf[r] = eng_alloc_zeroed(m->diff_bytes[r]);
-        if (!m->diff_buf[r])
-            return eng_fail(err, "out of memory for %zu gradient bytes", m->diff_bytes[r]);
+/* An activation of the block graph: owned when training keeps it for the backward, else a view
+ * of the inference buffer `role`. */
+static int activation(eng_model *m, eng_tensor *t, const dnnl_memory_desc_t *md, int role,
+                      eng_err *err) {
+    return m->training ? alloc_like(m, t, md, err) : shared_view(m, t, md, role, err);
+}
+
+static int bind_shared_views(eng_model *m, eng_err *err) {
+    for (int r = 0; r < ENG_SHARED_ROLES; r++) {
+        if (!m->shared_bytes[r]) continue;
+        m->shared_buf[r] = eng_alloc_zeroed(m->shared_bytes[r]);
+        if (!m->shared_buf[r])
+            return eng_fail(err, "out of memory for %zu bytes of shared buffers", m->shared_bytes[r]);
     }
-    for (int i = 0; i < m->n_diff_views; i++)
-        if (eng_tensor_point(m->diff_views[i].t, m->diff_buf[m->diff_views[i].role], err))
+    for (int i = 0; i < m->n_shared_views; i++)
+        if (eng_tensor_point(m->shared_views[i].t, m->shared_buf[m->shared_views[i].role], err))
             return -1;
     return 0;
 }
@@ -206,7 +213,7 @@ fail:
 }
 
 static int build_block(eng_model *m, eng_block *b, int index, eng_tensor *x, eng_tensor *dx,
-                       int cout, int stride, eng_err *err) {
+                       int x_role, int cout, int stride, eng_err *err) {
     eng_ctx *ctx = &m->ctx;
     int tr = m->training, groups = tr ? 2 : 1;
     b->x = x;
@@ -221,33 +228,35 @@ static int build_block(eng_model *m, eng_block *b, int index, eng_tensor *x, eng
     dnnl_memory_desc_t pref;
     ENG_TRY(preferred_act_md(&pref, m->rows, cout, oh, ow, err));
     const dnnl_memory_desc_t *hint = b->has_proj ? &pref : &x->md;
+    /* inference: x in x_role, c1 (then cs) in the next role, c2 = y in the one after */
+    int r1 = ENG_ACT_0 + (x_role - ENG_ACT_0 + 1) % 3, r2 = ENG_ACT_0 + (x_role - ENG_ACT_0 + 2) % 3;
     ENG_TRY(eng_conv_build(&b->conv1, ctx, &x->md, hint, cout, 3, stride, 1, tr, 1, err));
-    ENG_TRY(alloc_like(m, &b->c1, &b->conv1.dst_md, err));
+    ENG_TRY(activation(m, &b->c1, &b->conv1.dst_md, r1, err));
     ENG_TRY(eng_bnorm_build(&b->bn1, ctx, &b->c1.md, groups, 1, 1, tr, err));
-    ENG_TRY(alloc_like(m, &b->a1, &b->c1.md, err));
+    ENG_TRY(activation(m, &b->a1, &b->c1.md, r1, err));
     ENG_TRY(eng_conv_build(&b->conv2, ctx, &b->a1.md, hint, cout, 3, 1, 1, tr, 1, err));
-    ENG_TRY(alloc_like(m, &b->c2, &b->conv2.dst_md, err));
+    ENG_TRY(activation(m, &b->c2, &b->conv2.dst_md, r2, err));
     ENG_TRY(eng_bnorm_build(&b->bn2, ctx, &b->c2.md, groups, 1, 0, tr, err));
-    ENG_TRY(alloc_like(m, &b->y, &b->c2.md, err));
+    ENG_TRY(activation(m, &b->y, &b->c2.md, r2, err));
     const dnnl_memory_desc_t *short_md = &x->md;
     if (b->has_proj) {
         ENG_TRY(eng_conv_build(&b->convs, ctx, &x->md, &b->c2.md, cout, 1, stride, 0, tr, 1, err));
-        ENG_TRY(alloc_like(m, &b->cs, &b->convs.dst_md, err));
+        ENG_TRY(activation(m, &b->cs, &b->convs.dst_md, r1, err)); /* c1 is dead by then */
         ENG_TRY(eng_bnorm_build(&b->bns, ctx, &b->cs.md, groups, 1, 0, tr, err));
-        ENG_TRY(alloc_like(m, &b->bs, &b->cs.md, err));
+        ENG_TRY(activation(m, &b->bs, &b->cs.md, r1, err));
         short_md = &b->bs.md;
     }
     ENG_TRY(eng_resadd_build(&b->add, ctx, &b->y.md, short_md, tr, err));
     if (tr) {
         /* the stem's da0 uses DY0, so block i's output gradient uses DY1 for even i */
-        ENG_TRY(diff_view(m, &b->dy, &b->y.md, index % 2 ? ENG_DIFF_DY0 : ENG_DIFF_DY1, err));
-        ENG_TRY(diff_view(m, &b->g, &b->y.md, ENG_DIFF_G, err));
-        ENG_TRY(diff_view(m, &b->dc2, &b->c2.md, ENG_DIFF_B, err));
-        ENG_TRY(diff_view(m, &b->da1, &b->a1.md, ENG_DIFF_C, err));
-        ENG_TRY(diff_view(m, &b->dc1, &b->c1.md, ENG_DIFF_B, err));
+        ENG_TRY(shared_view(m, &b->dy, &b->y.md, index % 2 ? ENG_DIFF_DY0 : ENG_DIFF_DY1, err));
+        ENG_TRY(shared_view(m, &b->g, &b->y.md, ENG_DIFF_G, err));
+        ENG_TRY(shared_view(m, &b->dc2, &b->c2.md, ENG_DIFF_B, err));
+        ENG_TRY(shared_view(m, &b->da1, &b->a1.md, ENG_DIFF_C, err));
+        ENG_TRY(shared_view(m, &b->dc1, &b->c1.md, ENG_DIFF_B, err));
         if (b->has_proj) {
-            ENG_TRY(diff_view(m, &b->dcs, &b->cs.md, ENG_DIFF_C, err));
-            ENG_TRY(diff_view(m, &b->dxs, &x->md, ENG_DIFF_D, err));
+            ENG_TRY(shared_view(m, &b->dcs, &b->cs.md, ENG_DIFF_C, err));
+            ENG_TRY(shared_view(m, &b->dxs, &x->md, ENG_DIFF_D, err));
             ENG_TRY(eng_accum_build(&b->acc, ctx, &dx->md, &x->md, err));
         } else {
             ENG_TRY(eng_accum_build(&b->acc, ctx, &dx->md, &b->g.md, err));
@@ -290,19 +299,20 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
                              cfg->input_size, err));
     ENG_TRY(eng_conv_build(&m->stem_conv, ctx, &in_md, &stem_pref, cfg->stem_width, 3, 1, 1,
                            training, 0, err));
-    ENG_TRY(alloc_like(m, &m->c0, &m->stem_conv.dst_md, err));
-    ENG_TRY(eng_bnorm_build(&m->stem_bn, ctx, &m->c0.md, groups, 1, 1, training, err));
-    ENG_TRY(alloc_like(m, &m->a0, &m->c0.md, err));
     /* Residual stages. */
     for (int s = 0; s < cfg->n_stages; s++) m->n_blocks += cfg->stage_blocks[s];
-    m->diff_views = calloc(2 + 7 * (size_t)m->n_blocks, sizeof *m->diff_views);
-    if (!m->diff_views) {
+    /* views: training 2 + 7 per block (gradients), inference 2 + 6 per block (activations) */
+    m->shared_views = calloc(2 + 7 * (size_t)m->n_blocks, sizeof *m->shared_views);
+    if (!m->shared_views) {
         eng_fail(err, "out of memory");
         goto fail;
     }
+    ENG_TRY(activation(m, &m->c0, &m->stem_conv.dst_md, ENG_ACT_0, err));
+    ENG_TRY(eng_bnorm_build(&m->stem_bn, ctx, &m->c0.md, groups, 1, 1, training, err));
+    ENG_TRY(activation(m, &m->a0, &m->c0.md, ENG_ACT_0, err));
     if (training) {
-        ENG_TRY(diff_view(m, &m->dc0, &m->c0.md, ENG_DIFF_B, err));
-        ENG_TRY(diff_view(m, &m->da0, &m->a0.md, ENG_DIFF_DY0, err));
+        ENG_TRY(shared_view(m, &m->dc0, &m->c0.md, ENG_DIFF_B, err));
+        ENG_TRY(shared_view(m, &m->da0, &m->a0.md, ENG_DIFF_DY0, err));
     }
     m->blocks = calloc((size_t)m->n_blocks, sizeof *m->blocks);
     if (!m->blocks) {
@@ -310,14 +320,15 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
         goto fail;
     }
     eng_tensor *x = &m->a0, *dx = &m->da0;
-    int bi = 0;
+    int bi = 0, x_role = ENG_ACT_0;
     for (int s = 0; s < cfg->n_stages; s++) {
         for (int b = 0; b < cfg->stage_blocks[s]; b++, bi++) {
             eng_block *blk = &m->blocks[bi];
-            ENG_TRY(build_block(m, blk, bi, x, dx, cfg->stage_width[s], (s > 0 && b == 0) ? 2 : 1,
-                                err));
+            ENG_TRY(build_block(m, blk, bi, x, dx, x_role, cfg->stage_width[s],
+                                (s > 0 && b == 0) ? 2 : 1, err));
             x = &blk->y;
             dx = &blk->dy;
+            x_role = ENG_ACT_0 + (x_role - ENG_ACT_0 + 2) % 3; /* y's role */
         }
     }
 
@@ -345,7 +356,7 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
         ENG_TRY(eng_bt_loss_build(&m->loss, ctx, batch, width, cfg->lambda, err));
     }
     ENG_TRY(eng_ctx_finish_build(ctx, err));
-    ENG_TRY(bind_diff_views(m, err));
+    ENG_TRY(bind_shared_views(m, err));
 
     /* One allocation each for parameters, gradients, optimiser state and running statistics;
      * then hand every layer its slices in canonical order. */
@@ -558,7 +569,7 @@ static size_t tensor_bytes(const eng_tensor *t) { return t->owns ? t->bytes : 0;
 size_t eng_model_bytes(const eng_model *m) {
     size_t b = m->n_floats * sizeof(float) * (m->training ? 3 : 1) + m->n_stats * sizeof(float);
     b += m->ctx.scratch_bytes + tensor_bytes(&m->input);
-    for (int r = 0; r < ENG_DIFF_ROLES; r++) b += m->diff_bytes[r];
+    for (int r = 0; r < ENG_SHARED_ROLES; r++) b += m->shared_bytes[r];
     const eng_tensor *stem[] = {&m->c0, &m->a0, &m->dc0, &m->da0};
     for (int i = 0; i < 4; i++) b += tensor_bytes(stem[i]);
     for (int i = 0; i < m->n_blocks; i++) {
@@ -610,8 +621,8 @@ void eng_model_free(eng_model *m) {
     free(m->momentum);
     free(m->stats);
     free(m->bn_list);
-    for (int r = 0; r < ENG_DIFF_ROLES; r++) free(m->diff_buf[r]);
-    free(m->diff_views);
+    for (int r = 0; r < ENG_SHARED_ROLES; r++) free(m->shared_buf[r]);
+    free(m->shared_views);
     eng_ctx_free(&m->ctx);
     memset(m, 0, sizeof *m);
 }

@@ -28,16 +28,21 @@
 #include "eng_pool.h"
 #include "eng_resadd.h"
 
-/* Roles of the shared backward buffers. A block's gradients live only while its backward runs,
- * so every block uses the same few buffers (each sized for the largest block), except the
- * gradient passed between blocks, which alternates between two. */
+/* Roles of the model's shared buffers, each sized for the largest tensor that borrows it.
+ * Training: a block's gradients live only while its backward runs, so every block uses the same
+ * few buffers, except the gradient passed between blocks, which alternates between two.
+ * Inference keeps no activation for a backward: every batch norm runs in place (a1 = c1, y = c2,
+ * bs = cs) and a block's tensors rotate through three buffers (its input x in one, c1 and then
+ * the shortcut's cs in the next, c2 = y, the next block's input, in the third), so a batch of
+ * `small` needs 0.39 MB per image instead of 1.47 (docs/BENCHMARKS.md, "Memory"). */
 enum {
     ENG_DIFF_DY0, ENG_DIFF_DY1, /* block outputs' gradients, alternating block by block */
     ENG_DIFF_G,                 /* ReLU backward of the residual join */
     ENG_DIFF_B,                 /* dc2, then dc1 (and the stem's dc0) */
     ENG_DIFF_C,                 /* da1, then the shortcut's dcs */
     ENG_DIFF_D,                 /* the shortcut's input gradient dxs */
-    ENG_DIFF_ROLES
+    ENG_ACT_0, ENG_ACT_1, ENG_ACT_2, /* inference activations, rotating block by block */
+    ENG_SHARED_ROLES
 };
 
 /* One basic residual block and the activations it owns. */
@@ -48,7 +53,8 @@ typedef struct eng_block {
     eng_resadd add;                  /* y = ReLU(bn2 + shortcut) */
     eng_accum acc;                   /* dx += shortcut gradient */
     eng_tensor *x, *dx;              /* borrowed: block input and its gradient */
-    eng_tensor c1, a1, c2, y;        /* [R, cout, H', W']; y holds bn2's output, then the result */
+    eng_tensor c1, a1, c2, y;        /* [R, cout, H', W']; y holds bn2's output, then the result;
+                                      * owned in training, shared views in inference */
     eng_tensor cs, bs;               /* shortcut conv and BN outputs (has_proj only) */
     /* Gradients: borrowed views into the model's shared backward buffers (see ENG_DIFF_*). */
     eng_tensor dy;                   /* gradient of y (written by the next layer's backward) */
@@ -90,13 +96,13 @@ typedef struct eng_model {
     eng_tensor z, dz;                             /* [R, D] */
     eng_bt_loss loss;
 
-    size_t diff_bytes[ENG_DIFF_ROLES]; /* size of each shared backward buffer */
-    float *diff_buf[ENG_DIFF_ROLES];   /* owned shared backward buffers */
-    int n_diff_views;                  /* tensors borrowing them */
+    size_t shared_bytes[ENG_SHARED_ROLES]; /* size of each shared buffer (ENG_DIFF_*, ENG_ACT_*) */
+    float *shared_buf[ENG_SHARED_ROLES];   /* owned shared buffers */
+    int n_shared_views;                  /* tensors borrowing them */
     struct {
         eng_tensor *t;
         int role;
-    } *diff_views;                     /* owned [n_diff_views] */
+    } *shared_views;                     /* owned [n_shared_views] */
 
     double last_loss;       /* loss of the last forward_backward */
     const atomic_int *stop; /* borrowed, may be NULL: once it reads non-zero, forward_backward
