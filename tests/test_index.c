@@ -188,6 +188,101 @@ Test(index, batch_search_equals_one_query_at_a_time) {
     eng_index_free(&ix);
 }
 
+/* The batch against single queries with the same filter, over shapes that cut its blocks
+ * unevenly: rows and queries not multiples of the batch's blocks (256), a filter keeping some
+ * rows, and k above the rows left (every allowed row returned, in order). */
+static void check_batch_against_single(int n, int nq, int k, int keep_every) {
+    const int dim = 40;
+    eng_err err = {0};
+    eng_index ix;
+    cr_assert(eng_index_init(&ix, dim, &err) == 0, "%s", err.msg);
+    eng_rng rng;
+    eng_rng_seed(&rng, (uint64_t)(n + nq + k));
+    float v[40];
+    eng_idset allow;
+    cr_assert(eng_idset_init(&allow, 3 * (int64_t)n + 1, &err) == 0);
+    int n_allowed = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t id = 3 * (int64_t)(n - 1 - i) + 1; /* ids descend as rows ascend */
+        random_vec(&rng, v, dim);
+        cr_assert(eng_index_put(&ix, id, v, &err) == 0, "%s", err.msg);
+        if (keep_every && i % keep_every == 0) {
+            eng_idset_add(&allow, id);
+            n_allowed++;
+        }
+    }
+    const eng_idset *set = keep_every ? &allow : NULL;
+    float *qs = malloc(sizeof(float) * (size_t)nq * dim);
+    random_vec(&rng, qs, nq * dim);
+    eng_hit *batch = malloc(sizeof *batch * (size_t)nq * k), *one = malloc(sizeof *one * k);
+    int *counts = malloc(sizeof(int) * (size_t)nq), n1;
+    cr_assert(eng_index_search_batch(&ix, qs, nq, k, set, batch, counts, &err) == 0, "%s", err.msg);
+    int want_n = (keep_every ? n_allowed : n) < k ? (keep_every ? n_allowed : n) : k;
+    eng_search_opts o = eng_search_defaults();
+    o.allow = set;
+    for (int i = 0; i < nq; i++) {
+        cr_expect_eq(counts[i], want_n, "query %d: %d hits, want %d", i, counts[i], want_n);
+        cr_assert(eng_index_search(&ix, qs + (size_t)i * dim, k, &o, one, &n1, &err) == 0);
+        char what[64];
+        snprintf(what, sizeof what, "n %d nq %d k %d batch query %d", n, nq, k, i);
+        expect_same_hits(batch + (size_t)i * k, counts[i], one, n1, what);
+        for (int j = 0; j < counts[i]; j++) {
+            const eng_hit *h = batch + (size_t)i * k + j;
+            if (set) cr_expect(eng_idset_has(set, h->id), "%s: id %lld not allowed", what, (long long)h->id);
+            if (j) cr_expect(h[-1].score > h->score || (h[-1].score == h->score && h[-1].id < h->id),
+                             "%s: hits %d and %d out of order", what, j - 1, j);
+        }
+    }
+    free(qs);
+    free(batch);
+    free(one);
+    free(counts);
+    eng_idset_free(&allow);
+    eng_index_free(&ix);
+}
+
+Test(index, batch_of_uneven_blocks_equals_single_queries) { check_batch_against_single(1037, 300, 7, 0); }
+Test(index, batch_with_a_filter_equals_filtered_single_queries) {
+    check_batch_against_single(1037, 261, 10, 3);
+}
+Test(index, batch_with_k_above_the_rows_returns_every_row_in_order) {
+    check_batch_against_single(150, 19, 200, 0);
+}
+Test(index, batch_with_a_filter_and_k_above_the_allowed_rows_returns_them_all) {
+    check_batch_against_single(700, 33, 100, 9); /* 78 allowed */
+}
+
+/* Ties across blocks and threads: 600 rows hold one of two unit vectors under scrambled ids, so
+ * every score is exactly 1 or 0 and only the id decides; the batch must give the lowest ids. */
+Test(index, batch_ranks_ties_by_lower_id_across_blocks) {
+    eng_err err = {0};
+    eng_index ix;
+    cr_assert(eng_index_init(&ix, 3, &err) == 0);
+    float a[3] = {1, 0, 0}, b[3] = {0, 1, 0};
+    const int n = 600, nq = 270, k = 12;
+    for (int i = 0; i < n; i++) { /* id (i·389) mod 601 visits every id 1..600 out of order */
+        int64_t id = (int64_t)((i + 1) * 389 % 601);
+        cr_assert(eng_index_put(&ix, id, id % 2 ? a : b, &err) == 0);
+    }
+    float qs[270 * 3];
+    for (int i = 0; i < nq; i++) memcpy(qs + 3 * i, i % 2 ? a : b, sizeof a);
+    eng_hit hits[270 * 12];
+    int counts[270];
+    cr_assert(eng_index_search_batch(&ix, qs, nq, k, NULL, hits, counts, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < nq; i++) {
+        cr_assert_eq(counts[i], k);
+        for (int j = 0; j < k; j++) { /* odd ids hold a: 1, 3, 5, ...; even ones b: 2, 4, ... */
+            int64_t want = i % 2 ? 2 * j + 1 : 2 * j + 2;
+            cr_expect(hits[i * k + j].id == want && hits[i * k + j].score == 1.0f,
+                      "query %d hit %d: id %lld score %g, want id %lld score 1", i, j,
+                      (long long)hits[i * k + j].id, hits[i * k + j].score, (long long)want);
+        }
+    }
+    cr_expect(eng_index_search_batch(&ix, qs, 0, k, NULL, hits, counts, &err) == 0,
+              "an empty batch is answered");
+    eng_index_free(&ix);
+}
+
 Test(index, bad_input_is_refused_and_changes_nothing) {
     eng_err err = {0};
     eng_index ix;
