@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "eng_index.h"
+#include "eng_isa.h"
 #include "eng_rng.h"
 #include "test_util.h"
 
@@ -81,13 +83,15 @@ static void check_kernel(const char *kernel) {
     int usable = eng_index_use_kernel(&ix, kernel) == 0;
     /* the kernel is offered exactly when the CPU has what it needs: a wrong answer either way
      * would crash (SIGILL) or leave the fast path unused */
-    int has = !strcmp(kernel, "avx512") ? tu_cpu_has("avx512f")
-              : !strcmp(kernel, "avx2") ? tu_cpu_has("avx2") && tu_cpu_has("fma")
+    eng_isa cap = eng_isa_cap();
+    int has = !strcmp(kernel, "avx512") ? tu_cpu_has("avx512f") && cap >= ENG_ISA_AVX512_CORE
+              : !strcmp(kernel, "avx2") ? tu_cpu_has("avx2") && tu_cpu_has("fma") && cap >= ENG_ISA_AVX2
                                         : 1;
-    cr_expect_eq(usable, has, "kernel %s: offered %d, /proc/cpuinfo says %d", kernel, usable, has);
+    cr_expect_eq(usable, has, "kernel %s: offered %d, /proc/cpuinfo and the cap %s say %d", kernel,
+                 usable, eng_isa_name(cap), has);
     if (!usable) {
-        tu_coverage("index kernel %s: not run, this CPU lacks it (no emulator here runs it)",
-                    kernel);
+        tu_coverage("index kernel %s: not run, this CPU lacks it or the ISA cap (%s) forbids it",
+                    kernel, eng_isa_name(cap));
         eng_index_free(&ix);
         return;
     }
@@ -281,6 +285,107 @@ Test(index, batch_ranks_ties_by_lower_id_across_blocks) {
     cr_expect(eng_index_search_batch(&ix, qs, 0, k, NULL, hits, counts, &err) == 0,
               "an empty batch is answered");
     eng_index_free(&ix);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The ISA cap of our kernels (eng_isa.h). */
+
+/* The kernels an index picks at init must be the best this CPU has below the cap in force. */
+static void expect_kernels_under_the_cap(const char *why) {
+    eng_isa cap = eng_isa_cap();
+    const char *want = cap >= ENG_ISA_AVX512_CORE && tu_cpu_has("avx512f")           ? "avx512"
+                       : cap >= ENG_ISA_AVX2 && tu_cpu_has("avx2") && tu_cpu_has("fma") ? "avx2"
+                                                                                       : "scalar";
+    int has512 = tu_cpu_has("avx512f") && tu_cpu_has("avx512bw");
+    const char *want8 =
+        cap >= ENG_ISA_AVX512_CORE_VNNI && has512 && tu_cpu_has("avx512_vnni") ? "vnni"
+        : cap >= ENG_ISA_AVX512_CORE && has512                                 ? "avx512bw"
+        : cap >= ENG_ISA_AVX2 && tu_cpu_has("avx2")                            ? "avx2"
+                                                                               : "scalar";
+    eng_err err = {0};
+    eng_index ix;
+    cr_assert(eng_index_init(&ix, 8, &err) == 0, "%s", err.msg);
+    cr_expect_str_eq(ix.kernel, want, "%s: cap %s, float kernel %s, want %s", why,
+                     eng_isa_name(cap), ix.kernel, want);
+    cr_expect_str_eq(ix.kernel8, want8, "%s: cap %s, int8 kernel %s, want %s", why,
+                     eng_isa_name(cap), ix.kernel8, want8);
+    tu_coverage("index kernels under cap %s (%s): %s, %s", eng_isa_name(cap), why, ix.kernel,
+                ix.kernel8);
+    eng_index_free(&ix);
+}
+
+/* Runs in both passes: on an AVX-512 CPU the second runs under ONEDNN_MAX_CPU_ISA=AVX2, and
+ * then the kernels must be the AVX2 ones. */
+Test(index_isa, kernels_at_init_are_the_best_the_cpu_has_under_the_cap) {
+    expect_kernels_under_the_cap("environment as given");
+    const char *onednn = getenv("ONEDNN_MAX_CPU_ISA");
+    if (!getenv("BARLOWD_MAX_ISA") && onednn && !strcasecmp(onednn, "AVX2") && tu_cpu_has("avx2")) {
+        eng_index ix;
+        eng_err err = {0};
+        cr_assert(eng_index_init(&ix, 8, &err) == 0, "%s", err.msg);
+        cr_expect_str_eq(ix.kernel, "avx2", "ONEDNN_MAX_CPU_ISA=AVX2 but float kernel %s", ix.kernel);
+        cr_expect_str_eq(ix.kernel8, "avx2", "ONEDNN_MAX_CPU_ISA=AVX2 but int8 kernel %s", ix.kernel8);
+        eng_index_free(&ix);
+    }
+}
+
+/* Below AVX2 only the scalar kernels are left, whatever this CPU has; and they still answer. */
+Test(index_isa, a_cap_below_avx2_selects_the_scalar_kernels) {
+    static const char *const below[] = {"SSE41", "scalar", "Avx"};
+    for (size_t i = 0; i < sizeof below / sizeof *below; i++) {
+        cr_assert(setenv("BARLOWD_MAX_ISA", below[i], 1) == 0);
+        eng_err err = {0};
+        eng_index ix;
+        cr_assert(eng_index_init(&ix, 20, &err) == 0, "%s", err.msg);
+        cr_expect_str_eq(ix.kernel, "scalar", "BARLOWD_MAX_ISA=%s: float kernel %s", below[i], ix.kernel);
+        cr_expect_str_eq(ix.kernel8, "scalar", "BARLOWD_MAX_ISA=%s: int8 kernel %s", below[i], ix.kernel8);
+        cr_expect(eng_index_use_kernel(&ix, "avx2") != 0, "BARLOWD_MAX_ISA=%s offered avx2", below[i]);
+        cr_expect(eng_index_use_kernel8(&ix, "avx2") != 0, "BARLOWD_MAX_ISA=%s offered int8 avx2", below[i]);
+        cr_expect_str_eq(ix.kernel, "scalar", "a refused kernel leaves the current one");
+        float v[20] = {1, 2, 3}, w[20] = {0, 1}, q[20] = {1, 2, 3.5f};
+        cr_assert(eng_index_put(&ix, 4, v, &err) == 0 && eng_index_put(&ix, 9, w, &err) == 0);
+        eng_hit h[2];
+        int n;
+        cr_assert(eng_index_search(&ix, q, 2, NULL, h, &n, &err) == 0, "%s", err.msg);
+        cr_expect(n == 2 && h[0].id == 4 && h[1].id == 9, "scalar kernels answer in order");
+        eng_index_free(&ix);
+    }
+    unsetenv("BARLOWD_MAX_ISA");
+}
+
+/* BARLOWD_MAX_ISA wins over ONEDNN_MAX_CPU_ISA; an unknown value is ignored, as oneDNN ignores
+ * one; names are matched in any case. */
+Test(index_isa, barlowd_max_isa_wins_over_onednn_and_unknown_values_are_ignored) {
+    unsetenv("DNNL_MAX_CPU_ISA");
+    cr_assert(setenv("ONEDNN_MAX_CPU_ISA", "sse41", 1) == 0);
+    unsetenv("BARLOWD_MAX_ISA");
+    cr_expect_eq(eng_isa_cap(), ENG_ISA_SCALAR, "ONEDNN_MAX_CPU_ISA alone caps");
+    expect_kernels_under_the_cap("ONEDNN_MAX_CPU_ISA=sse41");
+    cr_assert(setenv("BARLOWD_MAX_ISA", "avx2", 1) == 0);
+    cr_expect_eq(eng_isa_cap(), ENG_ISA_AVX2, "BARLOWD_MAX_ISA wins");
+    expect_kernels_under_the_cap("BARLOWD_MAX_ISA=avx2 over ONEDNN_MAX_CPU_ISA=sse41");
+    cr_assert(setenv("BARLOWD_MAX_ISA", "avx3000", 1) == 0);
+    cr_expect_eq(eng_isa_cap(), ENG_ISA_SCALAR, "an unknown BARLOWD_MAX_ISA falls back to oneDNN's");
+    unsetenv("BARLOWD_MAX_ISA");
+    unsetenv("ONEDNN_MAX_CPU_ISA");
+    cr_expect_eq(eng_isa_cap(), ENG_ISA_ALL, "no cap set");
+    expect_kernels_under_the_cap("no cap");
+    static const struct {
+        const char *name;
+        eng_isa want;
+    } names[] = {{"AVX512_CORE", ENG_ISA_AVX512_CORE}, {"avx512_core_vnni", ENG_ISA_AVX512_CORE_VNNI},
+                 {"Avx2_Vnni", ENG_ISA_AVX2}, {"AVX512_MIC", ENG_ISA_AVX2},
+                 {"avx512_core_amx", ENG_ISA_ALL}, {"all", ENG_ISA_ALL}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        eng_isa got = ENG_ISA_SCALAR;
+        cr_expect(eng_isa_parse(names[i].name, &got) == 0 && got == names[i].want,
+                  "%s parsed as %s, want %s", names[i].name, eng_isa_name(got),
+                  eng_isa_name(names[i].want));
+    }
+    eng_isa kept = ENG_ISA_AVX2;
+    cr_expect(eng_isa_parse("AVX512", &kept) != 0 && kept == ENG_ISA_AVX2,
+              "an unknown name is refused and changes nothing");
+    cr_expect(eng_isa_parse(NULL, &kept) != 0);
 }
 
 Test(index, bad_input_is_refused_and_changes_nothing) {
@@ -552,16 +657,18 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
                                    &err) == 0);
     for (size_t kk = 0; kk < sizeof kernels / sizeof *kernels; kk++) {
         int usable = eng_index_use_kernel8(&ix, kernels[kk]) == 0;
+        eng_isa cap = eng_isa_cap();
         int has = kk == 0   ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw") &&
-                                tu_cpu_has("avx512_vnni")
-                  : kk == 1 ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw")
-                  : kk == 2 ? tu_cpu_has("avx2")
+                                tu_cpu_has("avx512_vnni") && cap >= ENG_ISA_AVX512_CORE_VNNI
+                  : kk == 1 ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw") &&
+                                cap >= ENG_ISA_AVX512_CORE
+                  : kk == 2 ? tu_cpu_has("avx2") && cap >= ENG_ISA_AVX2
                             : 1;
-        cr_expect_eq(usable, has, "int8 kernel %s: offered %d, /proc/cpuinfo says %d",
-                     kernels[kk], usable, has);
+        cr_expect_eq(usable, has, "int8 kernel %s: offered %d, /proc/cpuinfo and the cap %s say %d",
+                     kernels[kk], usable, eng_isa_name(cap), has);
         if (!usable) {
-            tu_coverage("int8 kernel %s: not run, this CPU lacks it (no emulator here runs it)",
-                        kernels[kk]);
+            tu_coverage("int8 kernel %s: not run, this CPU lacks it or the ISA cap (%s) forbids it",
+                        kernels[kk], eng_isa_name(cap));
             continue;
         }
         tu_coverage("int8 kernel %s: ran", kernels[kk]);

@@ -7,6 +7,7 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
+#include "eng_isa.h"
 #include "index_internal.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -48,11 +49,15 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
 /* ---------------------------------------------------------------------------------------------
  * The back end. */
 
+/* A kernel is offered when the CPU has its instructions and the ISA cap (eng_isa.h) allows
+ * them. */
 int eng_index_use_kernel(eng_index *ix, const char *name) {
     __builtin_cpu_init();
-    if (!strcmp(name, "avx512") && __builtin_cpu_supports("avx512f")) {
+    eng_isa cap = eng_isa_cap();
+    if (!strcmp(name, "avx512") && cap >= ENG_ISA_AVX512_CORE &&
+        __builtin_cpu_supports("avx512f")) {
         ix->dot = dot_avx512;
-    } else if (!strcmp(name, "avx2") && __builtin_cpu_supports("avx2") &&
+    } else if (!strcmp(name, "avx2") && cap >= ENG_ISA_AVX2 && __builtin_cpu_supports("avx2") &&
                __builtin_cpu_supports("fma")) {
         ix->dot = dot_avx2;
     } else if (!strcmp(name, "scalar")) {
