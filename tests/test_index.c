@@ -1,7 +1,9 @@
 /* test_index.c — exact cosine top-k against a brute-force double-precision reference, with
  * inserts, replacements and deletes; deterministic ties; every kernel this CPU has. The int8
  * first pass with exact re-ranking (the int8 pass): recall@10 against exact search on
- * random and clustered data, exact scores in order, updates, kernel agreement, bad input. */
+ * random and clustered data, exact scores in order, updates, kernel agreement, bad input.
+ * Batches against single queries (filters, uneven blocks, k above the rows, ties across threads)
+ * and the ISA cap of the kernels (BARLOWD_MAX_ISA, ONEDNN_MAX_CPU_ISA). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
