@@ -16,8 +16,9 @@
  * largest component ranges from 1/√dim to 1, and one global scale would leave few levels for
  * the spread-out rows that are the common case). The first pass reads only the int8 rows (a
  * quarter of the float bytes) with an integer dot-product kernel (AVX-512 VNNI, AVX-512BW, AVX2
- * or scalar, picked at init under the same cap), keeps the best R candidates by approximate score, then re-scores
- * those R with the float kernel: every returned score is exact and equals eng_index_search's.
+ * or scalar, picked at init under the same cap), keeps the best R candidates by approximate
+ * score, then re-scores those R with the float kernel: every returned score is exact and equals
+ * eng_index_search's.
  * Integer dot products are exact, so every int8 kernel finds the same candidates.
  *
  * Not thread-safe for writers: one writer at a time, and no reader during a write (the server
