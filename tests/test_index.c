@@ -1,15 +1,19 @@
 /* test_index.c — exact cosine top-k against a brute-force double-precision reference, with
  * inserts, replacements and deletes; deterministic ties; every kernel this CPU has. The int8
  * first pass with exact re-ranking (the int8 pass): recall@10 against exact search on
- * random and clustered data, exact scores in order, updates, kernel agreement, bad input. */
+ * random and clustered data, exact scores in order, updates, kernel agreement, bad input.
+ * Batches against single queries (filters, uneven blocks, k above the rows, ties across threads)
+ * and the ISA cap of the kernels (BARLOWD_MAX_ISA, ONEDNN_MAX_CPU_ISA). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "eng_index.h"
+#include "eng_isa.h"
 #include "eng_rng.h"
 #include "test_util.h"
 
@@ -81,13 +85,15 @@ static void check_kernel(const char *kernel) {
     int usable = eng_index_use_kernel(&ix, kernel) == 0;
     /* the kernel is offered exactly when the CPU has what it needs: a wrong answer either way
      * would crash (SIGILL) or leave the fast path unused */
-    int has = !strcmp(kernel, "avx512") ? tu_cpu_has("avx512f")
-              : !strcmp(kernel, "avx2") ? tu_cpu_has("avx2") && tu_cpu_has("fma")
+    eng_isa cap = eng_isa_cap();
+    int has = !strcmp(kernel, "avx512") ? tu_cpu_has("avx512f") && cap >= ENG_ISA_AVX512_CORE
+              : !strcmp(kernel, "avx2") ? tu_cpu_has("avx2") && tu_cpu_has("fma") && cap >= ENG_ISA_AVX2
                                         : 1;
-    cr_expect_eq(usable, has, "kernel %s: offered %d, /proc/cpuinfo says %d", kernel, usable, has);
+    cr_expect_eq(usable, has, "kernel %s: offered %d, /proc/cpuinfo and the cap %s say %d", kernel,
+                 usable, eng_isa_name(cap), has);
     if (!usable) {
-        tu_coverage("index kernel %s: not run, this CPU lacks it (no emulator here runs it)",
-                    kernel);
+        tu_coverage("index kernel %s: not run, this CPU lacks it or the ISA cap (%s) forbids it",
+                    kernel, eng_isa_name(cap));
         eng_index_free(&ix);
         return;
     }
@@ -186,6 +192,202 @@ Test(index, batch_search_equals_one_query_at_a_time) {
     free(qs);
     free(batch);
     eng_index_free(&ix);
+}
+
+/* The batch against single queries with the same filter, over shapes that cut its blocks
+ * unevenly: rows and queries not multiples of the batch's blocks (256), a filter keeping some
+ * rows, and k above the rows left (every allowed row returned, in order). */
+static void check_batch_against_single(int n, int nq, int k, int keep_every) {
+    const int dim = 40;
+    eng_err err = {0};
+    eng_index ix;
+    cr_assert(eng_index_init(&ix, dim, &err) == 0, "%s", err.msg);
+    eng_rng rng;
+    eng_rng_seed(&rng, (uint64_t)(n + nq + k));
+    float v[40];
+    eng_idset allow;
+    cr_assert(eng_idset_init(&allow, 3 * (int64_t)n + 1, &err) == 0);
+    int n_allowed = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t id = 3 * (int64_t)(n - 1 - i) + 1; /* ids descend as rows ascend */
+        random_vec(&rng, v, dim);
+        cr_assert(eng_index_put(&ix, id, v, &err) == 0, "%s", err.msg);
+        if (keep_every && i % keep_every == 0) {
+            eng_idset_add(&allow, id);
+            n_allowed++;
+        }
+    }
+    const eng_idset *set = keep_every ? &allow : NULL;
+    float *qs = malloc(sizeof(float) * (size_t)nq * dim);
+    random_vec(&rng, qs, nq * dim);
+    eng_hit *batch = malloc(sizeof *batch * (size_t)nq * k), *one = malloc(sizeof *one * k);
+    int *counts = malloc(sizeof(int) * (size_t)nq), n1;
+    cr_assert(eng_index_search_batch(&ix, qs, nq, k, set, batch, counts, &err) == 0, "%s", err.msg);
+    int want_n = (keep_every ? n_allowed : n) < k ? (keep_every ? n_allowed : n) : k;
+    eng_search_opts o = eng_search_defaults();
+    o.allow = set;
+    for (int i = 0; i < nq; i++) {
+        cr_expect_eq(counts[i], want_n, "query %d: %d hits, want %d", i, counts[i], want_n);
+        cr_assert(eng_index_search(&ix, qs + (size_t)i * dim, k, &o, one, &n1, &err) == 0);
+        char what[64];
+        snprintf(what, sizeof what, "n %d nq %d k %d batch query %d", n, nq, k, i);
+        expect_same_hits(batch + (size_t)i * k, counts[i], one, n1, what);
+        for (int j = 0; j < counts[i]; j++) {
+            const eng_hit *h = batch + (size_t)i * k + j;
+            if (set) cr_expect(eng_idset_has(set, h->id), "%s: id %lld not allowed", what, (long long)h->id);
+            if (j) cr_expect(h[-1].score > h->score || (h[-1].score == h->score && h[-1].id < h->id),
+                             "%s: hits %d and %d out of order", what, j - 1, j);
+        }
+    }
+    free(qs);
+    free(batch);
+    free(one);
+    free(counts);
+    eng_idset_free(&allow);
+    eng_index_free(&ix);
+}
+
+Test(index, batch_of_uneven_blocks_equals_single_queries) { check_batch_against_single(1037, 300, 7, 0); }
+Test(index, batch_with_a_filter_equals_filtered_single_queries) {
+    check_batch_against_single(1037, 261, 10, 3);
+}
+Test(index, batch_with_k_above_the_rows_returns_every_row_in_order) {
+    check_batch_against_single(150, 19, 200, 0);
+}
+Test(index, batch_with_a_filter_and_k_above_the_allowed_rows_returns_them_all) {
+    check_batch_against_single(700, 33, 100, 9); /* 78 allowed */
+}
+
+/* Ties across blocks and threads: 600 rows hold one of two unit vectors under scrambled ids, so
+ * every score is exactly 1 or 0 and only the id decides; the batch must give the lowest ids. */
+Test(index, batch_ranks_ties_by_lower_id_across_blocks) {
+    eng_err err = {0};
+    eng_index ix;
+    cr_assert(eng_index_init(&ix, 3, &err) == 0);
+    float a[3] = {1, 0, 0}, b[3] = {0, 1, 0};
+    const int n = 600, nq = 270, k = 12;
+    for (int i = 0; i < n; i++) { /* id (i·389) mod 601 visits every id 1..600 out of order */
+        int64_t id = (int64_t)((i + 1) * 389 % 601);
+        cr_assert(eng_index_put(&ix, id, id % 2 ? a : b, &err) == 0);
+    }
+    float qs[270 * 3];
+    for (int i = 0; i < nq; i++) memcpy(qs + 3 * i, i % 2 ? a : b, sizeof a);
+    eng_hit hits[270 * 12];
+    int counts[270];
+    cr_assert(eng_index_search_batch(&ix, qs, nq, k, NULL, hits, counts, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < nq; i++) {
+        cr_assert_eq(counts[i], k);
+        for (int j = 0; j < k; j++) { /* odd ids hold a: 1, 3, 5, ...; even ones b: 2, 4, ... */
+            int64_t want = i % 2 ? 2 * j + 1 : 2 * j + 2;
+            cr_expect(hits[i * k + j].id == want && hits[i * k + j].score == 1.0f,
+                      "query %d hit %d: id %lld score %g, want id %lld score 1", i, j,
+                      (long long)hits[i * k + j].id, hits[i * k + j].score, (long long)want);
+        }
+    }
+    cr_expect(eng_index_search_batch(&ix, qs, 0, k, NULL, hits, counts, &err) == 0,
+              "an empty batch is answered");
+    eng_index_free(&ix);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The ISA cap of our kernels (eng_isa.h). */
+
+/* The kernels an index picks at init must be the best this CPU has below the cap in force. */
+static void expect_kernels_under_the_cap(const char *why) {
+    eng_isa cap = eng_isa_cap();
+    const char *want = cap >= ENG_ISA_AVX512_CORE && tu_cpu_has("avx512f")           ? "avx512"
+                       : cap >= ENG_ISA_AVX2 && tu_cpu_has("avx2") && tu_cpu_has("fma") ? "avx2"
+                                                                                       : "scalar";
+    int has512 = tu_cpu_has("avx512f") && tu_cpu_has("avx512bw");
+    const char *want8 =
+        cap >= ENG_ISA_AVX512_CORE_VNNI && has512 && tu_cpu_has("avx512_vnni") ? "vnni"
+        : cap >= ENG_ISA_AVX512_CORE && has512                                 ? "avx512bw"
+        : cap >= ENG_ISA_AVX2 && tu_cpu_has("avx2")                            ? "avx2"
+                                                                               : "scalar";
+    eng_err err = {0};
+    eng_index ix;
+    cr_assert(eng_index_init(&ix, 8, &err) == 0, "%s", err.msg);
+    cr_expect_str_eq(ix.kernel, want, "%s: cap %s, float kernel %s, want %s", why,
+                     eng_isa_name(cap), ix.kernel, want);
+    cr_expect_str_eq(ix.kernel8, want8, "%s: cap %s, int8 kernel %s, want %s", why,
+                     eng_isa_name(cap), ix.kernel8, want8);
+    tu_coverage("index kernels under cap %s (%s): %s, %s", eng_isa_name(cap), why, ix.kernel,
+                ix.kernel8);
+    eng_index_free(&ix);
+}
+
+/* Runs in both passes: on an AVX-512 CPU the second runs under ONEDNN_MAX_CPU_ISA=AVX2, and
+ * then the kernels must be the AVX2 ones. */
+Test(index_isa, kernels_at_init_are_the_best_the_cpu_has_under_the_cap) {
+    expect_kernels_under_the_cap("environment as given");
+    const char *onednn = getenv("ONEDNN_MAX_CPU_ISA");
+    if (!getenv("BARLOWD_MAX_ISA") && onednn && !strcasecmp(onednn, "AVX2") && tu_cpu_has("avx2")) {
+        eng_index ix;
+        eng_err err = {0};
+        cr_assert(eng_index_init(&ix, 8, &err) == 0, "%s", err.msg);
+        cr_expect_str_eq(ix.kernel, "avx2", "ONEDNN_MAX_CPU_ISA=AVX2 but float kernel %s", ix.kernel);
+        cr_expect_str_eq(ix.kernel8, "avx2", "ONEDNN_MAX_CPU_ISA=AVX2 but int8 kernel %s", ix.kernel8);
+        eng_index_free(&ix);
+    }
+}
+
+/* Below AVX2 only the scalar kernels are left, whatever this CPU has; and they still answer. */
+Test(index_isa, a_cap_below_avx2_selects_the_scalar_kernels) {
+    static const char *const below[] = {"SSE41", "scalar", "Avx"};
+    for (size_t i = 0; i < sizeof below / sizeof *below; i++) {
+        cr_assert(setenv("BARLOWD_MAX_ISA", below[i], 1) == 0);
+        eng_err err = {0};
+        eng_index ix;
+        cr_assert(eng_index_init(&ix, 20, &err) == 0, "%s", err.msg);
+        cr_expect_str_eq(ix.kernel, "scalar", "BARLOWD_MAX_ISA=%s: float kernel %s", below[i], ix.kernel);
+        cr_expect_str_eq(ix.kernel8, "scalar", "BARLOWD_MAX_ISA=%s: int8 kernel %s", below[i], ix.kernel8);
+        cr_expect(eng_index_use_kernel(&ix, "avx2") != 0, "BARLOWD_MAX_ISA=%s offered avx2", below[i]);
+        cr_expect(eng_index_use_kernel8(&ix, "avx2") != 0, "BARLOWD_MAX_ISA=%s offered int8 avx2", below[i]);
+        cr_expect_str_eq(ix.kernel, "scalar", "a refused kernel leaves the current one");
+        float v[20] = {1, 2, 3}, w[20] = {0, 1}, q[20] = {1, 2, 3.5f};
+        cr_assert(eng_index_put(&ix, 4, v, &err) == 0 && eng_index_put(&ix, 9, w, &err) == 0);
+        eng_hit h[2];
+        int n;
+        cr_assert(eng_index_search(&ix, q, 2, NULL, h, &n, &err) == 0, "%s", err.msg);
+        cr_expect(n == 2 && h[0].id == 4 && h[1].id == 9, "scalar kernels answer in order");
+        eng_index_free(&ix);
+    }
+    unsetenv("BARLOWD_MAX_ISA");
+}
+
+/* BARLOWD_MAX_ISA wins over ONEDNN_MAX_CPU_ISA; an unknown value is ignored, as oneDNN ignores
+ * one; names are matched in any case. */
+Test(index_isa, barlowd_max_isa_wins_over_onednn_and_unknown_values_are_ignored) {
+    unsetenv("DNNL_MAX_CPU_ISA");
+    cr_assert(setenv("ONEDNN_MAX_CPU_ISA", "sse41", 1) == 0);
+    unsetenv("BARLOWD_MAX_ISA");
+    cr_expect_eq(eng_isa_cap(), ENG_ISA_SCALAR, "ONEDNN_MAX_CPU_ISA alone caps");
+    expect_kernels_under_the_cap("ONEDNN_MAX_CPU_ISA=sse41");
+    cr_assert(setenv("BARLOWD_MAX_ISA", "avx2", 1) == 0);
+    cr_expect_eq(eng_isa_cap(), ENG_ISA_AVX2, "BARLOWD_MAX_ISA wins");
+    expect_kernels_under_the_cap("BARLOWD_MAX_ISA=avx2 over ONEDNN_MAX_CPU_ISA=sse41");
+    cr_assert(setenv("BARLOWD_MAX_ISA", "avx3000", 1) == 0);
+    cr_expect_eq(eng_isa_cap(), ENG_ISA_SCALAR, "an unknown BARLOWD_MAX_ISA falls back to oneDNN's");
+    unsetenv("BARLOWD_MAX_ISA");
+    unsetenv("ONEDNN_MAX_CPU_ISA");
+    cr_expect_eq(eng_isa_cap(), ENG_ISA_ALL, "no cap set");
+    expect_kernels_under_the_cap("no cap");
+    static const struct {
+        const char *name;
+        eng_isa want;
+    } names[] = {{"AVX512_CORE", ENG_ISA_AVX512_CORE}, {"avx512_core_vnni", ENG_ISA_AVX512_CORE_VNNI},
+                 {"Avx2_Vnni", ENG_ISA_AVX2}, {"AVX512_MIC", ENG_ISA_AVX2},
+                 {"avx512_core_amx", ENG_ISA_ALL}, {"all", ENG_ISA_ALL}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        eng_isa got = ENG_ISA_SCALAR;
+        cr_expect(eng_isa_parse(names[i].name, &got) == 0 && got == names[i].want,
+                  "%s parsed as %s, want %s", names[i].name, eng_isa_name(got),
+                  eng_isa_name(names[i].want));
+    }
+    eng_isa kept = ENG_ISA_AVX2;
+    cr_expect(eng_isa_parse("AVX512", &kept) != 0 && kept == ENG_ISA_AVX2,
+              "an unknown name is refused and changes nothing");
+    cr_expect(eng_isa_parse(NULL, &kept) != 0);
 }
 
 Test(index, bad_input_is_refused_and_changes_nothing) {
@@ -457,16 +659,18 @@ Test(index_fast, every_int8_kernel_computes_the_same_exact_dot_products) {
                                    &err) == 0);
     for (size_t kk = 0; kk < sizeof kernels / sizeof *kernels; kk++) {
         int usable = eng_index_use_kernel8(&ix, kernels[kk]) == 0;
+        eng_isa cap = eng_isa_cap();
         int has = kk == 0   ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw") &&
-                                tu_cpu_has("avx512_vnni")
-                  : kk == 1 ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw")
-                  : kk == 2 ? tu_cpu_has("avx2")
+                                tu_cpu_has("avx512_vnni") && cap >= ENG_ISA_AVX512_CORE_VNNI
+                  : kk == 1 ? tu_cpu_has("avx512f") && tu_cpu_has("avx512bw") &&
+                                cap >= ENG_ISA_AVX512_CORE
+                  : kk == 2 ? tu_cpu_has("avx2") && cap >= ENG_ISA_AVX2
                             : 1;
-        cr_expect_eq(usable, has, "int8 kernel %s: offered %d, /proc/cpuinfo says %d",
-                     kernels[kk], usable, has);
+        cr_expect_eq(usable, has, "int8 kernel %s: offered %d, /proc/cpuinfo and the cap %s say %d",
+                     kernels[kk], usable, eng_isa_name(cap), has);
         if (!usable) {
-            tu_coverage("int8 kernel %s: not run, this CPU lacks it (no emulator here runs it)",
-                        kernels[kk]);
+            tu_coverage("int8 kernel %s: not run, this CPU lacks it or the ISA cap (%s) forbids it",
+                        kernels[kk], eng_isa_name(cap));
             continue;
         }
         tu_coverage("int8 kernel %s: ran", kernels[kk]);

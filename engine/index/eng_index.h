@@ -3,9 +3,12 @@
  * Holds the serving model's vectors L2-normalised in one contiguous float32 matrix (rows padded
  * to 16 floats and 64-byte aligned), with an id → row hash map so inserts, replacements and
  * deletes are O(1). A query scans every row with a vectorised dot-product kernel (AVX-512 or
- * AVX2+FMA when the CPU has them, picked at init) and keeps the k best in a heap: a partial
- * selection, never a full sort. Ranking is deterministic: higher score first, equal scores by
- * lower id. A batch of queries is scored block by block with one GEMM (oneDNN's sgemm).
+ * AVX2+FMA when the CPU has them and the ISA cap allows them, picked at init: eng_isa.h,
+ * BARLOWD_MAX_ISA or ONEDNN_MAX_CPU_ISA) and keeps the k best in a heap: a partial selection,
+ * never a full sort. Ranking is deterministic: higher score first, equal scores by lower id. A
+ * batch of queries reads the matrix once: blocks of rows shared out to the threads, each scored
+ * against tiles of queries by one sgemm (oneDNN's), the scores tested against each heap's k-th
+ * best while still in cache.
  *
  * Compact first pass (the ENG_INDEX_INT8 back end): beside the float rows the index keeps an int8 copy
  * of every row, in step with every put, replace and remove. Each row has its own symmetric scale
@@ -13,8 +16,9 @@
  * largest component ranges from 1/√dim to 1, and one global scale would leave few levels for
  * the spread-out rows that are the common case). The first pass reads only the int8 rows (a
  * quarter of the float bytes) with an integer dot-product kernel (AVX-512 VNNI, AVX-512BW, AVX2
- * or scalar, picked at init), keeps the best R candidates by approximate score, then re-scores
- * those R with the float kernel: every returned score is exact and equals eng_index_search's.
+ * or scalar, picked at init under the same cap), keeps the best R candidates by approximate
+ * score, then re-scores those R with the float kernel: every returned score is exact and equals
+ * eng_index_search's.
  * Integer dot products are exact, so every int8 kernel finds the same candidates.
  *
  * Not thread-safe for writers: one writer at a time, and no reader during a write (the server
@@ -119,19 +123,25 @@ int eng_index_search(const eng_index *ix, const float *query, int k, const eng_s
 int eng_index_neighbors(const eng_index *ix, int64_t id, int k, const eng_idset *allow,
                         eng_hit *out, int *n_out, eng_err *err);
 
-/* nq queries at once (row-major [nq, dim]); out holds nq × k hits, query i's at out + i·k, and
- * n_out[i] their number. Scores are one GEMM per block of rows; selection is parallel over
- * queries (OpenMP). Scores may differ from eng_index_search's in the last float bits. */
+/* nq queries at once (row-major [nq, dim]), by the exact back end, among the ids in allow (NULL:
+ * all); out holds nq × k hits, query i's at out + i·k, and n_out[i] their number (min(k, allowed
+ * rows)), in eng_index_search's order. Blocks of 256 rows are shared out to the OpenMP threads;
+ * each scores its block against 256 queries at a time with one single-threaded sgemm and offers
+ * the scores to its own heaps, merged at the end (the top k under (score, id) is unique, so the
+ * split cannot change it). Beside the output it allocates (threads − 1) × nq × k hits and a
+ * 256 KB score tile per thread. Scores may differ from eng_index_search's in the last float bits.
+ * Refuses k < 1, nq < 0 and zero or non-finite queries. */
 int eng_index_search_batch(const eng_index *ix, const float *queries, int nq, int k,
                            const eng_idset *allow, eng_hit *out, int *n_out, eng_err *err);
 
 /* Selects the first pass's int8 kernel by name ("vnni", "avx512bw", "avx2", "scalar"); for
- * tests and benchmarks. Returns -1 when this CPU lacks it or the name is unknown, leaving the
- * current kernel. */
+ * tests and benchmarks. Returns -1 when this CPU lacks it, the ISA cap (eng_isa.h) forbids it or
+ * the name is unknown, leaving the current kernel. */
 int eng_index_use_kernel8(eng_index *ix, const char *name);
 
 /* Selects a kernel by name ("avx512", "avx2", "scalar"); for tests and benchmarks. Returns -1
- * when this CPU lacks it or the name is unknown, leaving the current kernel. */
+ * when this CPU lacks it, the ISA cap (eng_isa.h) forbids it or the name is unknown, leaving the
+ * current kernel. */
 int eng_index_use_kernel(eng_index *ix, const char *name);
 
 /* Recall of hits (nf) against the exact top hits (ne, best first): the fraction of the exact

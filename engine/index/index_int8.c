@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eng_isa.h"
 #include "index_internal.h"
 
 #define FAST_BLOCK 1024 /* rows per int8 score block in the first pass */
@@ -128,16 +129,21 @@ static float quantise(const float *x, int dim, size_t stride8, int8_t *dst, int3
 /* ---------------------------------------------------------------------------------------------
  * The back end. */
 
+/* As for the float kernels: offered when the CPU has the instructions and the ISA cap
+ * (eng_isa.h) allows them. */
 int eng_index_use_kernel8(eng_index *ix, const char *name) {
     __builtin_cpu_init();
-    int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-    if (!strcmp(name, "vnni") && has512 && __builtin_cpu_supports("avx512vnni")) {
+    eng_isa cap = eng_isa_cap();
+    int has512 = cap >= ENG_ISA_AVX512_CORE && __builtin_cpu_supports("avx512f") &&
+                 __builtin_cpu_supports("avx512bw");
+    if (!strcmp(name, "vnni") && has512 && cap >= ENG_ISA_AVX512_CORE_VNNI &&
+        __builtin_cpu_supports("avx512vnni")) {
         ix->dot8 = dot8_vnni;
         ix->kernel8 = "vnni";
     } else if (!strcmp(name, "avx512bw") && has512) {
         ix->dot8 = dot8_avx512bw;
         ix->kernel8 = "avx512bw";
-    } else if (!strcmp(name, "avx2") && __builtin_cpu_supports("avx2")) {
+    } else if (!strcmp(name, "avx2") && cap >= ENG_ISA_AVX2 && __builtin_cpu_supports("avx2")) {
         ix->dot8 = dot8_avx2;
         ix->kernel8 = "avx2";
     } else if (!strcmp(name, "scalar")) {
