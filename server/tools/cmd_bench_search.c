@@ -200,7 +200,7 @@ int cmd_bench_search(int argc, char **argv) {
     for (long q = 0; q < nq; q++) {
         double t = now_ms();
         if (eng_index_search(&ix, qs + (size_t)q * dim, (int)k,
-                             &(eng_search_opts){ENG_INDEX_INT8, INT64_MIN, (int)rerank, NULL}, fast, &got,
+                             &(eng_search_opts){.pass = ENG_INDEX_INT8, .exclude = INT64_MIN, .rerank = (int)rerank}, fast, &got,
                              &err)) {
             fprintf(stderr, "error: %s\n", err.msg);
             goto done;
