@@ -1,4 +1,4 @@
-/* eng_index.h — nearest-neighbour search by cosine similarity: one API, two back ends.
+/* eng_index.h — nearest-neighbour search by cosine similarity: one API, three back ends.
  *
  * Holds the serving model's vectors L2-normalised in one contiguous float32 matrix (rows padded
  * to 16 floats and 64-byte aligned), with an id → row hash map so inserts, replacements and
@@ -29,8 +29,9 @@
  *
  * Layout (the way Redis's ae.c hides epoll, kqueue and select): eng_index.c owns the rows, the
  * ids and the id map and dispatches each search; index_exact.c (the float kernels, the scan and
- * the GEMM batch) and index_int8.c (the int8 copy, its kernels and the first pass) are the back
- * ends, each one table of functions (index_internal.h). */
+ * the GEMM batch), index_int8.c (the int8 copy, its kernels and the first pass) and index_hnsw.c
+ * (the graph, its build, its upkeep and its walk) are the back ends, each one table of functions
+ * (index_internal.h). */
 #ifndef ENG_INDEX_H
 #define ENG_INDEX_H
 
