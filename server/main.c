@@ -69,7 +69,8 @@ static const struct {
      "             [--ef 16,32,64,128,256]] [--skip-int8 1]\n"
      "        exact top-k latency and batch throughput on random vectors, and the int8 first pass\n"
      "        with exact re-ranking (recall@k), beside the measured memory-bandwidth bound; with\n"
-     "        --ann 1 the HNSW graph too (build time, bytes, RSS, latency and recall per ef);\n"
+     "        --ann 1 the HNSW graph too (build time, bytes, RSS, latency and recall per ef, and\n"
+     "        filtered queries: exact scan vs graph walk per filter share);\n"
      "        --sigma is in thousandths of a cluster centre's per-component spread"},
     {"bench-filter", cmd_bench_filter,
      "bench-filter [--n 100000] [--dim 256] [--queries 200] [--k 10]\n"

@@ -211,6 +211,10 @@ void eng_index_hnsw_set_ef(eng_index *ix, int ef_search);
  * rows as it keeps, and the exact scan reads c rows, so the scan wins below c ≈ √(C·n). */
 int64_t eng_index_hnsw_filter_exact_below(const eng_index *ix);
 
+/* Sets that C (default 4096; 0: every filter walks the graph); for benchmarks. No effect without
+ * a graph. */
+void eng_index_hnsw_set_filter_c(eng_index *ix, double c);
+
 void eng_index_free(eng_index *ix);
 
 #endif

@@ -37,13 +37,17 @@
 #define MAX_LEVEL 15      /* levels above 0 a node may have (1/m^15: never reached) */
 #define BATCH_MAX 512     /* nodes per build batch at most */
 #define BATCH_SHARE 32    /* a batch is at most 1/32 of the nodes already in */
-#define FILTER_C 4096.0   /* eng_index_hnsw_filter_exact_below: exact below √(C·n) allowed rows */
+/* eng_index_hnsw_filter_exact_below: exact below √(C·n) allowed rows. Measured at 200k × 256
+ * (docs/BENCHMARKS.md): the scan of the allowed rows wins at 10% (1.6 vs 2.0 ms), the walk at
+ * 20% (0.96 vs 3.0 ms); √(4096·200000) = 28,621 rows = 14%. */
+#define FILTER_C 4096.0
 #define WIDEN 4           /* a filtered walk short of k matches retries with WIDEN × ef */
 
 struct index_hnsw {
     int m, m0;             /* links per node per level above 0, on level 0 (2·m) */
     int ef_construction;   /* candidates kept while linking */
     int ef_search;         /* default ef of a query */
+    double filter_c;       /* filters allowing < √(filter_c·n) rows go to the exact scan */
     uint64_t seed;         /* draws the levels */
     uint64_t draws;        /* levels drawn so far: the next node's draw index */
     size_t cap;            /* nodes (and rows) allocated: ix->cap */
@@ -551,6 +555,7 @@ int eng_index_hnsw_build(eng_index *ix, const eng_hnsw_params *p, eng_err *err) 
     g->m0 = 2 * pr.m;
     g->ef_construction = pr.ef_construction;
     g->ef_search = pr.ef_search;
+    g->filter_c = FILTER_C;
     g->seed = pr.seed;
     g->entry = NONE;
     batch b = {0};
@@ -594,7 +599,13 @@ void eng_index_hnsw_set_ef(eng_index *ix, int ef_search) {
 }
 
 int64_t eng_index_hnsw_filter_exact_below(const eng_index *ix) {
-    return (int64_t)sqrt(FILTER_C * (double)ix->n);
+    double c = ix->hnsw ? ix->hnsw->filter_c : FILTER_C;
+    return (int64_t)sqrt(c * (double)ix->n);
+}
+
+void eng_index_hnsw_set_filter_c(eng_index *ix, double c) {
+    assert(c >= 0);
+    if (ix->hnsw) ix->hnsw->filter_c = c;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@
  * --ann 1 adds the approximate pass: builds the HNSW graph (--m, --ef-construction; OpenMP's
  * threads) and reports its build time, its bytes and the process's resident memory, then times
  * single queries at each ef of --ef (comma-separated) with recall@k against the exact answers of
- * the same queries: one `barlowd ann ...` line per ef. --skip-int8 1 leaves out the int8 pass
+ * the same queries: one `barlowd ann ...` line per ef; then, per filter share from 50% down to
+ * 0.2%, the exact scan of the allowed rows beside the graph walk forced at that size (one
+ * `barlowd ann_filter ...` line each). --skip-int8 1 leaves out the int8 pass
  * and the batch (for large runs where only the graph is of interest). */
 #include <immintrin.h>
 #include <omp.h>
@@ -128,6 +130,60 @@ static int write_raw(const char *path, const void *data, size_t size, size_t cou
     return 0;
 }
 
+/* Filtered queries allowing a share of the ids (id mod 1000 below share·1000): the exact scan of
+ * the allowed rows beside the graph walk forced for every filter size (ef = the graph's
+ * default), with the walk's recall against the scan; where the walk starts to win tells the
+ * index's exact-below threshold (eng_index_hnsw_filter_exact_below). */
+static int run_filtered(eng_index *ix, const float *qs, long nq, long k, long dim, double *lat,
+                        eng_hit *hits) {
+    static const double shares[] = {0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.002};
+    eng_err err = {0};
+    eng_hit *want = malloc((size_t)nq * (size_t)k * sizeof *want);
+    int *n_want = malloc((size_t)nq * sizeof *n_want);
+    eng_idset allow = {0};
+    int rc = -1;
+    if (!want || !n_want || eng_idset_init(&allow, (int64_t)ix->n, &err)) goto done;
+    for (size_t si = 0; si < sizeof shares / sizeof *shares; si++) {
+        eng_idset_clear(&allow);
+        for (size_t i = 0; i < ix->n; i++)
+            if ((double)(ix->ids[i] % 1000) < shares[si] * 1000) eng_idset_add(&allow, ix->ids[i]);
+        double med[2];
+        double recall = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            eng_search_opts o = eng_search_defaults();
+            o.allow = &allow;
+            o.pass = pass ? ENG_INDEX_HNSW : ENG_INDEX_EXACT;
+            eng_index_hnsw_set_filter_c(ix, 0);
+            for (long q = 0; q < nq; q++) {
+                int got;
+                eng_hit *out = pass ? hits : want + (size_t)q * k;
+                double t0 = now_ms();
+                if (eng_index_search(ix, qs + (size_t)q * dim, (int)k, &o, out, &got, &err)) goto done;
+                lat[q] = now_ms() - t0;
+                if (pass)
+                    recall += eng_index_recall(hits, got, want + (size_t)q * k, n_want[q]);
+                else
+                    n_want[q] = got;
+            }
+            qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
+            med[pass] = lat[nq / 2];
+        }
+        eng_index_hnsw_set_filter_c(ix, 4096);
+        printf("barlowd ann_filter n=%zu share=%.3f allowed=%lld exact_median_ms=%.3f "
+               "walk_median_ms=%.3f walk_recall_at_k=%.4f exact_below=%lld\n",
+               ix->n, shares[si], (long long)eng_idset_count(&allow), med[0], med[1],
+               recall / (double)nq, (long long)eng_index_hnsw_filter_exact_below(ix));
+        fflush(stdout);
+    }
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "error: %s\n", err.msg[0] ? err.msg : "out of memory");
+    eng_idset_free(&allow);
+    free(want);
+    free(n_want);
+    return rc;
+}
+
 /* The approximate pass: builds the graph, then times the queries at each ef of efs. */
 static int run_ann(eng_index *ix, const float *qs, long nq, long k, long dim, const eng_hit *exact,
                    const int *n_exact, double *lat, eng_hit *hits, long m, long efc,
@@ -180,7 +236,7 @@ static int run_ann(eng_index *ix, const float *qs, long nq, long k, long dim, co
                lat[(size_t)((double)(nq - 1) * 0.99)], recall / (double)nq);
         fflush(stdout);
     }
-    return 0;
+    return run_filtered(ix, qs, nq, k, dim, lat, hits);
 }
 
 int cmd_bench_search(int argc, char **argv) {
