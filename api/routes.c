@@ -266,23 +266,26 @@ static void post_embed(api *a, const api_request *rq, api_response *rs) {
     free(v);
 }
 
-/* Every answer is an exact scan today ("exact": true); an approximate index will say false. */
-static void search_reply(api *a, api_response *rs, const svc_hit *hits, int n, int64_t version) {
-    api_json(rs, 200, json_pack("{s:I,s:b,s:o}", "model_version", (json_int_t)version, "exact", 1,
-                                "results", results_json(a, hits, n)));
+/* "exact": true when the answer is the exact top k (an index below --ann-threshold rows, a
+ * request that forced it, a filter matching few images), false when the HNSW graph answered. */
+static void search_reply(api *a, api_response *rs, const svc_hit *hits, int n, int64_t version,
+                         int exact) {
+    api_json(rs, 200, json_pack("{s:I,s:b,s:o}", "model_version", (json_int_t)version, "exact",
+                                exact, "results", results_json(a, hits, n)));
 }
 
-static void get_neighbors(api *a, int64_t id, int k, const svc_filter *f, api_response *rs) {
+static void get_neighbors(api *a, int64_t id, int k, const svc_filter *f, int force_exact,
+                          api_response *rs) {
     svc_hit *hits = malloc((size_t)k * sizeof *hits);
-    int n;
+    int n, exact = 1;
     int64_t version;
     svc_err e = {0};
     if (!hits)
         api_out_of_memory(rs);
-    else if (svc_neighbors(a->s, id, k, f, hits, &n, &version, &e))
+    else if (svc_neighbors_ann(a->s, id, k, f, force_exact, hits, &n, &version, &exact, &e))
         api_svc_error(rs, &e, "");
     else
-        search_reply(a, rs, hits, n, version);
+        search_reply(a, rs, hits, n, version, exact);
     free(hits);
 }
 
@@ -312,11 +315,12 @@ static int parse_vector(api *a, json_t *vec, const char *what, float *v, api_res
 #define MAX_BATCH_QUERIES 1024
 
 /* {"vector": [...], "k": 10} or {"vectors": [[...], ...], "k": 10}, with an optional "filter"
- * and "exact" → *v (malloc'd, nq rows), *nq (-1 for the single form), k and *f (NULL when none).
- * 0 ok, -1 response set. */
+ * and "exact" → *v (malloc'd, nq rows), *nq (-1 for the single form), k, *f (NULL when none)
+ * and *force_exact ("exact": true). 0 ok, -1 response set. */
 static int parse_search_json(api *a, const api_request *rq, float **v, int *nq, int *k,
-                             svc_filter **f, api_response *rs) {
+                             svc_filter **f, int *force_exact, api_response *rs) {
     *f = NULL;
+    *force_exact = 0;
     json_error_t je;
     *v = NULL;
     json_t *root = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
@@ -345,6 +349,7 @@ static int parse_search_json(api *a, const api_request *rq, float **v, int *nq, 
         api_error(rs, 400, "bad_request", "\"exact\" must be true or false");
         goto done;
     }
+    *force_exact = jexact && json_is_true(jexact);
     json_t *jf = json_object_get(root, "filter");
     if (jf && filter_from_json(a, jf, f, rs)) goto done;
     json_t *one = json_object_get(root, "vector"), *many = json_object_get(root, "vectors");
@@ -408,7 +413,8 @@ static void search_json(api *a, const api_request *rq, const svc_filter *query_f
     int64_t version;
     svc_err e = {0};
     svc_filter *f;
-    if (parse_search_json(a, rq, &v, &nq, &k, &f, rs)) return;
+    int force_exact, exact = 1;
+    if (parse_search_json(a, rq, &v, &nq, &k, &f, &force_exact, rs)) return;
     if (f && query_filter) {
         api_error(rs, 400, "bad_filter", "give the filter once: in the body or in ?filter=");
         svc_filter_free(f);
@@ -422,10 +428,10 @@ static void search_json(api *a, const api_request *rq, const svc_filter *query_f
     if (!hits || !counts) {
         api_out_of_memory(rs);
     } else if (nq < 0) {
-        if (svc_search(a->s, v, k, use, hits, &n, &version, &e)) {
+        if (svc_search_ann(a->s, v, k, use, force_exact, hits, &n, &version, &exact, &e)) {
             search_error(rs, &e);
         } else {
-            search_reply(a, rs, hits, n, version);
+            search_reply(a, rs, hits, n, version, exact);
         }
     } else if (svc_search_batch(a->s, v, nq, k, use, hits, counts, &version, &e)) {
         search_error(rs, &e);
@@ -464,12 +470,13 @@ static void post_search(api *a, const api_request *rq, int query_k, const svc_fi
     for (int attempt = 0; attempt < 3; attempt++) {
         int64_t want;
         if (embed_body(a, rq, v, &want, rs)) goto done;
-        if (svc_search(a->s, v, k, f, hits, &n, &version, &e)) {
+        int exact = 1;
+        if (svc_search_ann(a->s, v, k, f, 0, hits, &n, &version, &exact, &e)) {
             api_svc_error(rs, &e, "");
             goto done;
         }
         if (version == want) {
-            search_reply(a, rs, hits, n, version);
+            search_reply(a, rs, hits, n, version, exact);
             goto done;
         }
     }
@@ -799,6 +806,7 @@ typedef struct route_args {
     int64_t since;      /* ?since=: a training step */
     int every;          /* ?every= */
     int size;           /* ?size=: a thumbnail's side */
+    int exact;          /* ?exact=: 1 for true (an exact scan forced), 0 for false */
 } route_args;
 
 /* A route's handler. */
@@ -844,6 +852,8 @@ static const param_def P_SHA256 = {"sha256", PK_TEXT, ARG(sha256), 0, 0, 0, "bad
 static const char *const export_formats[] = {"onnx", "safetensors", NULL};
 static const param_def P_FORMAT = {"format", PK_CHOICE, ARG(format), -1, 0, 0, "bad_format",
                                    export_formats};
+static const char *const booleans[] = {"false", "true", NULL};
+static const param_def P_EXACT = {"exact", PK_CHOICE, ARG(exact), 0, 0, 0, "bad_exact", booleans};
 static const param_def P_SINCE = {"since", PK_ID, ARG(since), 0, 0, 0, "bad_since", NULL};
 static const param_def P_LOG_LIMIT = {"limit", PK_INT, ARG(limit), 1000, 1, TRAINING_LOG_MAX,
                                       "bad_limit", NULL};
@@ -875,7 +885,7 @@ static void h_embed_post(api *a, const api_request *rq, const route_args *args, 
 }
 static void h_neighbors(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     (void)rq;
-    get_neighbors(a, args->id, args->k, args->filter, rs);
+    get_neighbors(a, args->id, args->k, args->filter, args->exact, rs);
 }
 static void h_search(api *a, const api_request *rq, const route_args *args, api_response *rs) {
     post_search(a, rq, args->k, args->filter, rs);
@@ -1178,7 +1188,7 @@ static const route_def routes[] = {
     {"POST /train", h_train, RF_WRITE | RF_BODY, {&P_META}},
     {"GET /embed/{id}", h_embed_get, 0, {NULL}},
     {"POST /embed", h_embed_post, RF_BODY, {NULL}},
-    {"GET /neighbors/{id}", h_neighbors, 0, {&P_K, &P_FILTER}},
+    {"GET /neighbors/{id}", h_neighbors, 0, {&P_K, &P_FILTER, &P_EXACT}},
     {"POST /search", h_search, RF_BODY, {&P_K, &P_FILTER}},
     {"GET /images", h_images, 0, {&P_FILTER, &P_AFTER, &P_LIMIT, &P_SHA256}},
     {"POST /images/delete", h_images_delete, RF_WRITE | RF_BODY, {NULL}},

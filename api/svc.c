@@ -16,7 +16,7 @@ svc_opts svc_defaults(void) {
     svc_opts o = {.max_pixels = ENG_DECODE_DEFAULT_MAX_PIXELS, .embed_batch = 64,
                   .max_meta_bytes = 4096, .gate = 1, .gate_tolerance = 0.005,
                   .label_key = "label", .quality_sample = 20000, .min_labelled = 200,
-                  .max_snapshots = 20};
+                  .max_snapshots = 20, .ann_threshold = 100000};
     return o;
 }
 
@@ -170,6 +170,7 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     if (!s->serving) goto fail;
     if (store_embedding_each(st, serving, s->dim, put_vec, &s->serving->index, &se))
         goto store_fail;
+    svc_index_graph(s, s->serving); /* all at once on both cores, not insert by insert */
     /* every live image without a serving vector (e.g. acknowledged just before a crash) */
     int64_t *ids;
     int64_t n = store_image_ids(st, &ids);

@@ -62,6 +62,8 @@ typedef struct svc_opts {
     int quality_sample;    /* labelled images scored at most (20000) */
     int min_labelled;      /* fewer labelled images: versions are not scored (200) */
     int max_snapshots;     /* snapshots kept at most: one more is refused (20) */
+    long ann_threshold;    /* indexed rows from which single searches walk an HNSW graph and
+                            * answer approximately (100000; 0: always exact) */
 } svc_opts;
 
 svc_opts svc_defaults(void);
@@ -269,12 +271,21 @@ int64_t svc_delete_matching(svc *s, const svc_filter *f, svc_err *err);
  * match. *version is the version the answer comes from. */
 int svc_search(svc *s, const float *vec, int k, const svc_filter *filter, eng_hit *out,
                int *n_out, int64_t *version, svc_err *err);
+/* The same, approximate once the serving index holds opts.ann_threshold rows or more and has its
+ * graph, unless force_exact: then a query walks the HNSW graph (a filter matching few images is
+ * still answered by the exact scan of those, and any filtered answer has k hits whenever k
+ * match). *exact (if not NULL) says whether this answer is the exact top k. */
+int svc_search_ann(svc *s, const float *vec, int k, const svc_filter *filter, int force_exact,
+                   eng_hit *out, int *n_out, int64_t *version, int *exact, svc_err *err);
 /* nq query vectors at once ([nq, dim]); out holds nq * k hits (query i's at out + i * k) and
  * n_out[i] their number. One GEMM per block of stored rows. */
 int svc_search_batch(svc *s, const float *vecs, int nq, int k, const svc_filter *filter,
                      eng_hit *out, int *n_out, int64_t *version, svc_err *err);
 int svc_neighbors(svc *s, int64_t id, int k, const svc_filter *filter, eng_hit *out, int *n_out,
                   int64_t *version, svc_err *err);
+/* svc_neighbors, approximate like svc_search_ann. */
+int svc_neighbors_ann(svc *s, int64_t id, int k, const svc_filter *filter, int force_exact,
+                      eng_hit *out, int *n_out, int64_t *version, int *exact, svc_err *err);
 /* The serving vector of an image (from the index), dim floats. 0 found, 1 not found/not yet. */
 int svc_vector(svc *s, int64_t id, float *out, int64_t *version);
 

@@ -21,21 +21,34 @@ static int allowed_ids(svc *s, const svc_filter *f, eng_idset *set, const eng_id
     return 0;
 }
 
-int svc_search(svc *s, const float *vec, int k, const svc_filter *filter, eng_hit *out,
-               int *n_out, int64_t *version, svc_err *err) {
+/* Whether v's index answers by its graph: big enough, graph built, not forced exact. */
+static eng_index_pass pass_of(const svc *s, const svc_version *v, int force_exact) {
+    int big = s->opts.ann_threshold > 0 && v->index.n >= (size_t)s->opts.ann_threshold;
+    return !force_exact && big && v->index.hnsw ? ENG_INDEX_HNSW : ENG_INDEX_EXACT;
+}
+
+int svc_search_ann(svc *s, const float *vec, int k, const svc_filter *filter, int force_exact,
+                   eng_hit *out, int *n_out, int64_t *version, int *exact, svc_err *err) {
     eng_err e = {0};
     eng_idset set;
     eng_search_opts o = eng_search_defaults();
+    o.exact_out = exact;
     if (allowed_ids(s, filter, &set, &o.allow, err)) return -1;
     svc_version *v = svc_version_acquire(s);
     *version = v->id;
     svc_rwlock_rdlock(&v->index_lock);
+    o.pass = pass_of(s, v, force_exact);
     int rc = eng_index_search(&v->index, vec, k, &o, out, n_out, &e);
     svc_rwlock_unlock(&v->index_lock);
     svc_version_release(v);
     eng_idset_free(&set);
     if (rc) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
+}
+
+int svc_search(svc *s, const float *vec, int k, const svc_filter *filter, eng_hit *out,
+               int *n_out, int64_t *version, svc_err *err) {
+    return svc_search_ann(s, vec, k, filter, 1, out, n_out, version, NULL, err);
 }
 
 int svc_search_batch(svc *s, const float *vecs, int nq, int k, const svc_filter *filter,
@@ -55,17 +68,21 @@ int svc_search_batch(svc *s, const float *vecs, int nq, int k, const svc_filter 
     return 0;
 }
 
-int svc_neighbors(svc *s, int64_t id, int k, const svc_filter *filter, eng_hit *out, int *n_out,
-                  int64_t *version, svc_err *err) {
+int svc_neighbors_ann(svc *s, int64_t id, int k, const svc_filter *filter, int force_exact,
+                      eng_hit *out, int *n_out, int64_t *version, int *exact, svc_err *err) {
     eng_err e = {0};
     eng_idset set;
-    const eng_idset *allow;
-    if (allowed_ids(s, filter, &set, &allow, err)) return -1;
+    eng_search_opts o = eng_search_defaults();
+    o.exclude = id;
+    o.exact_out = exact;
+    if (allowed_ids(s, filter, &set, &o.allow, err)) return -1;
     svc_version *v = svc_version_acquire(s);
     *version = v->id;
     svc_rwlock_rdlock(&v->index_lock);
-    int known = eng_index_get(&v->index, id) != NULL;
-    int rc = known ? eng_index_neighbors(&v->index, id, k, allow, out, n_out, &e) : -1;
+    const float *vec = eng_index_get(&v->index, id);
+    int known = vec != NULL;
+    o.pass = pass_of(s, v, force_exact);
+    int rc = known ? eng_index_search(&v->index, vec, k, &o, out, n_out, &e) : -1;
     svc_rwlock_unlock(&v->index_lock);
     svc_version_release(v);
     eng_idset_free(&set);
@@ -78,6 +95,11 @@ int svc_neighbors(svc *s, int64_t id, int k, const svc_filter *filter, eng_hit *
     }
     if (rc) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     return 0;
+}
+
+int svc_neighbors(svc *s, int64_t id, int k, const svc_filter *filter, eng_hit *out, int *n_out,
+                  int64_t *version, svc_err *err) {
+    return svc_neighbors_ann(s, id, k, filter, 1, out, n_out, version, NULL, err);
 }
 
 int svc_vector(svc *s, int64_t id, float *out, int64_t *version) {
@@ -108,6 +130,20 @@ static void index_put_live_locked(svc_version *v, const int64_t *ids, const floa
         eng_err e;
         if (live[i]) (void)eng_index_put(&v->index, ids[i], vecs + (size_t)i * v->dim, &e);
     }
+}
+
+void svc_index_graph(svc *s, svc_version *v) {
+    if (s->opts.ann_threshold <= 0) return;
+    svc_rwlock_rdlock(&v->index_lock); /* the common case, nothing to do, without the write lock */
+    int need = !v->index.hnsw && v->index.n >= (size_t)s->opts.ann_threshold;
+    svc_rwlock_unlock(&v->index_lock);
+    if (!need) return;
+    svc_rwlock_wrlock(&v->index_lock);
+    if (!v->index.hnsw && v->index.n >= (size_t)s->opts.ann_threshold) {
+        eng_err e = {0};
+        (void)eng_index_hnsw_build(&v->index, NULL, &e); /* on failure: exact, as below it */
+    }
+    svc_rwlock_unlock(&v->index_lock);
 }
 
 void svc_index_insert(svc *s, svc_version *v, const int64_t *ids, const float *vecs, int n) {
@@ -156,6 +192,7 @@ int svc_embed_fresh(svc *s, const int64_t *ids, int n, svc_err *err) {
     m = svc_load_copies(s, ids, n, imgs, srcs, kept, err);
     rc = m < 0 ? -1 : 0;
     if (m > 0) rc = embed_store_index(s, serving, srcs, kept, m, vecs, err);
+    if (m > 0 && rc == 0) svc_index_graph(s, serving); /* once, when uploads cross the threshold */
     if (m > 0 && rc == 0 && pending) rc = embed_store_index(s, pending, srcs, kept, m, vecs, err);
     svc_version_release(serving);
     svc_version_release(pending);
@@ -322,6 +359,7 @@ int svc_reembed_newest(svc *s, svc_err *err) {
         svc_version_release(p);
         return -1;
     }
+    svc_index_graph(s, p); /* the whole graph at once on both cores, before p serves */
     svc_version_promote(s); /* the swap: model and index together, one pointer */
     svc_version_release(p);
     set_progress(s, 0, 0);

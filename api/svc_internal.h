@@ -30,6 +30,11 @@ void svc_ring_reembed(svc *s);
  * no longer serving or pending takes them harmlessly: it is freed with its last reference). */
 void svc_index_insert(svc *s, svc_version *v, const int64_t *ids, const float *vecs, int n);
 
+/* Builds v's HNSW graph when its index has reached opts.ann_threshold rows and has none (on
+ * both cores, under v's write lock: searches of v wait for the build). Once built, every insert
+ * and delete keeps it up to date. A failed build leaves the index exact. */
+void svc_index_graph(svc *s, svc_version *v);
+
 /* The quality monitor's figures for candidate `cand` and the gate's decision on them (not yet
  * stored). */
 int svc_quality_decide(svc *s, svc_version *cand, store_quality *out, svc_err *err);

@@ -200,6 +200,7 @@ int cmd_serve(int argc, char **argv) {
     svc_opts sv = svc_defaults();
     sv.max_pixels = o.max_pixels;
     sv.embed_batch = (int)o.embed_batch;
+    sv.ann_threshold = o.ann_threshold;
     sv.gate = o.gate;
     sv.gate_tolerance = o.gate_tolerance;
     snprintf(sv.label_key, sizeof sv.label_key, "%s", o.label_key);

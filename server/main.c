@@ -64,9 +64,14 @@ static const struct {
      "        time full training steps (2 views, forward, loss, backward, LARS) on random inputs"},
     {"bench-search", cmd_bench_search,
      "bench-search [--n 100000] [--dim 512] [--queries 200] [--k 10] [--batch 1000] [--kernel K]\n"
-     "             [--kernel8 K] [--rerank F] [--dump-prefix P]\n"
+     "             [--kernel8 K] [--rerank F] [--dump-prefix P] [--data random|clusters]\n"
+     "             [--clusters 1000] [--sigma 1000] [--ann 1 [--m 16] [--ef-construction 100]\n"
+     "             [--ef 16,32,64,128,256]] [--skip-int8 1]\n"
      "        exact top-k latency and batch throughput on random vectors, and the int8 first pass\n"
-     "        with exact re-ranking (recall@k), beside the measured memory-bandwidth bound"},
+     "        with exact re-ranking (recall@k), beside the measured memory-bandwidth bound; with\n"
+     "        --ann 1 the HNSW graph too (build time, bytes, RSS, latency and recall per ef, and\n"
+     "        filtered queries: exact scan vs graph walk per filter share);\n"
+     "        --sigma is in thousandths of a cluster centre's per-component spread"},
     {"bench-filter", cmd_bench_filter,
      "bench-filter [--n 100000] [--dim 256] [--queries 200] [--k 10]\n"
      "        filtered exact search (a real store's metadata index + the index scan) beside the\n"

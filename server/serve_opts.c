@@ -48,6 +48,8 @@ static const opt_def defs[] = {
      "full|normal: SQLite synchronous (full survives power loss)"},
     {"--embed-batch", T_LONG, O(embed_batch), 1, 4096, "64",
      "images per forward of the background embedders"},
+    {"--ann-threshold", T_LONG, O(ann_threshold), 0, 1000000000, "100000",
+     "indexed images from which searches walk an HNSW graph (\"exact\": false; 0: always exact)"},
     {"--train", T_BOOL, O(train), 0, 1, "yes", "no: serve only, never train"},
     {"--addr-file", T_STR, O(addr_file), 0, 0, NULL,
      "once ready, write the HOST:PORT really listened on here (barlowd health reads it)"},

@@ -27,6 +27,7 @@ typedef struct serve_opts {
     long keep_versions;
     int sync_full;
     long embed_batch;
+    long ann_threshold;        /* images from which searches are approximate (0: never) */
     int train;                 /* 0: serve only, never train */
     long idle_steps;           /* pause after this many steps without a new upload (0: never) */
     long release_after;        /* seconds waiting or paused before the training model is freed */

@@ -18,8 +18,8 @@
 #include "test_util.h"
 
 /* Search options: the int8 first pass (excluding an id, rerank factor) or the exact scan. */
-#define INT8_PASS(exclude, rerank) (&(eng_search_opts){ENG_INDEX_INT8, (exclude), (rerank), NULL})
-#define EXACT_PASS(exclude) (&(eng_search_opts){ENG_INDEX_EXACT, (exclude), 0, NULL})
+#define INT8_PASS(ex, rr) (&(eng_search_opts){.pass = ENG_INDEX_INT8, .exclude = (ex), .rerank = (rr)})
+#define EXACT_PASS(ex) (&(eng_search_opts){.pass = ENG_INDEX_EXACT, .exclude = (ex)})
 
 /* The reference: every live vector's cosine in double, sorted (score desc, id asc). */
 typedef struct ref_set {
@@ -726,11 +726,11 @@ Test(index_fast, bad_input_is_refused) {
     cr_expect(eng_index_search(&ix, inf, 1, INT8_PASS(INT64_MIN, 0), h, &n, &err) != 0);
     cr_expect_eq(err.code, ERR_BAD_INPUT, "a query's fault is bad input");
     /* an unknown back end is the caller's fault too; each pass has a name */
-    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){(eng_index_pass)7, INT64_MIN, 0, NULL},
+    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){.pass = (eng_index_pass)7, .exclude = INT64_MIN},
                                h, &n, &err) != 0 &&
               err.code == ERR_BAD_INPUT && strstr(err.msg, "pass"));
     cr_expect(eng_index_search(&ix, good, 1, EXACT_PASS(INT64_MIN), h, &n, &err) == 0);
-    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){ENG_INDEX_EXACT, INT64_MIN, -1, NULL},
+    cr_expect(eng_index_search(&ix, good, 1, &(eng_search_opts){.pass = ENG_INDEX_EXACT, .exclude = INT64_MIN, .rerank = -1},
                                h, &n, &err) != 0 &&
                   err.code == ERR_BAD_INPUT,
               "a negative rerank is refused whatever the pass");

@@ -36,8 +36,9 @@ static void handle(api *a, const api_request *rq, api_response *rs) {
                    rs->content_type, rs->has_file ? NULL : rs->body, rs->has_file ? 0 : rs->len);
 }
 
-/* A fresh store and a service on it, version 1 being a seeded untrained `tiny`. */
-static void open_service(fixture *f) {
+/* A fresh store and a service on it (opts NULL: the defaults), version 1 being a seeded
+ * untrained `tiny`. */
+static void open_service_opts(fixture *f, const svc_opts *opts) {
     char path[128];
     snprintf(path, sizeof path, "%s/svc.db", dir);
     store_err se = {0};
@@ -53,9 +54,11 @@ static void open_service(fixture *f) {
     cr_assert(eng_trainer_save(&t, &blob, &len, &e) == 0, "%s", e.msg);
     eng_trainer_free(&t);
     svc_err err = {0};
-    cr_assert(svc_open(&f->s, f->st, NULL, blob, len, &err) == 0, "%s", err.msg);
+    cr_assert(svc_open(&f->s, f->st, opts, blob, len, &err) == 0, "%s", err.msg);
     free(blob);
 }
+
+static void open_service(fixture *f) { open_service_opts(f, NULL); }
 
 static void close_service(fixture *f) {
     svc_stop(&f->s);
@@ -1586,6 +1589,100 @@ Test(service, the_dashboard_routes_answer_through_the_route_table) {
     }
     j = call_json(&a, "GET", "/images/999999/thumbnail", NULL, NULL, &st);
     cr_expect_eq(st, 404);
+    json_decref(j);
+    api_free(&a);
+    close_service(&f);
+}
+
+/* call_json's status, the body into *out (caller decrefs). */
+static int call_status(api *a, const char *method, const char *path, const char *const *query,
+                       const char *body, json_t **out) {
+    int status;
+    *out = call_json(a, method, path, query, body, &status);
+    return status;
+}
+
+/* The ids of an answer's "results", and their number. */
+static int result_ids(json_t *j, int64_t *ids, int max) {
+    json_t *r = json_object_get(j, "results");
+    int n = 0;
+    for (size_t i = 0; i < json_array_size(r) && n < max; i++)
+        ids[n++] = json_integer_value(json_object_get(json_array_get(r, i), "id"));
+    return n;
+}
+
+/* Past --ann-threshold the serving index has its graph: answers say "exact": false, and a
+ * request forcing the exact scan gets "exact": true and the brute-force answer (svc_search). */
+Test(service, past_the_ann_threshold_answers_say_approximate_unless_forced_exact) {
+    fixture f;
+    svc_opts o = svc_defaults();
+    o.ann_threshold = 40;
+    open_service_opts(&f, &o);
+    enum { N = 60, K = 5 };
+    int64_t ids[N];
+    for (int i = 0; i < 30; i++) ids[i] = put_image(&f, 900u + (unsigned)i, NULL);
+    embed_queued(&f);
+    api a;
+    api_opts ao = {NULL, 0, 50};
+    api_init(&a, &f.s, &ao);
+    a.ready = 1;
+    float vec[256];
+    int64_t version, got[N];
+    cr_assert(svc_vector(&f.s, ids[3], vec, &version) == 0);
+    char body[8192];
+    int off = snprintf(body, sizeof body, "{\"k\": %d, \"vector\": [", K);
+    for (int i = 0; i < f.s.dim; i++)
+        off += snprintf(body + off, sizeof body - (size_t)off, "%s%.7g", i ? "," : "", vec[i]);
+    snprintf(body + off, sizeof body - (size_t)off, "]}");
+    json_t *j;
+    /* below the threshold: exact */
+    cr_assert_eq(call_status(&a, "POST", "/search", NULL, body, &j), 200);
+    cr_expect(json_is_true(json_object_get(j, "exact")), "30 images: exact");
+    json_decref(j);
+    for (int i = 30; i < N; i++) ids[i] = put_image(&f, 900u + (unsigned)i, NULL);
+    embed_queued(&f);
+    /* past it: the graph */
+    cr_assert_eq(call_status(&a, "POST", "/search", NULL, body, &j), 200);
+    cr_expect(json_is_false(json_object_get(j, "exact")), "60 images: the graph answers");
+    cr_expect_eq(result_ids(j, got, N), K);
+    json_decref(j);
+    /* forced exact: the brute-force answer */
+    svc_hit want[K];
+    int nw;
+    svc_err err = {0};
+    cr_assert(svc_search(&f.s, vec, K, NULL, want, &nw, &version, &err) == 0, "%s", err.msg);
+    body[strlen(body) - 1] = 0;
+    strcat(body, ", \"exact\": true}");
+    cr_assert_eq(call_status(&a, "POST", "/search", NULL, body, &j), 200);
+    cr_expect(json_is_true(json_object_get(j, "exact")));
+    cr_assert_eq(result_ids(j, got, N), nw);
+    for (int i = 0; i < nw; i++) cr_expect_eq(got[i], want[i].id);
+    json_decref(j);
+    /* neighbours: the graph, ?exact=true, and a bad value */
+    char path[64];
+    snprintf(path, sizeof path, "/neighbors/%lld", (long long)ids[7]);
+    const char *const k5[] = {"k=5", NULL}, *const forced[] = {"k=5", "exact=true", NULL},
+                      *const bad[] = {"exact=yes", NULL};
+    cr_assert_eq(call_status(&a, "GET", path, k5, NULL, &j), 200);
+    cr_expect(json_is_false(json_object_get(j, "exact")));
+    cr_expect_eq(result_ids(j, got, N), K);
+    for (int i = 0; i < K; i++) cr_expect_neq(got[i], ids[7], "itself excluded");
+    json_decref(j);
+    cr_assert(svc_neighbors(&f.s, ids[7], K, NULL, want, &nw, &version, &err) == 0, "%s", err.msg);
+    cr_assert_eq(call_status(&a, "GET", path, forced, NULL, &j), 200);
+    cr_expect(json_is_true(json_object_get(j, "exact")));
+    cr_assert_eq(result_ids(j, got, N), nw);
+    for (int i = 0; i < nw; i++) cr_expect_eq(got[i], want[i].id);
+    json_decref(j);
+    cr_expect_eq(call_status(&a, "GET", path, bad, NULL, &j), 400);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                     "bad_exact");
+    json_decref(j);
+    /* a deleted image leaves the graph too */
+    cr_expect_eq(svc_delete_ids(&f.s, &ids[3], 1, &err), 1);
+    cr_assert_eq(call_status(&a, "POST", "/search", NULL, body, &j), 200);
+    int n = result_ids(j, got, N);
+    for (int i = 0; i < n; i++) cr_expect_neq(got[i], ids[3], "a deleted image found");
     json_decref(j);
     api_free(&a);
     close_service(&f);

@@ -12,7 +12,8 @@
 #define SLOT_TOMB (INT64_MIN + 1)
 
 /* The back ends, in eng_index_pass order. */
-static const index_backend *const backends[ENG_INDEX_PASSES] = {&index_exact, &index_int8};
+static const index_backend *const backends[ENG_INDEX_PASSES] = {&index_exact, &index_int8,
+                                                                 &index_hnsw};
 
 /* ---------------------------------------------------------------------------------------------
  * Top-k heap: the root is the worst of the best k so far. */
@@ -200,6 +201,8 @@ int eng_index_remove(eng_index *ix, int64_t id) {
     size_t slot = find_slot(ix, id);
     if (slot == (size_t)-1) return 0;
     size_t row = ix->slot_row[slot], last = ix->n - 1;
+    for (int b = 0; b < ENG_INDEX_PASSES; b++)
+        if (backends[b]->row_drop) backends[b]->row_drop(ix, row);
     ix->slot_id[slot] = SLOT_TOMB;
     ix->tombstones++;
     if (row != last) { /* move the last row into the hole */
@@ -220,7 +223,7 @@ const float *eng_index_get(const eng_index *ix, int64_t id) {
 }
 
 eng_search_opts eng_search_defaults(void) {
-    eng_search_opts o = {ENG_INDEX_EXACT, INT64_MIN, 0, NULL};
+    eng_search_opts o = {ENG_INDEX_EXACT, INT64_MIN, 0, NULL, 0, NULL};
     return o;
 }
 
@@ -244,6 +247,7 @@ int eng_index_search(const eng_index *ix, const float *query, int k, const eng_s
         free(q);
         return -1;
     }
+    if (o.exact_out) *o.exact_out = o.pass == ENG_INDEX_EXACT; /* a back end may say otherwise */
     topk t = {out, 0, k};
     int rc = backends[o.pass]->search(ix, q, &o, &t, err);
     if (rc == 0) {

@@ -1,4 +1,4 @@
-/* eng_index.h — nearest-neighbour search by cosine similarity: one API, two back ends.
+/* eng_index.h — nearest-neighbour search by cosine similarity: one API, three back ends.
  *
  * Holds the serving model's vectors L2-normalised in one contiguous float32 matrix (rows padded
  * to 16 floats and 64-byte aligned), with an id → row hash map so inserts, replacements and
@@ -21,13 +21,21 @@
  * eng_index_search's.
  * Integer dot products are exact, so every int8 kernel finds the same candidates.
  *
+ * Approximate pass (the ENG_INDEX_HNSW back end, index_hnsw.c): once eng_index_hnsw_build has run,
+ * the index also keeps a hierarchical navigable small-world graph (HNSW: Malkov & Yashunin, 2016)
+ * over the same float rows, in step with every put, replace and remove (the graph holds links
+ * only, never a copy of a vector). A query walks the graph and scores the rows it meets with the
+ * float kernel, so its scores are exact; it may miss true top-k rows (recall@10 >= 0.95 tested on
+ * clustered data). A filtered query that matches few rows is answered by the exact scan instead.
+ *
  * Not thread-safe for writers: one writer at a time, and no reader during a write (the server
  * swaps whole indexes atomically). Any number of concurrent searches is fine.
  *
  * Layout (the way Redis's ae.c hides epoll, kqueue and select): eng_index.c owns the rows, the
  * ids and the id map and dispatches each search; index_exact.c (the float kernels, the scan and
- * the GEMM batch) and index_int8.c (the int8 copy, its kernels and the first pass) are the back
- * ends, each one table of functions (index_internal.h). */
+ * the GEMM batch), index_int8.c (the int8 copy, its kernels and the first pass) and index_hnsw.c
+ * (the graph, its build, its upkeep and its walk) are the back ends, each one table of functions
+ * (index_internal.h). */
 #ifndef ENG_INDEX_H
 #define ENG_INDEX_H
 
@@ -49,6 +57,13 @@ typedef float (*eng_dot_fn)(const float *a, const float *b, size_t n);
  * (the VNNI kernel uses it to undo its unsigned-query offset). */
 typedef void (*eng_dot8_fn)(const int8_t *q, const int8_t *rows, const int32_t *rsum,
                             size_t stride, size_t nrows, int32_t *out);
+
+/* Graph defaults (see eng_hnsw_params). */
+#define ENG_HNSW_M 16
+#define ENG_HNSW_EF_CONSTRUCTION 100
+#define ENG_HNSW_EF_SEARCH 64
+
+struct index_hnsw; /* the graph (index_hnsw.c); opaque */
 
 /* Default rerank factor of the int8 pass: R = max(factor·k, k + ENG_INDEX_RERANK_MARGIN). */
 #define ENG_INDEX_RERANK_FACTOR 8
@@ -72,6 +87,7 @@ typedef struct eng_index {
     int32_t *rsum8;       /* owned [cap]: Σ rows8[i] (for the VNNI kernel) */
     eng_dot8_fn dot8;     /* int8 kernel chosen for this CPU */
     const char *kernel8;  /* its name: "vnni", "avx512bw", "avx2", "scalar" */
+    struct index_hnsw *hnsw; /* owned: the HNSW graph over the rows, NULL until built */
 } eng_index;
 
 /* An empty index of dim-long vectors. On error returns -1 and ix is zeroed. */
@@ -91,6 +107,7 @@ const float *eng_index_get(const eng_index *ix, int64_t id);
 typedef enum eng_index_pass {
     ENG_INDEX_EXACT = 0, /* every float row scored: the exact top k */
     ENG_INDEX_INT8 = 1,  /* int8 first pass, its best candidates re-scored in float (see above) */
+    ENG_INDEX_HNSW = 2,  /* walk of the HNSW graph (see above); exact scan while none is built */
     ENG_INDEX_PASSES     /* number of back ends */
 } eng_index_pass;
 
@@ -101,12 +118,16 @@ typedef struct eng_search_opts {
                           * candidates (capped at the row count); 0 = ENG_INDEX_RERANK_FACTOR */
     const eng_idset *allow; /* only rows whose id is in this set are scored and returned (a
                              * metadata filter); NULL for every row */
+    int ef;              /* ENG_INDEX_HNSW: candidates kept during the walk (raised to k);
+                          * 0 = the graph's ef_search */
+    int *exact_out;      /* if not NULL, set to 1 when the answer is the exact top k (any exact
+                          * pass, or ENG_INDEX_HNSW answered by the exact scan), 0 otherwise */
 } eng_search_opts;
 
 /* Exact, nothing excluded, every row allowed, default rerank. This function can't fail. */
 eng_search_opts eng_search_defaults(void);
 
-/* "exact" or "int8"; NULL for any other value. */
+/* "exact", "int8" or "hnsw"; NULL for any other value. */
 const char *eng_index_pass_name(eng_index_pass pass);
 
 /* The k best rows for a query vector (normalised here; need not be unit length), by the back
@@ -162,6 +183,47 @@ int eng_index_knn_loo(const eng_index *ix, int k, int (*label_of)(void *ctx, int
  * over dimensions of the rows' standard deviation. Needs at least 2 rows. On error (too few rows,
  * out of memory) returns -1. */
 int eng_index_health(const eng_index *ix, double *eff_rank, double *mean_std, eng_err *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * The HNSW graph (index_hnsw.c).
+ *
+ * Each row is a node with links on level 0 (up to 2·m) and, with probability 1/m per level, on
+ * the levels above (up to m each); a query descends greedily from the top node and then keeps
+ * the ef best rows met on level 0. Deletes repair the neighbours' links in place (see
+ * index_hnsw.c for why). */
+typedef struct eng_hnsw_params {
+    int m;               /* links per node per level above 0; 2·m on level 0 (2..64) */
+    int ef_construction; /* candidates kept while linking a new node (>= m) */
+    int ef_search;       /* default ef of a query (>= 1) */
+    uint64_t seed;       /* draws each node's level: the same seed and rows give the same graph,
+                          * whatever the thread count */
+} eng_hnsw_params;
+
+/* ENG_HNSW_M, ENG_HNSW_EF_CONSTRUCTION, ENG_HNSW_EF_SEARCH, seed 1. This function can't fail. */
+eng_hnsw_params eng_hnsw_defaults(void);
+
+/* Builds the graph over every row, in parallel over OpenMP's threads (p NULL: the defaults);
+ * from then on every put, replace and remove keeps it up to date. Replaces a graph already
+ * there. On error returns -1 and the index has no graph (searches stay exact). */
+int eng_index_hnsw_build(eng_index *ix, const eng_hnsw_params *p, eng_err *err);
+
+/* Drops the graph (searches by ENG_INDEX_HNSW become exact scans). This function can't fail. */
+void eng_index_hnsw_drop(eng_index *ix);
+
+/* Bytes the graph holds (links, levels, node maps); 0 without a graph. This function can't fail. */
+size_t eng_index_hnsw_bytes(const eng_index *ix);
+
+/* Sets the default ef of queries (>= 1); no effect without a graph. */
+void eng_index_hnsw_set_ef(eng_index *ix, int ef_search);
+
+/* The filter size below which an ENG_INDEX_HNSW query is answered by the exact scan of the
+ * allowed rows: a filter allowing c of n rows makes a graph walk meet about 1/(c/n) times as many
+ * rows as it keeps, and the exact scan reads c rows, so the scan wins below c ≈ √(C·n). */
+int64_t eng_index_hnsw_filter_exact_below(const eng_index *ix);
+
+/* Sets that C (default 4096; 0: every filter walks the graph); for benchmarks. No effect without
+ * a graph. */
+void eng_index_hnsw_set_filter_c(eng_index *ix, double c);
 
 void eng_index_free(eng_index *ix);
 

@@ -1,5 +1,5 @@
 /* index_internal.h — what the index's core (eng_index.c) and its back ends (index_exact.c,
- * index_int8.c) share: the top-k heap, row lookup, and the back-end table. Not an API. */
+ * index_int8.c, index_hnsw.c) share: the top-k heap, row lookup, and the back-end table. Not an API. */
 #ifndef INDEX_INTERNAL_H
 #define INDEX_INTERNAL_H
 
@@ -36,6 +36,7 @@ typedef struct index_backend {
     int (*grow)(eng_index *ix, size_t cap, eng_err *err);
     void (*row_set)(eng_index *ix, size_t r);                /* float row r was written */
     void (*row_move)(eng_index *ix, size_t dst, size_t src); /* row src now lives at dst */
+    void (*row_drop)(eng_index *ix, size_t r); /* row r is about to be removed (before any move) */
     void (*release)(eng_index *ix);
     /* Offers the rows for the unit query q (ix->stride floats, zero padded) to t. */
     int (*search)(const eng_index *ix, const float *q, const eng_search_opts *o, topk *t,
@@ -44,5 +45,6 @@ typedef struct index_backend {
 
 extern const index_backend index_exact;
 extern const index_backend index_int8;
+extern const index_backend index_hnsw;
 
 #endif
