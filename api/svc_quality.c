@@ -94,7 +94,8 @@ static int score(eng_index *ix, qsample *q, double *acc, svc_err *err) {
 static int knn_of_version(svc *s, svc_version *v, qsample *q, double *acc, svc_err *err) {
     eng_index ix;
     eng_err e = {0};
-    if (eng_index_init(&ix, s->dim, &e)) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
+    if (eng_index_init_passes(&ix, s->dim, 1u << ENG_INDEX_EXACT, &e))
+        return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     int rc = 0;
     svc_rwlock_rdlock(&v->index_lock);
     for (int i = 0; i < q->n && rc == 0; i++) {
@@ -116,7 +117,7 @@ static int knn_of_pixels(svc *s, svc_version *v, qsample *q, double *acc, svc_er
     eng_index ix;
     eng_err e = {0};
     if (!px) return svc_fail(err, ERR_NO_MEMORY, "quality: out of memory");
-    if (eng_index_init(&ix, dim, &e)) {
+    if (eng_index_init_passes(&ix, dim, 1u << ENG_INDEX_EXACT, &e)) {
         free(px);
         return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     }
@@ -145,7 +146,8 @@ static int health_of_version(svc *s, svc_version *v, const int64_t *ids, int n, 
                              double *spread, size_t *rows, svc_err *err) {
     eng_index ix;
     eng_err e = {0};
-    if (eng_index_init(&ix, s->dim, &e)) return svc_fail(err, svc_code_of(&e), "%s", e.msg);
+    if (eng_index_init_passes(&ix, s->dim, 1u << ENG_INDEX_EXACT, &e))
+        return svc_fail(err, svc_code_of(&e), "%s", e.msg);
     int rc = 0;
     svc_rwlock_rdlock(&v->index_lock);
     for (int i = 0; i < n && rc == 0; i++) {

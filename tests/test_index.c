@@ -857,3 +857,43 @@ Test(index, health_counts_the_directions_the_rows_spread_over) {
     cr_expect_neq(eng_index_health(&ix, &eff, &spread, &err), 0, "one row is too few");
     eng_index_free(&ix);
 }
+
+Test(index, an_index_without_the_int8_pass_holds_no_copy_and_refuses_that_pass) {
+    const int dim = 40, n = 2500, k = 5;
+    eng_err err = {0};
+    eng_index full, lean;
+    cr_assert(eng_index_init(&full, dim, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_init_passes(&lean, dim, 0, &err) == 0, "%s", err.msg); /* exact only */
+    eng_rng r;
+    eng_rng_seed(&r, 11);
+    float v[40];
+    for (int i = 0; i < n; i++) {
+        random_vec(&r, v, dim);
+        cr_assert(eng_index_put(&full, i, v, &err) == 0, "%s", err.msg);
+        cr_assert(eng_index_put(&lean, i, v, &err) == 0, "%s", err.msg);
+    }
+    for (int i = 0; i < n; i += 3) { /* removals move rows: the lean index must keep up too */
+        eng_index_remove(&full, i);
+        eng_index_remove(&lean, i);
+    }
+    cr_expect(lean.rows8 == NULL && lean.scale8 == NULL, "the lean index allocated an int8 copy");
+    cr_expect(full.rows8 != NULL, "the full index has no int8 copy");
+    eng_hit a[5], b[5], c[5];
+    int na, nb;
+    random_vec(&r, v, dim);
+    cr_assert(eng_index_search(&full, v, k, NULL, a, &na, &err) == 0, "%s", err.msg);
+    cr_assert(eng_index_search(&lean, v, k, NULL, b, &nb, &err) == 0, "%s", err.msg);
+    expect_same_hits(b, nb, a, na, "lean vs full, exact");
+    eng_search_opts o = eng_search_defaults();
+    o.pass = ENG_INDEX_INT8;
+    int nc = -1;
+    cr_expect(eng_index_search(&lean, v, k, &o, c, &nc, &err) != 0, "the int8 pass answered");
+    cr_expect(err.code == ERR_BAD_INPUT && strstr(err.msg, "int8"), "error %d \"%s\"", err.code,
+              err.msg);
+    cr_expect(eng_index_search(&full, v, k, &o, c, &nc, &(eng_err){0}) == 0,
+              "the full index refused its int8 pass");
+    cr_expect(eng_index_hnsw_build(&lean, NULL, &err) != 0, "a graph was built on an index that "
+              "does not keep it in step");
+    eng_index_free(&full);
+    eng_index_free(&lean);
+}

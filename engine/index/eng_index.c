@@ -11,6 +11,9 @@
 #define SLOT_EMPTY INT64_MIN
 #define SLOT_TOMB (INT64_MIN + 1)
 
+/* Whether back end b keeps its state in ix (eng_index_init_passes). */
+#define KEPT(ix, b) ((ix)->passes >> (b) & 1u)
+
 /* The back ends, in eng_index_pass order. */
 static const index_backend *const backends[ENG_INDEX_PASSES] = {&index_exact, &index_int8,
                                                                  &index_hnsw};
@@ -110,7 +113,7 @@ static int rehash(eng_index *ix, size_t n_slots, eng_err *err) {
 static int grow(eng_index *ix, eng_err *err) {
     size_t cap = ix->cap ? ix->cap * 2 : 1024;
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
-        if (backends[b]->grow && backends[b]->grow(ix, cap, err)) return -1;
+        if (KEPT(ix, b) && backends[b]->grow && backends[b]->grow(ix, cap, err)) return -1;
     float *rows = aligned_alloc(64, cap * ix->stride * sizeof(float));
     int64_t *ids = malloc(cap * sizeof *ids);
     if (!rows || !ids) {
@@ -139,7 +142,12 @@ size_t index_row_of(const eng_index *ix, int64_t id) {
  * Public API. */
 
 int eng_index_init(eng_index *ix, int dim, eng_err *err) {
+    return eng_index_init_passes(ix, dim, ENG_INDEX_ALL_PASSES, err);
+}
+
+int eng_index_init_passes(eng_index *ix, int dim, unsigned passes, eng_err *err) {
     memset(ix, 0, sizeof *ix);
+    ix->passes = (passes | 1u << ENG_INDEX_EXACT) & ENG_INDEX_ALL_PASSES;
     if (dim < 1 || dim > 65536) return eng_fail_code(err, ERR_BAD_INPUT, "index: dimension %d out of range", dim);
     ix->dim = dim;
     ix->stride = ((size_t)dim + 15) / 16 * 16;
@@ -170,7 +178,7 @@ int index_normalise(const eng_index *ix, const float *vec, float *dst, eng_err *
 /* Tells every back end that float row r changed. */
 static void row_set(eng_index *ix, size_t r) {
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
-        if (backends[b]->row_set) backends[b]->row_set(ix, r);
+        if (KEPT(ix, b) && backends[b]->row_set) backends[b]->row_set(ix, r);
 }
 
 int eng_index_put(eng_index *ix, int64_t id, const float *vec, eng_err *err) {
@@ -202,14 +210,14 @@ int eng_index_remove(eng_index *ix, int64_t id) {
     if (slot == (size_t)-1) return 0;
     size_t row = ix->slot_row[slot], last = ix->n - 1;
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
-        if (backends[b]->row_drop) backends[b]->row_drop(ix, row);
+        if (KEPT(ix, b) && backends[b]->row_drop) backends[b]->row_drop(ix, row);
     ix->slot_id[slot] = SLOT_TOMB;
     ix->tombstones++;
     if (row != last) { /* move the last row into the hole */
         memcpy(ix->rows + row * ix->stride, ix->rows + last * ix->stride,
                ix->stride * sizeof(float));
         for (int b = 0; b < ENG_INDEX_PASSES; b++)
-            if (backends[b]->row_move) backends[b]->row_move(ix, row, last);
+            if (KEPT(ix, b) && backends[b]->row_move) backends[b]->row_move(ix, row, last);
         ix->ids[row] = ix->ids[last];
         ix->slot_row[find_slot(ix, ix->ids[row])] = row;
     }
@@ -238,6 +246,9 @@ int eng_index_search(const eng_index *ix, const float *query, int k, const eng_s
     if (k < 1) return eng_fail_code(err, ERR_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
     if (o.pass < 0 || o.pass >= ENG_INDEX_PASSES)
         return eng_fail_code(err, ERR_BAD_INPUT, "index: unknown search pass %d", (int)o.pass);
+    if (!KEPT(ix, o.pass))
+        return eng_fail_code(err, ERR_BAD_INPUT, "index: this index does not keep the %s pass",
+                             backends[o.pass]->name);
     if (o.rerank < 0)
         return eng_fail_code(err, ERR_BAD_INPUT, "index: rerank factor must be >= 0 (got %d)",
                              o.rerank);
@@ -287,6 +298,6 @@ void eng_index_free(eng_index *ix) {
     free(ix->slot_id);
     free(ix->slot_row);
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
-        if (backends[b]->release) backends[b]->release(ix);
+        if (KEPT(ix, b) && backends[b]->release) backends[b]->release(ix);
     memset(ix, 0, sizeof *ix);
 }

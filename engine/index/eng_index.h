@@ -73,6 +73,7 @@ typedef struct eng_index {
     int dim;              /* vector length */
     size_t stride;        /* floats per stored row: dim rounded up to 16 */
     size_t n, cap;        /* rows used, rows allocated */
+    unsigned passes;      /* back ends kept (1u << pass each; eng_index_init_passes) */
     float *rows;          /* owned [cap, stride], unit length, zero padding */
     int64_t *ids;         /* owned [cap]: id of each row */
     size_t n_slots;       /* hash table size (power of two, >= 2 * cap) */
@@ -92,6 +93,15 @@ typedef struct eng_index {
 
 /* An empty index of dim-long vectors. On error returns -1 and ix is zeroed. */
 int eng_index_init(eng_index *ix, int dim, eng_err *err);
+
+/* Every back end's bit (1u << pass) in a set of passes. */
+#define ENG_INDEX_ALL_PASSES ((1u << ENG_INDEX_PASSES) - 1u)
+
+/* As eng_index_init (which keeps every back end), but keeping only the back ends whose bit
+ * (1u << pass) is in passes; ENG_INDEX_EXACT is always kept. A back end not kept holds no state
+ * (the int8 copy costs a quarter of the float rows: the server, which never asks for that pass,
+ * does without), and a search asking for it is refused (ERR_BAD_INPUT). */
+int eng_index_init_passes(eng_index *ix, int dim, unsigned passes, eng_err *err);
 
 /* Inserts vec under id, or replaces the vector already there. vec is copied and normalised; a
  * zero or non-finite vector is refused. On error returns -1 and the index is unchanged. */
