@@ -42,6 +42,7 @@
 #include "store.h"
 #include "svc_lock.h"
 
+#define SVC_MANY_IDLE_S 60.0 /* a version's batch model is freed after this long unused */
 #define SVC_ONE_POOL 2 /* batch-1 inference models per version (concurrent single embeds) */
 #define SVC_REFUSALS_TO_RESTART 3 /* refused versions in a row before training restarts */
 
@@ -80,8 +81,14 @@ typedef struct svc_version {
     atomic_int refs;
     pthread_mutex_t one_mu[SVC_ONE_POOL];
     eng_infer one[SVC_ONE_POOL]; /* batch 1: single requests */
-    pthread_mutex_t many_mu;
-    eng_infer many;              /* batch embed_batch: background embedding */
+    pthread_mutex_t many_mu;     /* covers many, many_built, many_used */
+    eng_infer many;              /* batch embed_batch: background embedding, built on first use
+                                  * from the store's checkpoint and freed once unused for
+                                  * SVC_MANY_IDLE_S (svc_release_idle_models): ~35 MB for small */
+    int many_built;
+    double many_used;            /* svc_now() of its last embedding */
+    int many_batch;              /* its batch size */
+    store *st;                   /* borrowed: where its checkpoint is read from */
     svc_rwlock index_lock;       /* searches read; inserts and deletes write */
     eng_index index;             /* this version's vector of every image embedded with it */
 } svc_version;
@@ -169,6 +176,11 @@ void svc_close(svc *s);
 svc_version *svc_version_load(const svc *s, int64_t id, const void *blob, size_t len,
                               svc_err *err);
 svc_version *svc_version_acquire(svc *s);  /* the serving version (+1 reference) */
+/* Frees the serving and pending versions' batch models unused for idle_s seconds (the next
+ * batch embedding builds one again); the re-embedder calls it between its rounds. */
+void svc_release_idle_models(svc *s, double idle_s);
+/* 1 while v's batch model is built (for tests and /status). */
+int svc_version_batch_built(svc_version *v);
 void svc_version_release(svc_version *v);  /* -1 reference; frees at zero; v may be NULL */
 /* The serving version's number (for log lines; an answer takes its version with its data). */
 int64_t svc_serving_version(svc *s);

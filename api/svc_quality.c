@@ -111,7 +111,7 @@ static int knn_of_version(svc *s, svc_version *v, qsample *q, double *acc, svc_e
 /* The same with raw pixels: each image's evaluation view (the whole training copy resized to the
  * model's input and normalised) as its vector. */
 static int knn_of_pixels(svc *s, svc_version *v, qsample *q, double *acc, svc_err *err) {
-    const eng_aug_cfg *view = &v->many.view;
+    const eng_aug_cfg *view = &v->one[0].view; /* every model of v has the same */
     int dim = view->channels * view->size * view->size;
     float *px = malloc((size_t)dim * sizeof *px);
     eng_index ix;

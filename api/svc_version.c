@@ -35,12 +35,13 @@ svc_version *svc_version_load(const svc *s, int64_t id, const void *blob, size_t
     int bad = 0;
     for (int i = 0; i < SVC_ONE_POOL && !bad; i++)
         bad = eng_infer_create(&v->one[i], blob, len, 1, 1, &e); /* request threads: 1 core each */
-    if (!bad) bad = eng_infer_create(&v->many, blob, len, s->opts.embed_batch, 0, &e);
-    if (!bad && v->many.dim != s->dim) {
+    if (!bad && v->one[0].dim != s->dim) {
         bad = 1;
         snprintf(e.msg, sizeof e.msg, "its vectors have %d floats, the service's %d",
-                 v->many.dim, s->dim);
+                 v->one[0].dim, s->dim);
     }
+    v->many_batch = s->opts.embed_batch; /* the batch model: built when first needed */
+    v->st = s->st;
     /* no int8 copy: the service never asks for that pass (25 MB per 100k vectors of 256) */
     if (!bad)
         bad = eng_index_init_passes(&v->index, s->dim,
@@ -51,8 +52,8 @@ svc_version *svc_version_load(const svc *s, int64_t id, const void *blob, size_t
         return NULL;
     }
     v->id = id;
-    v->step = v->many.step;
-    v->dim = v->many.dim;
+    v->step = v->one[0].step;
+    v->dim = v->one[0].dim;
     atomic_init(&v->refs, 1);
     return v;
 }
@@ -122,6 +123,51 @@ void svc_version_promote(svc *s) {
 
 /* ---- embedding ---- */
 
+/* Builds v's batch model from its checkpoint in the store unless it is there; many_mu held. */
+static int many_ready(svc_version *v, eng_err *e) {
+    if (v->many_built) return 0;
+    store_checkpoint_info info;
+    store_err se = {0};
+    void *blob = NULL;
+    size_t len = 0;
+    int r = store_checkpoint_get(v->st, v->id, &info, &blob, &len, &se);
+    if (r != 0) {
+        free(blob);
+        return eng_fail(e, "reading model version %lld for the batch model: %s",
+                        (long long)v->id, r < 0 ? se.msg : "it is no longer stored");
+    }
+    int bad = eng_infer_create(&v->many, blob, len, v->many_batch, 0, e);
+    free(blob);
+    if (!bad) v->many_built = 1;
+    return bad;
+}
+
+/* Frees v's batch model when it has gone unused for idle_s seconds (never waits for it). */
+static void many_release_idle(svc_version *v, double idle_s) {
+    if (!v || pthread_mutex_trylock(&v->many_mu)) return;
+    if (v->many_built && svc_now() - v->many_used >= idle_s) {
+        eng_infer_free(&v->many);
+        v->many_built = 0;
+    }
+    pthread_mutex_unlock(&v->many_mu);
+}
+
+void svc_release_idle_models(svc *s, double idle_s) {
+    svc_version *serving, *pending;
+    svc_versions_acquire(s, &serving, &pending);
+    many_release_idle(serving, idle_s);
+    many_release_idle(pending, idle_s);
+    svc_version_release(serving);
+    svc_version_release(pending);
+}
+
+int svc_version_batch_built(svc_version *v) {
+    pthread_mutex_lock(&v->many_mu);
+    int built = v->many_built;
+    pthread_mutex_unlock(&v->many_mu);
+    return built;
+}
+
 int svc_version_embed(svc_version *v, const eng_aug_src *imgs, int n, float *out, svc_err *err) {
     eng_err e = {0};
     int bad = 0;
@@ -137,7 +183,8 @@ int svc_version_embed(svc_version *v, const eng_aug_src *imgs, int n, float *out
         }
     } else {
         pthread_mutex_lock(&v->many_mu);
-        bad = eng_infer_embed(&v->many, imgs, n, out, &e);
+        bad = many_ready(v, &e) || eng_infer_embed(&v->many, imgs, n, out, &e);
+        v->many_used = svc_now();
         pthread_mutex_unlock(&v->many_mu);
     }
     if (bad) return svc_fail(err, svc_code_of(&e), "inference failed: %s", e.msg);

@@ -467,6 +467,7 @@ static void *reembed_main(void *arg) {
             fprintf(stderr, "re-embedder: now serving model version %lld (%.1f s)\n",
                     (long long)svc_serving_version(e->s), cli_now() - t0);
         if (r == 2) fprintf(stderr, "re-embedder: the quality gate %s\n", err.msg);
+        svc_release_idle_models(e->s, SVC_MANY_IDLE_S);
         svc_wait_for_publish(e->s, r < 0 ? 10.0 : 5.0);
     }
     return NULL;

@@ -1047,6 +1047,7 @@ Test(reduced, train_copy_decode_matches_decode_then_copy_when_nothing_is_reduced
     cr_expect(info.width == w && info.height == h && info.reduction == 1, "info %dx%d /%d",
               info.width, info.height, info.reduction);
     expect_pixels(&got, want.width, want.height, 1, want.pixels);
+    eng_image_free(&got);
     cr_assert_neq(eng_train_copy_decode(m.data, m.len, 100, 1, 64, &got, NULL, &err), 0,
                   "the pixel limit was not applied");
     eng_image_free(&full);

@@ -1687,3 +1687,46 @@ Test(service, past_the_ann_threshold_answers_say_approximate_unless_forced_exact
     api_free(&a);
     close_service(&f);
 }
+
+Test(service, the_batch_model_is_built_when_needed_freed_when_idle_and_gives_the_same_vectors) {
+    fixture f;
+    open_service(&f);
+    svc_version *v = svc_version_acquire(&f.s);
+    cr_expect_not(svc_version_batch_built(v), "built before any batch embedding");
+    /* eight prepared images, embedded as a batch (>= 4 take the batch model) and one by one */
+    enum { N = 8 };
+    eng_image imgs[N];
+    eng_aug_src srcs[N];
+    svc_err err = {0};
+    for (int i = 0; i < N; i++) {
+        unsigned char pgm[1024];
+        size_t n = make_pgm(300 + (unsigned)i, pgm);
+        cr_assert(svc_prepare(&f.s, pgm, n, NULL, &imgs[i], &err) == 0, "%s", err.msg);
+        srcs[i] = eng_image_as_src(&imgs[i]);
+    }
+    size_t d = (size_t)v->dim;
+    float *a = malloc(N * d * sizeof *a), *b = malloc(N * d * sizeof *b), *one = malloc(d * 4);
+    cr_assert(svc_version_embed(v, srcs, N, a, &err) == 0, "%s", err.msg);
+    cr_expect(svc_version_batch_built(v), "a batch embedding did not build the batch model");
+    svc_release_idle_models(&f.s, 3600); /* used just now: kept */
+    cr_expect(svc_version_batch_built(v), "freed although used within the idle time");
+    svc_release_idle_models(&f.s, 0);
+    cr_expect_not(svc_version_batch_built(v), "not freed once idle");
+    cr_assert(svc_version_embed(v, srcs, N, b, &err) == 0, "%s", err.msg);
+    cr_expect(svc_version_batch_built(v), "not rebuilt for the next batch");
+    for (size_t i = 0; i < N * d; i++)
+        cr_assert_eq(a[i], b[i], "float %zu differs after the rebuild: %g vs %g", i, a[i], b[i]);
+    for (int i = 0; i < N; i++) { /* and the batch-1 models agree to float rounding */
+        cr_assert(svc_version_embed(v, &srcs[i], 1, one, &err) == 0, "%s", err.msg);
+        for (size_t j = 0; j < d; j++)
+            cr_assert(fabsf(one[j] - a[(size_t)i * d + j]) <= 1e-4f * (1 + fabsf(one[j])),
+                      "image %d float %zu: batch-1 %g, batch %g", i, j, one[j],
+                      a[(size_t)i * d + j]);
+        eng_image_free(&imgs[i]);
+    }
+    free(a);
+    free(b);
+    free(one);
+    svc_version_release(v);
+    close_service(&f);
+}
