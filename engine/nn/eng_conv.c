@@ -1,6 +1,8 @@
 /* eng_conv.c — convolution layer on oneDNN (reproduces torch.nn.Conv2d(bias=False)). */
 #include "eng_conv.h"
 
+#include <assert.h>
+
 #include <string.h>
 
 /* The three primitive descriptors of one layout choice. */
@@ -154,8 +156,15 @@ fail:
 /* The input as the primitives see it: src itself, or its reordered copy (filled by forward). */
 static eng_tensor *prim_src(eng_conv *c, eng_tensor *src) { return c->src_re.mem ? &c->src_re : src; }
 
+int eng_conv_freeze(eng_conv *c, eng_ctx *ctx, eng_err *err) {
+    assert(!c->training);
+    if (eng_staged_sync(&c->w_fwd, ctx, err)) return -1;
+    c->frozen = 1;
+    return 0;
+}
+
 int eng_conv_forward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *dst, eng_err *err) {
-    ENG_TRY(eng_staged_sync(&c->w_fwd, ctx, err));
+    if (!c->frozen) ENG_TRY(eng_staged_sync(&c->w_fwd, ctx, err));
     if (c->src_re.mem) ENG_TRY(eng_reorder_run(ctx, c->src_in, src, &c->src_re, err));
     dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, prim_src(c, src)->mem},
                               {DNNL_ARG_WEIGHTS, c->w_fwd.prim.mem},

@@ -19,6 +19,7 @@ typedef struct eng_conv {
     int n, cin, h, w, cout, oh, ow, k, stride, pad;
     int has_bwd_data;                   /* 0 for the first convolution: no input gradient needed */
     int training;                       /* 1: backward primitives exist */
+    int frozen;                         /* 1: w_fwd holds the weights for good (eng_conv_freeze) */
     dnnl_memory_desc_t src_md, dst_md;  /* activation layouts the caller sees */
     dnnl_memory_desc_t prim_src_md;     /* input layout the primitives use (src_md if equal) */
     dnnl_primitive_t src_in, dsrc_out;  /* src_md → prim_src_md and back; NULL when equal */
@@ -38,6 +39,9 @@ int eng_conv_build(eng_conv *c, eng_ctx *ctx, const dnnl_memory_desc_t *src_md,
 /* Binds the canonical weights and weight-gradient buffers ([Cout, Cin, K, K] floats each). */
 int eng_conv_bind(eng_conv *c, float *w, float *dw, eng_err *err);
 int eng_conv_forward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *dst, eng_err *err);
+/* Copies the weights into the forward layout once, for good: later forwards skip that reorder
+ * (a quarter of a batch-1 inference of small). Only for weights that never change again. */
+int eng_conv_freeze(eng_conv *c, eng_ctx *ctx, eng_err *err);
 /* Overwrites the bound weight gradient; writes diff_src when built with backward-data. */
 int eng_conv_backward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *diff_dst,
                       eng_tensor *diff_src, eng_err *err);

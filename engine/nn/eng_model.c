@@ -6,6 +6,8 @@
  * and BatchNorm1d(affine=False) before the loss. */
 #include "eng_model.h"
 
+#include <assert.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -511,6 +513,21 @@ static int encoder_forward(eng_model *m, eng_err *err) {
     }
     eng_tensor *last = m->n_blocks ? &m->blocks[m->n_blocks - 1].y : &m->a0;
     return eng_pool_forward(&m->pool, ctx, last, m->h[0].data, err);
+fail:
+    return -1;
+}
+
+int eng_model_freeze(eng_model *m, eng_err *err) {
+    assert(!m->training);
+    ENG_TRY(eng_conv_freeze(&m->stem_conv, &m->ctx, err));
+    for (int i = 0; i < m->n_blocks; i++) {
+        eng_block *b = &m->blocks[i];
+        ENG_TRY(eng_conv_freeze(&b->conv1, &m->ctx, err));
+        ENG_TRY(eng_conv_freeze(&b->conv2, &m->ctx, err));
+        if (b->has_proj) ENG_TRY(eng_conv_freeze(&b->convs, &m->ctx, err));
+    }
+    ENG_DNNL(dnnl_stream_wait(m->ctx.stream));
+    return 0;
 fail:
     return -1;
 }

@@ -131,6 +131,11 @@ const float *eng_model_rep(const eng_model *m);
 /* 1 when m->stop is set: the last failure of forward_backward was that interruption. */
 int eng_model_stopped(const eng_model *m);
 
+/* An inference model whose parameters will not change again (eng_infer, after loading its
+ * checkpoint): each convolution's weights are put in its forward layout once, and forwards
+ * skip that reorder from then on. */
+int eng_model_freeze(eng_model *m, eng_err *err);
+
 /* Training: forward both views, loss, backward; fills grads and last_loss, updates running stats. */
 int eng_model_forward_backward(eng_model *m, eng_err *err);
 /* forward_backward then one LARS update at schedule position `step`. */

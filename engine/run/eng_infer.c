@@ -17,7 +17,8 @@ int eng_infer_create(eng_infer *inf, const void *blob, size_t len, int batch, in
     int built = eng_model_build(&inf->model, &inf->cfg, batch, 0, err);
     eng_set_threads(team);
     if (built) return -1;
-    if (eng_checkpoint_load(&inf->model, blob, len, NULL, err)) {
+    if (eng_checkpoint_load(&inf->model, blob, len, NULL, err) ||
+        eng_model_freeze(&inf->model, err)) {
         eng_model_free(&inf->model);
         memset(inf, 0, sizeof *inf);
         return -1;
