@@ -11,9 +11,6 @@
 #define SLOT_EMPTY INT64_MIN
 #define SLOT_TOMB (INT64_MIN + 1)
 
-/* Whether back end b keeps its state in ix (eng_index_init_passes). */
-#define KEPT(ix, b) ((ix)->passes >> (b) & 1u)
-
 /* The back ends, in eng_index_pass order. */
 static const index_backend *const backends[ENG_INDEX_PASSES] = {&index_exact, &index_int8,
                                                                  &index_hnsw};
@@ -113,7 +110,7 @@ static int rehash(eng_index *ix, size_t n_slots, eng_err *err) {
 static int grow(eng_index *ix, eng_err *err) {
     size_t cap = ix->cap ? ix->cap * 2 : 1024;
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
-        if (KEPT(ix, b) && backends[b]->grow && backends[b]->grow(ix, cap, err)) return -1;
+        if (index_keeps(ix, b) && backends[b]->grow && backends[b]->grow(ix, cap, err)) return -1;
     float *rows = aligned_alloc(64, cap * ix->stride * sizeof(float));
     int64_t *ids = malloc(cap * sizeof *ids);
     if (!rows || !ids) {
@@ -178,7 +175,7 @@ int index_normalise(const eng_index *ix, const float *vec, float *dst, eng_err *
 /* Tells every back end that float row r changed. */
 static void row_set(eng_index *ix, size_t r) {
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
-        if (KEPT(ix, b) && backends[b]->row_set) backends[b]->row_set(ix, r);
+        if (index_keeps(ix, b) && backends[b]->row_set) backends[b]->row_set(ix, r);
 }
 
 int eng_index_put(eng_index *ix, int64_t id, const float *vec, eng_err *err) {
@@ -210,14 +207,14 @@ int eng_index_remove(eng_index *ix, int64_t id) {
     if (slot == (size_t)-1) return 0;
     size_t row = ix->slot_row[slot], last = ix->n - 1;
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
-        if (KEPT(ix, b) && backends[b]->row_drop) backends[b]->row_drop(ix, row);
+        if (index_keeps(ix, b) && backends[b]->row_drop) backends[b]->row_drop(ix, row);
     ix->slot_id[slot] = SLOT_TOMB;
     ix->tombstones++;
     if (row != last) { /* move the last row into the hole */
         memcpy(ix->rows + row * ix->stride, ix->rows + last * ix->stride,
                ix->stride * sizeof(float));
         for (int b = 0; b < ENG_INDEX_PASSES; b++)
-            if (KEPT(ix, b) && backends[b]->row_move) backends[b]->row_move(ix, row, last);
+            if (index_keeps(ix, b) && backends[b]->row_move) backends[b]->row_move(ix, row, last);
         ix->ids[row] = ix->ids[last];
         ix->slot_row[find_slot(ix, ix->ids[row])] = row;
     }
@@ -246,7 +243,7 @@ int eng_index_search(const eng_index *ix, const float *query, int k, const eng_s
     if (k < 1) return eng_fail_code(err, ERR_BAD_INPUT, "index: k must be at least 1 (got %d)", k);
     if (o.pass < 0 || o.pass >= ENG_INDEX_PASSES)
         return eng_fail_code(err, ERR_BAD_INPUT, "index: unknown search pass %d", (int)o.pass);
-    if (!KEPT(ix, o.pass))
+    if (!index_keeps(ix, o.pass))
         return eng_fail_code(err, ERR_BAD_INPUT, "index: this index does not keep the %s pass",
                              backends[o.pass]->name);
     if (o.rerank < 0)
@@ -298,6 +295,6 @@ void eng_index_free(eng_index *ix) {
     free(ix->slot_id);
     free(ix->slot_row);
     for (int b = 0; b < ENG_INDEX_PASSES; b++)
-        if (KEPT(ix, b) && backends[b]->release) backends[b]->release(ix);
+        if (index_keeps(ix, b) && backends[b]->release) backends[b]->release(ix);
     memset(ix, 0, sizeof *ix);
 }

@@ -547,7 +547,7 @@ int eng_index_hnsw_build(eng_index *ix, const eng_hnsw_params *p, eng_err *err) 
     if (pr.m < 2 || pr.m > 64 || pr.ef_construction < pr.m || pr.ef_search < 1)
         return eng_fail_code(err, ERR_BAD_INPUT, "index: bad HNSW parameters (m %d, ef_construction %d, ef_search %d)",
                              pr.m, pr.ef_construction, pr.ef_search);
-    if (!(ix->passes >> ENG_INDEX_HNSW & 1u)) /* its hooks would not keep the graph in step */
+    if (!index_keeps(ix, ENG_INDEX_HNSW)) /* its hooks would not keep the graph in step */
         return eng_fail_code(err, ERR_BAD_INPUT, "index: this index does not keep the hnsw pass");
     if (ix->cap >= ((size_t)1 << 30))
         return eng_fail_code(err, ERR_BAD_INPUT, "index: HNSW holds at most 2^30 rows");

@@ -23,6 +23,9 @@ void index_topk_sort(topk *t);
  * zero or non-finite vector, dst then untouched. */
 int index_normalise(const eng_index *ix, const float *vec, float *dst, eng_err *err);
 
+/* Whether ix keeps back end `pass` (eng_index_init_passes). */
+static inline int index_keeps(const eng_index *ix, int pass) { return (int)(ix->passes >> pass & 1u); }
+
 /* The row holding id, or (size_t)-1. */
 size_t index_row_of(const eng_index *ix, int64_t id);
 
