@@ -6,6 +6,7 @@
 int cmd_step(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_bench_step(int argc, char **argv);
+int cmd_bench_fma(int argc, char **argv);
 int cmd_bench_search(int argc, char **argv);
 int cmd_bench_filter(int argc, char **argv);
 int cmd_bench_ingest(int argc, char **argv);

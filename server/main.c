@@ -62,6 +62,10 @@ static const struct {
     {"bench-step", cmd_bench_step,
      "bench-step [--model small] [--batch 256] [--steps 10] [--warmup 3] [--threads N]\n"
      "        time full training steps (2 views, forward, loss, backward, LARS) on random inputs"},
+    {"bench-fma", cmd_bench_fma,
+     "bench-fma [--threads N] [--ms 1000]\n"
+     "        the machine's FMA peak: 12 independent vector FMA chains per thread, the widest\n"
+     "        kernel the CPU and the ISA cap allow (AVX-512 or AVX2), GFLOP/s over all threads"},
     {"bench-search", cmd_bench_search,
      "bench-search [--n 100000] [--dim 512] [--queries 200] [--k 10] [--batch 1000] [--kernel K]\n"
      "             [--kernel8 K] [--rerank F] [--dump-prefix P] [--data random|clusters]\n"
