@@ -170,7 +170,8 @@ int svc_open(svc *s, store *st, const svc_opts *opts, const uint8_t *initial_blo
     if (!s->serving) goto fail;
     if (store_embedding_each(st, serving, s->dim, put_vec, &s->serving->index, &se))
         goto store_fail;
-    svc_index_graph(s, s->serving); /* all at once on both cores, not insert by insert */
+    /* the graph, when the index is past the threshold, is built by the re-embedder's thread
+     * (svc_build_graphs) while searches are answered by exact scans */
     /* every live image without a serving vector (e.g. acknowledged just before a crash) */
     int64_t *ids;
     int64_t n = store_image_ids(st, &ids);

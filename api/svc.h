@@ -43,6 +43,9 @@
 #include "svc_lock.h"
 
 #define SVC_MANY_IDLE_S 60.0 /* a version's batch model is freed after this long unused */
+/* Rows an HNSW build links per hold of member_mu (uploads' index inserts wait at most that long:
+ * ~60 ms at 1M rows of 256 on two AVX2 cores, the graph taking ~0.24 ms per row there) */
+#define SVC_GRAPH_STEP 256
 #define SVC_ONE_POOL 2 /* batch-1 inference models per version (concurrent single embeds) */
 #define SVC_REFUSALS_TO_RESTART 3 /* refused versions in a row before training restarts */
 
@@ -179,6 +182,11 @@ svc_version *svc_version_acquire(svc *s);  /* the serving version (+1 reference)
 /* Frees the serving and pending versions' batch models unused for idle_s seconds (the next
  * batch embedding builds one again); the re-embedder calls it between its rounds. */
 void svc_release_idle_models(svc *s, double idle_s);
+/* Builds the serving version's HNSW graph if its index is past opts.ann_threshold without a
+ * finished one (see svc_index_graph: searches go on beside the build); the re-embedder's thread
+ * calls it between its rounds, and its doorbell rings when uploads cross the threshold. Returns
+ * when the graph is done, failed or the service stops; at once when there is nothing to build. */
+void svc_build_graphs(svc *s);
 /* 1 while v's batch model is built (for tests and /status). */
 int svc_version_batch_built(svc_version *v);
 void svc_version_release(svc_version *v);  /* -1 reference; frees at zero; v may be NULL */

@@ -132,18 +132,49 @@ static void index_put_live_locked(svc_version *v, const int64_t *ids, const floa
     }
 }
 
+/* 1 when v's index is past the threshold and its graph is missing or unfinished. */
+static int graph_wanted(svc *s, svc_version *v) {
+    svc_rwlock_rdlock(&v->index_lock);
+    int want = v->index.n >= (size_t)s->opts.ann_threshold &&
+               (!v->index.hnsw || eng_index_hnsw_building(&v->index));
+    svc_rwlock_unlock(&v->index_lock);
+    return want;
+}
+
+int svc_index_graph_wanted(svc *s, svc_version *v) {
+    return s->opts.ann_threshold > 0 && v && graph_wanted(s, v);
+}
+
 void svc_index_graph(svc *s, svc_version *v) {
-    if (s->opts.ann_threshold <= 0) return;
-    svc_rwlock_rdlock(&v->index_lock); /* the common case, nothing to do, without the write lock */
-    int need = !v->index.hnsw && v->index.n >= (size_t)s->opts.ann_threshold;
-    svc_rwlock_unlock(&v->index_lock);
-    if (!need) return;
+    if (!svc_index_graph_wanted(s, v)) return; /* the common case, under the read lock only */
+    eng_err e = {0};
     svc_rwlock_wrlock(&v->index_lock);
-    if (!v->index.hnsw && v->index.n >= (size_t)s->opts.ann_threshold) {
-        eng_err e = {0};
-        (void)eng_index_hnsw_build(&v->index, NULL, &e); /* on failure: exact, as below it */
-    }
+    int ok = v->index.hnsw != NULL || eng_index_hnsw_begin(&v->index, NULL, &e) == 0;
     svc_rwlock_unlock(&v->index_lock);
+    if (!ok) return; /* out of memory: the index stays exact, as below the threshold */
+    /* A batch at a time: member_mu keeps inserts and deletes out while a batch links (they wait
+     * for one batch, not the build), and searches go on under their read locks beside it, as
+     * exact scans until the graph is finished. */
+    int r = 1;
+    while (r == 1 && !atomic_load(&s->stopping)) {
+        svc_mutex_lock(&s->member_mu);
+        svc_rwlock_rdlock(&v->index_lock);
+        r = eng_index_hnsw_building(&v->index) ? eng_index_hnsw_extend(&v->index, SVC_GRAPH_STEP, &e)
+                                                : 0;
+        svc_rwlock_unlock(&v->index_lock);
+        svc_mutex_unlock(&s->member_mu);
+    }
+    if (r == 1) return; /* stopping: the unfinished graph goes with the version */
+    svc_rwlock_wrlock(&v->index_lock);
+    if (r < 0) eng_index_hnsw_drop(&v->index); /* on failure: exact, as below the threshold */
+    else if (eng_index_hnsw_building(&v->index)) eng_index_hnsw_finish(&v->index);
+    svc_rwlock_unlock(&v->index_lock);
+}
+
+void svc_build_graphs(svc *s) {
+    svc_version *v = svc_version_acquire(s);
+    svc_index_graph(s, v);
+    svc_version_release(v);
 }
 
 void svc_index_insert(svc *s, svc_version *v, const int64_t *ids, const float *vecs, int n) {
@@ -192,7 +223,8 @@ int svc_embed_fresh(svc *s, const int64_t *ids, int n, svc_err *err) {
     m = svc_load_copies(s, ids, n, imgs, srcs, kept, err);
     rc = m < 0 ? -1 : 0;
     if (m > 0) rc = embed_store_index(s, serving, srcs, kept, m, vecs, err);
-    if (m > 0 && rc == 0) svc_index_graph(s, serving); /* once, when uploads cross the threshold */
+    /* when uploads cross the threshold, the re-embedder's thread builds the graph */
+    if (m > 0 && rc == 0 && svc_index_graph_wanted(s, serving)) svc_ring_reembed(s);
     if (m > 0 && rc == 0 && pending) rc = embed_store_index(s, pending, srcs, kept, m, vecs, err);
     svc_version_release(serving);
     svc_version_release(pending);
@@ -359,7 +391,7 @@ int svc_reembed_newest(svc *s, svc_err *err) {
         svc_version_release(p);
         return -1;
     }
-    svc_index_graph(s, p); /* the whole graph at once on both cores, before p serves */
+    svc_index_graph(s, p); /* the whole graph before p serves (beside p's inserts) */
     svc_version_promote(s); /* the swap: model and index together, one pointer */
     svc_version_release(p);
     set_progress(s, 0, 0);

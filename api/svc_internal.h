@@ -30,10 +30,14 @@ void svc_ring_reembed(svc *s);
  * no longer serving or pending takes them harmlessly: it is freed with its last reference). */
 void svc_index_insert(svc *s, svc_version *v, const int64_t *ids, const float *vecs, int n);
 
-/* Builds v's HNSW graph when its index has reached opts.ann_threshold rows and has none (on
- * both cores, under v's write lock: searches of v wait for the build). Once built, every insert
- * and delete keeps it up to date. A failed build leaves the index exact. */
+/* Builds v's HNSW graph when its index has reached opts.ann_threshold rows and has none, or an
+ * unfinished one (on both cores, in batches of SVC_GRAPH_STEP rows: searches of v go on beside
+ * it as exact scans until it is finished, inserts and deletes wait for one batch at most). Once
+ * built, every insert and delete keeps it up to date. Returns when it is finished, failed (the
+ * index stays exact) or the service is stopping. */
 void svc_index_graph(svc *s, svc_version *v);
+/* 1 when svc_index_graph(s, v) has work (v may be NULL: 0). */
+int svc_index_graph_wanted(svc *s, svc_version *v);
 
 /* The quality monitor's figures for candidate `cand` and the gate's decision on them (not yet
  * stored). */

@@ -459,6 +459,7 @@ static void *reembed_main(void *arg) {
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     while (!atomic_load(&e->s->stopping)) {
         svc_err err = {0};
+        svc_build_graphs(e->s); /* first: the serving graph, if the index crossed the threshold */
         double t0 = cli_now();
         int r = svc_reembed_newest(e->s, &err);
         if (r < 0 && !atomic_load(&e->s->stopping))

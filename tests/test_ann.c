@@ -184,6 +184,71 @@ Test(ann, rows_inserted_after_the_build_are_found) {
     free(m.centres);
 }
 
+/* The graph built a few batches at a time (as the service does, beside its searches): while it
+ * builds, queries are exact scans that say so; puts, replacements and removes in between the
+ * batches land in it; once finished it walks with the recall of a graph built at once, and finds
+ * every row, even those the removes moved behind the build's cursor. */
+Test(ann, a_graph_built_in_steps_answers_exactly_until_finished_and_keeps_every_write) {
+    eng_index ix;
+    eng_err err = {0};
+    cr_assert(eng_index_init(&ix, DIM, &err) == 0);
+    mixture m;
+    mixture_init(&m, CLUSTERS, 11);
+    fill(&ix, &m, N / 2, NULL);
+    cr_assert(eng_index_hnsw_begin(&ix, NULL, &err) == 0, "%s", err.msg);
+    cr_expect(eng_index_hnsw_building(&ix));
+    cr_expect_eq(eng_index_hnsw_bytes(&ix), 0, "a building graph reports no bytes");
+    float v[DIM];
+    eng_hit got[K], want[K];
+    int ng, nw, steps = 0, r, next_id = N / 2;
+    while ((r = eng_index_hnsw_extend(&ix, 700, &err)) == 1) {
+        steps++;
+        /* a query mid-build: the exact answer, marked exact */
+        mixture_draw(&m, -1, v);
+        int exact = -1;
+        cr_assert(eng_index_search(&ix, v, K, HNSW_PASS(INT64_MIN, NULL, &exact), got, &ng, &err) == 0);
+        cr_assert(eng_index_search(&ix, v, K, EXACT_PASS(INT64_MIN, NULL), want, &nw, &err) == 0);
+        cr_expect_eq(exact, 1, "step %d: a building graph answered", steps);
+        cr_expect_eq(ng, nw, "step %d", steps);
+        for (int i = 0; i < ng && i < nw; i++)
+            cr_expect(got[i].id == want[i].id && got[i].score == want[i].score, "step %d hit %d", steps, i);
+        /* writes between the steps: removes of rows the cursor has passed (the first step's move
+         * the last rows, not linked yet, into those holes), new rows, a replacement */
+        for (int i = 0; i < 20; i++) eng_index_remove(&ix, steps * 20 + i);
+        for (int i = 0; i < 50; i++) {
+            mixture_draw(&m, -1, v);
+            cr_assert(eng_index_put(&ix, next_id++, v, &err) == 0, "%s", err.msg);
+        }
+        mixture_draw(&m, -1, v);
+        cr_assert(eng_index_put(&ix, 5000 + steps, v, &err) == 0, "%s", err.msg);
+    }
+    cr_assert_eq(r, 0, "%s", err.msg);
+    cr_expect(steps >= 10, "%d steps for %d rows at 700 a step", steps, N / 2);
+    cr_expect(eng_index_hnsw_building(&ix), "extend does not finish by itself");
+    eng_index_hnsw_finish(&ix);
+    cr_expect(!eng_index_hnsw_building(&ix));
+    cr_expect(eng_index_hnsw_bytes(&ix) > 0);
+    /* every row is a node: each row's own vector finds it (or an identical score) first */
+    for (int64_t id = 0; id < next_id; id++) {
+        const float *row = eng_index_get(&ix, id);
+        if (!row) continue;
+        memcpy(v, row, sizeof v);
+        int exact = -1;
+        eng_search_opts o = {.pass = ENG_INDEX_HNSW, .exclude = INT64_MIN, .exact_out = &exact,
+                             .ef = 128};
+        cr_assert(eng_index_search(&ix, v, 1, &o, got, &ng, &err) == 0);
+        cr_assert_eq(exact, 0);
+        cr_assert(ng == 1 && (got[0].id == id || got[0].score >= 0.99999f),
+                  "row %lld not found first (%lld, %.6f)", (long long)id, (long long)got[0].id,
+                  got[0].score);
+    }
+    double rec = recall(&ix, &m, NULL, (int64_t)ix.n);
+    cr_log_info("built in %d steps: recall@10 %.4f at %zu rows", steps, rec, ix.n);
+    cr_expect(rec >= 0.95, "recall@10 %.4f", rec);
+    eng_index_free(&ix);
+    free(m.centres);
+}
+
 Test(ann, deleted_ids_are_never_returned_and_recall_holds_after_deleting_30_percent) {
     eng_index ix;
     eng_err err = {0};

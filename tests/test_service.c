@@ -1641,7 +1641,14 @@ Test(service, past_the_ann_threshold_answers_say_approximate_unless_forced_exact
     json_decref(j);
     for (int i = 30; i < N; i++) ids[i] = put_image(&f, 900u + (unsigned)i, NULL);
     embed_queued(&f);
-    /* past it: the graph */
+    /* past it: exact scans until the graph is built (the re-embedder's thread does it) */
+    cr_assert(svc_index_graph_wanted(&f.s, f.s.serving));
+    cr_assert_eq(call_status(&a, "POST", "/search", NULL, body, &j), 200);
+    cr_expect(json_is_true(json_object_get(j, "exact")), "60 images, no graph yet: exact");
+    json_decref(j);
+    svc_build_graphs(&f.s);
+    cr_expect(!svc_index_graph_wanted(&f.s, f.s.serving));
+    /* then the graph */
     cr_assert_eq(call_status(&a, "POST", "/search", NULL, body, &j), 200);
     cr_expect(json_is_false(json_object_get(j, "exact")), "60 images: the graph answers");
     cr_expect_eq(result_ids(j, got, N), K);

@@ -217,10 +217,24 @@ eng_hnsw_params eng_hnsw_defaults(void);
  * there. On error returns -1 and the index has no graph (searches stay exact). */
 int eng_index_hnsw_build(eng_index *ix, const eng_hnsw_params *p, eng_err *err);
 
+/* The same graph, built beside readers (see index_hnsw.c). begin attaches an empty graph in the
+ * building state (p NULL: the defaults; replaces a graph already there), in which ENG_INDEX_HNSW
+ * queries are exact scans and puts and removes keep the graph; needs exclusive access. extend
+ * links up to max_rows (>= 1) of the rows not in the graph yet and returns 1 while some remain,
+ * 0 when every row is in, -1 on error (out of memory; the graph is then still attached and the
+ * caller drops it). extend writes only the graph: it may run beside readers of the index
+ * (searches, gets), never beside writers, nor beside another extend. finish (exclusive access)
+ * lets queries walk the graph. building: 1 between begin and finish. */
+int eng_index_hnsw_begin(eng_index *ix, const eng_hnsw_params *p, eng_err *err);
+int eng_index_hnsw_extend(eng_index *ix, size_t max_rows, eng_err *err);
+void eng_index_hnsw_finish(eng_index *ix);
+int eng_index_hnsw_building(const eng_index *ix);
+
 /* Drops the graph (searches by ENG_INDEX_HNSW become exact scans). This function can't fail. */
 void eng_index_hnsw_drop(eng_index *ix);
 
-/* Bytes the graph holds (links, levels, node maps); 0 without a graph. This function can't fail. */
+/* Bytes the graph holds (links, levels, node maps); 0 without a graph or while it is building.
+ * This function can't fail. */
 size_t eng_index_hnsw_bytes(const eng_index *ix);
 
 /* Sets the default ef of queries (>= 1); no effect without a graph. */

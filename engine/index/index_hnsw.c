@@ -15,6 +15,14 @@
  * A batch is at most 1/32 of the nodes already in (at most 512), so the nodes a batch cannot see
  * of each other are few; they link through the graph's next batches.
  *
+ * Building beside readers. eng_index_hnsw_begin attaches an empty graph in the building state, in
+ * which every query is an exact scan and no reader looks at the graph; eng_index_hnsw_extend then
+ * links the rows that have no node yet, a batch at a time, so the caller can let readers in
+ * between (and during: extend writes only the graph, which readers do not touch while it is
+ * building) and let writers in between batches (a put meanwhile links its row at once, as on a
+ * finished graph). eng_index_hnsw_finish makes queries walk it. The full build is the same steps
+ * without a pause, and gives the same graph.
+ *
  * Deletes. The removed row's vector is gone once the core moves the last row into the hole, so
  * the graph cannot keep a deleted node as a waypoint (hnswlib's mark-delete keeps the vector and
  * walks through it). Instead the node is unlinked at once and its neighbourhood repaired: each of
@@ -62,6 +70,9 @@ struct index_hnsw {
     size_t upper_bytes;    /* bytes of every upper list */
     uint32_t entry;        /* the walk's first node (one of the top level), NONE when empty */
     int max_level;         /* its level */
+    int building;          /* 1 from eng_index_hnsw_begin to _finish: queries scan exactly */
+    size_t cursor;         /* the next row eng_index_hnsw_extend looks at */
+    int found_in_pass;     /* 1 when the pass that cursor is on found a row without a node */
 };
 
 /* A scored node. */
@@ -541,7 +552,7 @@ void eng_index_hnsw_drop(eng_index *ix) {
     ix->hnsw = NULL;
 }
 
-int eng_index_hnsw_build(eng_index *ix, const eng_hnsw_params *p, eng_err *err) {
+int eng_index_hnsw_begin(eng_index *ix, const eng_hnsw_params *p, eng_err *err) {
     eng_hnsw_params pr = p ? *p : eng_hnsw_defaults();
     eng_index_hnsw_drop(ix);
     if (pr.m < 2 || pr.m > 64 || pr.ef_construction < pr.m || pr.ef_search < 1)
@@ -560,37 +571,90 @@ int eng_index_hnsw_build(eng_index *ix, const eng_hnsw_params *p, eng_err *err) 
     g->filter_c = FILTER_C;
     g->seed = pr.seed;
     g->entry = NONE;
-    batch b = {0};
-    int threads = omp_get_max_threads();
-    if (graph_grow(g, ix->cap) || batch_init(&b, g, BATCH_MAX, threads)) goto oom;
-    /* node i is row i */
-    for (size_t r = 0; r < ix->n; r++) {
-        g->row_of[r] = g->node_of[r] = (uint32_t)r;
-        set_level(g, (uint32_t)r, draw_level(g, g->draws++));
-        if (g->level[r] == 0 && draw_level(g, g->draws - 1) > 0) goto oom;
+    g->building = 1;
+    if (graph_grow(g, ix->cap)) {
+        graph_free(g);
+        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory for the graph of %zu rows", ix->cap);
     }
-    g->n_nodes = ix->n;
-    for (size_t done = 0; done < ix->n;) {
-        size_t nb = done / BATCH_SHARE;
-        nb = nb < 1 ? 1 : nb > BATCH_MAX ? BATCH_MAX : nb;
-        if (nb > ix->n - done) nb = ix->n - done;
-        b.count = nb;
-        for (size_t i = 0; i < nb; i++) b.nodes[i] = (uint32_t)(done + i);
-        if (insert_batch(ix, g, &b)) goto oom;
-        done += nb;
-    }
-    batch_free(&b);
     ix->hnsw = g;
     return 0;
-oom:
+}
+
+/* Up to max rows without a node, from g->cursor on, into b (each given a node and its level).
+ * Sets *done when a whole pass over the rows found none. -1 when out of memory. */
+static int gather(eng_index *ix, struct index_hnsw *g, batch *b, size_t max, int *done) {
+    b->count = 0;
+    *done = 0;
+    while (b->count < max) {
+        if (g->cursor >= ix->n) { /* a row moved into a hole behind the cursor needs a new pass */
+            if (!g->found_in_pass) {
+                *done = b->count == 0;
+                return 0;
+            }
+            g->cursor = 0;
+            g->found_in_pass = 0;
+            if (b->count) return 0;
+            continue;
+        }
+        size_t r = g->cursor++;
+        if (g->node_of[r] != NONE) continue;
+        g->found_in_pass = 1;
+        uint32_t x = g->n_free ? g->free_nodes[--g->n_free] : (uint32_t)g->n_nodes++;
+        assert(x < g->cap);
+        g->row_of[x] = (uint32_t)r;
+        g->node_of[r] = x;
+        links(g, x, 0)[0] = 0;
+        int level = draw_level(g, g->draws++);
+        set_level(g, x, level);
+        if (g->level[x] != level) return -1; /* its upper lists could not be allocated */
+        b->nodes[b->count++] = x;
+    }
+    return 0;
+}
+
+int eng_index_hnsw_extend(eng_index *ix, size_t max_rows, eng_err *err) {
+    struct index_hnsw *g = ix->hnsw;
+    assert(g && g->building && max_rows >= 1);
+    batch b;
+    if (batch_init(&b, g, BATCH_MAX, omp_get_max_threads()))
+        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory building the graph");
+    int rc = 1, done = 0;
+    for (size_t linked = 0; linked < max_rows && rc == 1;) {
+        size_t in = g->n_nodes - g->n_free, nb = in / BATCH_SHARE;
+        nb = nb < 1 ? 1 : nb > BATCH_MAX ? BATCH_MAX : nb;
+        if (nb > max_rows - linked) nb = max_rows - linked;
+        if (gather(ix, g, &b, nb, &done) || (b.count && insert_batch(ix, g, &b)))
+            rc = eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory building the graph of %zu rows", ix->n);
+        else if (done)
+            rc = 0;
+        linked += b.count;
+    }
     batch_free(&b);
-    graph_free(g);
-    return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory building the graph of %zu rows", ix->n);
+    return rc;
+}
+
+void eng_index_hnsw_finish(eng_index *ix) {
+    assert(ix->hnsw);
+    ix->hnsw->building = 0;
+}
+
+int eng_index_hnsw_building(const eng_index *ix) { return ix->hnsw && ix->hnsw->building; }
+
+int eng_index_hnsw_build(eng_index *ix, const eng_hnsw_params *p, eng_err *err) {
+    if (eng_index_hnsw_begin(ix, p, err)) return -1;
+    int r;
+    while ((r = eng_index_hnsw_extend(ix, BATCH_MAX, err)) == 1) continue;
+    if (r < 0) {
+        eng_index_hnsw_drop(ix);
+        return -1;
+    }
+    eng_index_hnsw_finish(ix);
+    return 0;
 }
 
 size_t eng_index_hnsw_bytes(const eng_index *ix) {
     const struct index_hnsw *g = ix->hnsw;
-    if (!g) return 0;
+    if (!g || g->building) return 0; /* while building, extend may be changing it beside us */
     size_t per = (size_t)(g->m0 + 1) * 4 + sizeof *g->upper + 1 + 4 + 4 + 4;
     return sizeof *g + g->cap * per + g->upper_bytes;
 }
@@ -722,7 +786,8 @@ static int exact(const eng_index *ix, const float *q, const eng_search_opts *o, 
 static int hnsw_search(const eng_index *ix, const float *q, const eng_search_opts *o, topk *t,
                        eng_err *err) {
     const struct index_hnsw *g = ix->hnsw;
-    if (!g || g->entry == NONE || ix->n <= (size_t)t->k) return exact(ix, q, o, t, err);
+    if (!g || g->building || g->entry == NONE || ix->n <= (size_t)t->k)
+        return exact(ix, q, o, t, err);
     if (o->allow && eng_idset_count(o->allow) < eng_index_hnsw_filter_exact_below(ix))
         return exact(ix, q, o, t, err);
     if (o->exact_out) *o->exact_out = 0;
