@@ -3,6 +3,7 @@
 
 #include <assert.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 /* The three primitive descriptors of one layout choice. */
@@ -59,6 +60,27 @@ static int try_layouts(eng_conv *c, eng_ctx *ctx, const dnnl_memory_desc_t *src,
 reject:
     pds_free(p);
     return 0;
+}
+
+/* Default passes of the Winograd kernel (decided by measurement, see docs/DESIGN.md). */
+#define WINO_DEFAULT (ENG_WINO_FWD | ENG_WINO_BWD_DATA | ENG_WINO_BWD_WEI)
+
+/* Which passes BARLOWD_WINOGRAD asks for (before the shape and ISA conditions). */
+static int wino_wanted(void) {
+    const char *e = getenv("BARLOWD_WINOGRAD");
+    if (!e || !*e || !strcmp(e, "1")) return WINO_DEFAULT;
+    if (!strcmp(e, "0")) return 0;
+    int m = 0;
+    for (; *e; e++)
+        m |= *e == 'f' ? ENG_WINO_FWD : *e == 'd' ? ENG_WINO_BWD_DATA : *e == 'w' ? ENG_WINO_BWD_WEI : 0;
+    return m;
+}
+
+/* 1 when md is the dense nChw8c layout of its dims. */
+static int is_8b(const dnnl_memory_desc_t *md) {
+    dnnl_memory_desc_t t;
+    if (dnnl_memory_desc_init_by_tag(&t, 4, md->dims, dnnl_f32, dnnl_aBcd8b)) return 0;
+    return dnnl_memory_desc_equal(&t, md);
 }
 
 int eng_conv_build(eng_conv *c, eng_ctx *ctx, const dnnl_memory_desc_t *src_md,
@@ -136,6 +158,15 @@ int eng_conv_build(eng_conv *c, eng_ctx *ctx, const dnnl_memory_desc_t *src_md,
             &c->dw, ctx, &w_plain,
             dnnl_primitive_desc_query_md(pds.bwd_wei, dnnl_query_diff_weights_md, 0), 0, err));
     }
+    if (training && eng_wino_shape_ok(c->cin, cout, k, stride, pad) && is_8b(&c->prim_src_md) &&
+        is_8b(&c->dst_md) && eng_wino_available()) {
+        int m = wino_wanted();
+        if (!c->has_bwd_data) m &= ~ENG_WINO_BWD_DATA;
+        if (m) {
+            ENG_TRY(eng_wino_init(&c->wino, c->n, c->cin, cout, c->h, c->w, err));
+            c->wino_passes = m;
+        }
+    }
     pds_free(&pds);
     return 0;
 fail:
@@ -164,6 +195,12 @@ int eng_conv_freeze(eng_conv *c, eng_ctx *ctx, eng_err *err) {
 }
 
 int eng_conv_forward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *dst, eng_err *err) {
+    if (c->wino_passes & ENG_WINO_FWD) {
+        if (c->src_re.mem) ENG_TRY(eng_reorder_run(ctx, c->src_in, src, &c->src_re, err));
+        eng_wino_set_weights(&c->wino, c->w_fwd.plain.data, 1, 0);
+        eng_wino_forward(&c->wino, prim_src(c, src)->data, dst->data);
+        return 0;
+    }
     if (!c->frozen) ENG_TRY(eng_staged_sync(&c->w_fwd, ctx, err));
     if (c->src_re.mem) ENG_TRY(eng_reorder_run(ctx, c->src_in, src, &c->src_re, err));
     dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, prim_src(c, src)->mem},
@@ -176,7 +213,12 @@ fail:
 
 int eng_conv_backward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *diff_dst,
                       eng_tensor *diff_src, eng_err *err) {
-    if (c->has_bwd_data) {
+    if (c->wino_passes & ENG_WINO_BWD_DATA) {
+        eng_tensor *ds = c->dsrc_re.mem ? &c->dsrc_re : diff_src;
+        eng_wino_set_weights(&c->wino, c->w_bwd.plain.data, 0, 1);
+        eng_wino_backward_data(&c->wino, diff_dst->data, ds->data);
+        if (c->dsrc_re.mem) ENG_TRY(eng_reorder_run(ctx, c->dsrc_out, &c->dsrc_re, diff_src, err));
+    } else if (c->has_bwd_data) {
         ENG_TRY(eng_staged_sync(&c->w_bwd, ctx, err));
         eng_tensor *ds = c->dsrc_re.mem ? &c->dsrc_re : diff_src;
         dnnl_exec_arg_t args[] = {{DNNL_ARG_DIFF_DST, diff_dst->mem},
@@ -186,6 +228,11 @@ int eng_conv_backward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *di
         if (c->dsrc_re.mem) ENG_TRY(eng_reorder_run(ctx, c->dsrc_out, &c->dsrc_re, diff_src, err));
     }
     /* the reordered copy of src made by the forward is still current */
+    if (c->wino_passes & ENG_WINO_BWD_WEI) {
+        eng_wino_backward_weights(&c->wino, prim_src(c, src)->data, diff_dst->data,
+                                  c->dw.plain.data);
+        return 0;
+    }
     dnnl_exec_arg_t wargs[] = {{DNNL_ARG_SRC, prim_src(c, src)->mem},
                                {DNNL_ARG_DIFF_DST, diff_dst->mem},
                                {DNNL_ARG_DIFF_WEIGHTS, c->dw.prim.mem}};
@@ -206,5 +253,6 @@ void eng_conv_free(eng_conv *c) {
     if (c->dsrc_out) dnnl_primitive_destroy(c->dsrc_out);
     eng_tensor_free(&c->src_re);
     eng_tensor_free(&c->dsrc_re);
+    if (c->wino_passes) eng_wino_free(&c->wino);
     memset(c, 0, sizeof *c);
 }
