@@ -167,7 +167,7 @@ static void conv_ab(int nn, int ci, int co, int h, int w) {
     tu_randn(wt, nw, 22, 0.3);
     tu_randn(dy, ny, 23, 1.0);
     ref3 r = reference(x, wt, dy, nn, ci, co, h, w);
-    unsetenv("BARLOWD_WINOGRAD");
+    setenv("BARLOWD_WINOGRAD", "fdw", 1); /* every pass, whatever the default for the size */
     conv_out on = run_conv(x, wt, dy, nn, ci, co, h, w);
     setenv("BARLOWD_WINOGRAD", "0", 1);
     conv_out off = run_conv(x, wt, dy, nn, ci, co, h, w);
@@ -200,9 +200,26 @@ Test(winograd, conv_16ch_5x5_batch2_matches_onednn) { conv_ab(2, 16, 16, 5, 5); 
 Test(winograd, conv_32ch_32x32_batch2_matches_onednn) { conv_ab(2, 32, 32, 32, 32); }
 Test(winograd, conv_64_to_32_8x8_batch3_matches_onednn) { conv_ab(3, 64, 32, 8, 8); }
 
+/* The default (no variable): from 64 channels up, all passes; below, none (measured). */
+Test(winograd, default_uses_it_from_64_channels) {
+    unsetenv("BARLOWD_WINOGRAD");
+    size_t nx = 2 * 64 * 25, nw = 64 * 64 * 9;
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *dy = malloc(nx * 4);
+    tu_randn(x, nx, 1, 1.0), tu_randn(w, nw, 2, 0.3), tu_randn(dy, nx, 3, 1.0);
+    conv_out big = run_conv(x, w, dy, 2, 64, 64, 5, 5), small = run_conv(x, w, dy, 2, 32, 32, 5, 5);
+    cr_expect(small.passes == 0, "default used Winograd at 32 channels (%d)", small.passes);
+    if (eng_wino_available())
+        cr_expect(big.passes == 7, "default did not use Winograd at 64 channels (%d)", big.passes);
+    else
+        cr_expect(big.passes == 0, "Winograd used although unavailable");
+    out_free(&big), out_free(&small);
+    free(x), free(w), free(dy);
+}
+
 /* Below AVX2 (the project's cap) eng_conv keeps oneDNN's path. */
 Test(winograd, sse41_cap_gives_the_onednn_path) {
     setenv("BARLOWD_MAX_ISA", "SSE41", 1);
+    setenv("BARLOWD_WINOGRAD", "fdw", 1);
     cr_expect(!eng_wino_available(), "kernel offered under BARLOWD_MAX_ISA=SSE41");
     float x[2 * 8 * 16], w[8 * 8 * 9], dy[2 * 8 * 16];
     tu_randn(x, 2 * 8 * 16, 1, 1.0), tu_randn(w, 8 * 8 * 9, 2, 0.3), tu_randn(dy, 2 * 8 * 16, 3, 1.0);

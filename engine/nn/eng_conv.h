@@ -14,8 +14,9 @@
  * Winograd on AVX2: a training 3x3 stride-1 pad-1 layer with channels in multiples of 8 whose
  * primitives chose nChw8c (aBcd8b) for input and output runs some passes on eng_winograd when
  * eng_wino_available() (AVX2 cap, no oneDNN Winograd). BARLOWD_WINOGRAD, read at build time:
- * "0" off; unset or "1" the default passes; or letters of "fdw" (forward, backward-data,
- * backward-weights) to choose the passes, for A/B measurements. */
+ * "0" off; unset or "1" the default (all passes when both channel counts are >= 64, measured);
+ * or letters of "fdw" (forward, backward-data, backward-weights) to force those passes on every
+ * supported shape, for tests and A/B measurements. */
 #ifndef ENG_CONV_H
 #define ENG_CONV_H
 
@@ -36,6 +37,7 @@ typedef struct eng_conv {
     eng_staged w_bwd;                   /* weights: plain → backward-data layout */
     eng_staged dw;                      /* weight gradient: backward-weights layout → plain */
     int wino_passes;                    /* ENG_WINO_* bits: passes run by our Winograd kernel */
+    int wino_verbose;                   /* BARLOWD_WINOGRAD_VERBOSE=1: time each pass on stderr */
     eng_wino wino;                      /* its buffers (owned; empty when wino_passes == 0) */
 } eng_conv;
 
