@@ -9,11 +9,19 @@
  * in (and to produce the caller's preferred output layout); if oneDNN has only its slow reference
  * kernel for that combination (it happens for channel counts that are not multiples of 16), the
  * convolution lets oneDNN choose and reorders its input in (and the input gradient back out)
- * through buffers of its own. */
+ * through buffers of its own.
+ *
+ * Winograd on AVX2: a training 3x3 stride-1 pad-1 layer with channels in multiples of 8 whose
+ * primitives chose nChw8c (aBcd8b) for input and output runs some passes on eng_winograd when
+ * eng_wino_available() (AVX2 cap, no oneDNN Winograd). BARLOWD_WINOGRAD, read at build time:
+ * "0" off; unset or "1" the default (all passes when both channel counts are >= 64, measured);
+ * or letters of "fdw" (forward, backward-data, backward-weights) to force those passes on every
+ * supported shape, for tests and A/B measurements. */
 #ifndef ENG_CONV_H
 #define ENG_CONV_H
 
 #include "eng_tensor.h"
+#include "eng_winograd.h"
 
 typedef struct eng_conv {
     int n, cin, h, w, cout, oh, ow, k, stride, pad;
@@ -28,7 +36,13 @@ typedef struct eng_conv {
     eng_staged w_fwd;                   /* weights: plain → forward layout */
     eng_staged w_bwd;                   /* weights: plain → backward-data layout */
     eng_staged dw;                      /* weight gradient: backward-weights layout → plain */
+    int wino_passes;                    /* ENG_WINO_* bits: passes run by our Winograd kernel */
+    int wino_verbose;                   /* BARLOWD_WINOGRAD_VERBOSE=1: time each pass on stderr */
+    eng_wino wino;                      /* its buffers (owned; empty when wino_passes == 0) */
 } eng_conv;
+
+/* Passes that may run on eng_winograd instead of oneDNN (see eng_conv_build). */
+enum { ENG_WINO_FWD = 1, ENG_WINO_BWD_DATA = 2, ENG_WINO_BWD_WEI = 4 };
 
 /* Builds the primitives for an input of layout src_md. dst_hint (may be NULL): an output layout
  * the caller would like (e.g. the shortcut's, so a residual add needs no conversion); honoured
