@@ -12,6 +12,9 @@
 #include "eng_winograd.h"
 #include "test_util.h"
 
+/* aligned_alloc wants a size that is a multiple of the alignment (C11 7.22.3.1). */
+static size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
 static void must(int rc, const eng_err *err) { cr_assert(rc == 0, "%s", err->msg); }
 
 /* Plain NCHW index ↔ nChw8c offset. */
@@ -19,7 +22,7 @@ static size_t off8(int c_n, int h, int w, int n, int c, int y, int x) {
     return ((((size_t)n * (c_n / 8) + c / 8) * h + y) * w + x) * 8 + c % 8;
 }
 static float *to8(const float *p, int n_n, int c_n, int h, int w) {
-    float *b = aligned_alloc(64, (size_t)n_n * c_n * h * w * 4);
+    float *b = aligned_alloc(64, round64((size_t)n_n * c_n * h * w * 4));
     for (int n = 0; n < n_n; n++)
         for (int c = 0; c < c_n; c++)
             for (int y = 0; y < h; y++)
@@ -91,7 +94,7 @@ static void kernel_check(int nn, int ci, int co, int h, int w) {
     tu_randn(dy, ny, 13, 1.0);
     ref3 r = reference(x, wt, dy, nn, ci, co, h, w);
     float *x8 = to8(x, nn, ci, h, w), *dy8 = to8(dy, nn, co, h, w);
-    float *y8 = aligned_alloc(64, ny * 4), *dx8 = aligned_alloc(64, nx * 4);
+    float *y8 = aligned_alloc(64, round64(ny * 4)), *dx8 = aligned_alloc(64, round64(nx * 4));
     eng_wino g;
     eng_err err = {0};
     must(eng_wino_init(&g, nn, ci, co, h, w, &err), &err);
