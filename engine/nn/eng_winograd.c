@@ -190,10 +190,23 @@ static void tile_at(const eng_wino *g, long t, int *n, int *ty, int *tx) {
     *tx = (int)(r % g->tw);
 }
 
+/* The input transforms of the block's tiles t0..t0+nt-1 (ci channels of src) into v
+ * [16][tb][ci]. */
+static void in_block(const eng_wino *g, const float *src, int ci, long t0, int nt, float *v) {
+    const size_t plane = (size_t)g->h * g->w * 8;
+    for (int i = 0; i < nt; i++) {
+        int n, ty, tx;
+        tile_at(g, t0 + i, &n, &ty, &tx);
+        for (int cb = 0; cb < ci / 8; cb++)
+            in_tile(src + ((size_t)n * (ci / 8) + cb) * plane, g->h, g->w, 2 * ty - 1, 2 * tx - 1,
+                    v + (size_t)i * ci + cb * 8, (size_t)g->tb * ci);
+    }
+}
+
 /* dst (co channels) = conv(src (ci channels)) with transformed weights u [16][ci][co]. */
 static void wino_conv(const eng_wino *g, const float *src, int ci, float *dst, int co,
                       const float *u) {
-    const int h = g->h, w = g->w, tb = g->tb, cbi = ci / 8, cbo = co / 8;
+    const int h = g->h, w = g->w, tb = g->tb, cbo = co / 8;
     const size_t plane = (size_t)h * w * 8;
     const long nblk = (g->tiles + tb - 1) / tb;
 #pragma omp parallel num_threads(g->nthr)
@@ -204,13 +217,7 @@ static void wino_conv(const eng_wino *g, const float *src, int ci, float *dst, i
         for (long b = 0; b < nblk; b++) {
             long t0 = b * tb;
             int nt = (int)(g->tiles - t0 < tb ? g->tiles - t0 : tb);
-            for (int i = 0; i < nt; i++) {
-                int n, ty, tx;
-                tile_at(g, t0 + i, &n, &ty, &tx);
-                for (int cb = 0; cb < cbi; cb++)
-                    in_tile(src + ((size_t)n * cbi + cb) * plane, h, w, 2 * ty - 1, 2 * tx - 1,
-                            v + (size_t)i * ci + cb * 8, (size_t)tb * ci);
-            }
+            in_block(g, src, ci, t0, nt, v);
             for (int x = 0; x < 16; x++)
                 sgemm('N', nt, co, ci, v + (size_t)x * tb * ci, ci, u + (size_t)x * ci * co, co,
                       0.0f, m + (size_t)x * tb * co, co);
@@ -235,7 +242,7 @@ void eng_wino_backward_data(const eng_wino *g, const float *ddst, float *dsrc) {
 
 void eng_wino_backward_weights(eng_wino *g, const float *src, const float *ddst, float *dw) {
     const int h = g->h, w = g->w, tb = g->tb, ci = g->cin, co = g->cout;
-    const int cbi = ci / 8, cbo = co / 8;
+    const int cbo = co / 8;
     const size_t plane = (size_t)h * w * 8, usz = (size_t)16 * ci * co;
     const long nblk = (g->tiles + tb - 1) / tb;
     int used = 1;
@@ -252,12 +259,10 @@ void eng_wino_backward_weights(eng_wino *g, const float *src, const float *ddst,
         for (long b = 0; b < nblk; b++) {
             long t0 = b * tb;
             int nt = (int)(g->tiles - t0 < tb ? g->tiles - t0 : tb);
+            in_block(g, src, ci, t0, nt, v);
             for (int i = 0; i < nt; i++) {
                 int n, ty, tx;
                 tile_at(g, t0 + i, &n, &ty, &tx);
-                for (int cb = 0; cb < cbi; cb++)
-                    in_tile(src + ((size_t)n * cbi + cb) * plane, h, w, 2 * ty - 1, 2 * tx - 1,
-                            v + (size_t)i * ci + cb * 8, (size_t)tb * ci);
                 for (int cb = 0; cb < cbo; cb++)
                     dout_tile(ddst + ((size_t)n * cbo + cb) * plane, h, w, 2 * ty, 2 * tx,
                               m + (size_t)i * co + cb * 8, (size_t)tb * co);
