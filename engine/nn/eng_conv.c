@@ -219,7 +219,9 @@ int eng_conv_forward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *dst
     if (c->wino_passes & ENG_WINO_FWD) {
         if (c->src_re.mem) ENG_TRY(eng_reorder_run(ctx, c->src_in, src, &c->src_re, err));
         double t0 = now_ms();
-        eng_wino_set_weights(&c->wino, c->w_fwd.plain.data, 1, 0);
+        /* this step's weights for both Winograd passes at once (backward-data flips them) */
+        eng_wino_set_weights(&c->wino, c->w_fwd.plain.data, 1,
+                             (c->wino_passes & ENG_WINO_BWD_DATA) != 0);
         eng_wino_forward(&c->wino, prim_src(c, src)->data, dst->data);
         wino_note(c, "forward", t0);
         return 0;
@@ -239,7 +241,8 @@ int eng_conv_backward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *di
     if (c->wino_passes & ENG_WINO_BWD_DATA) {
         eng_tensor *ds = c->dsrc_re.mem ? &c->dsrc_re : diff_src;
         double t0 = now_ms();
-        eng_wino_set_weights(&c->wino, c->w_bwd.plain.data, 0, 1);
+        if (!(c->wino_passes & ENG_WINO_FWD)) /* else the forward transformed them already */
+            eng_wino_set_weights(&c->wino, c->w_bwd.plain.data, 0, 1);
         eng_wino_backward_data(&c->wino, diff_dst->data, ds->data);
         wino_note(c, "backward_data", t0);
         if (c->dsrc_re.mem) ENG_TRY(eng_reorder_run(ctx, c->dsrc_out, &c->dsrc_re, diff_src, err));

@@ -56,7 +56,8 @@ int eng_conv_forward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *dst
 /* Copies the weights into the forward layout once, for good: later forwards skip that reorder
  * (a quarter of a batch-1 inference of small). Only for weights that never change again. */
 int eng_conv_freeze(eng_conv *c, eng_ctx *ctx, eng_err *err);
-/* Overwrites the bound weight gradient; writes diff_src when built with backward-data. */
+/* Overwrites the bound weight gradient; writes diff_src when built with backward-data. Follows
+ * the forward of the same weights (the Winograd passes reuse its transformed weights). */
 int eng_conv_backward(eng_conv *c, eng_ctx *ctx, eng_tensor *src, eng_tensor *diff_dst,
                       eng_tensor *diff_src, eng_err *err);
 void eng_conv_free(eng_conv *c);
