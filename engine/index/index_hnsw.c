@@ -21,7 +21,8 @@
  * between (and during: extend writes only the graph, which readers do not touch while it is
  * building) and let writers in between batches (a put meanwhile links its row at once, as on a
  * finished graph). eng_index_hnsw_finish makes queries walk it. The full build is the same steps
- * without a pause, and gives the same graph.
+ * without a pause. A batch ends at a step's end, so the step size decides the batches: a build in
+ * the service's steps gives a graph as good as eng_index_hnsw_build's, not the same one.
  *
  * Deletes. The removed row's vector is gone once the core moves the last row into the hole, so
  * the graph cannot keep a deleted node as a waypoint (hnswlib's mark-delete keeps the vector and
@@ -71,6 +72,8 @@ struct index_hnsw {
     uint32_t entry;        /* the walk's first node (one of the top level), NONE when empty */
     int max_level;         /* its level */
     int building;          /* 1 from eng_index_hnsw_begin to _finish: queries scan exactly */
+    struct batch *cached[2]; /* owned, reused between calls (see cached_batch), or NULL */
+    size_t cached_cap[2];  /* the cap their scratches' visited sets were made for */
     size_t cursor;         /* the next row eng_index_hnsw_extend looks at */
     int found_in_pass;     /* 1 when the pass that cursor is on found a row without a node */
 };
@@ -204,7 +207,8 @@ static int draw_level(const struct index_hnsw *g, uint64_t draw) {
 }
 
 /* Gives node its level's upper lists; a node whose lists cannot be allocated stays on level 0
- * (it is still found through level 0, the only level a query's results come from). */
+ * (it is still found through level 0, the only level a query's results come from): a put keeps
+ * it so, a build takes it as running out of memory. */
 static void set_level(struct index_hnsw *g, uint32_t node, int level) {
     g->level[node] = 0;
     g->upper[node] = NULL;
@@ -499,11 +503,42 @@ static int batch_init(batch *b, const struct index_hnsw *g, size_t max, int thre
     return bad ? -1 : 0;
 }
 
+/* The graph keeps two batches between calls, so that no put and no build step allocates (and
+ * zeroes a visited set of the whole graph) again: BATCH_PUT, one node on one thread, for
+ * hnsw_row_set; BATCH_BUILD, BATCH_MAX nodes on OpenMP's threads, for eng_index_hnsw_extend
+ * until the build finishes. */
+enum { BATCH_PUT, BATCH_BUILD };
+
+static void drop_cached(struct index_hnsw *g, int kind) {
+    if (!g->cached[kind]) return;
+    batch_free(g->cached[kind]);
+    free(g->cached[kind]);
+    g->cached[kind] = NULL;
+}
+
+/* The batch of kind, made again when the graph has grown since (its scratches' visited sets
+ * must cover every node); NULL when out of memory. */
+static batch *cached_batch(struct index_hnsw *g, int kind) {
+    if (g->cached[kind] && g->cached_cap[kind] == g->cap) return g->cached[kind];
+    drop_cached(g, kind);
+    batch *b = malloc(sizeof *b);
+    int put = kind == BATCH_PUT;
+    if (!b || batch_init(b, g, put ? 1 : BATCH_MAX, put ? 1 : omp_get_max_threads())) {
+        free(b);
+        return NULL;
+    }
+    g->cached[kind] = b;
+    g->cached_cap[kind] = g->cap;
+    return b;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * The graph's lifetime. */
 
 static void graph_free(struct index_hnsw *g) {
     if (!g) return;
+    drop_cached(g, BATCH_PUT);
+    drop_cached(g, BATCH_BUILD);
     for (size_t i = 0; g->upper && i < g->n_nodes; i++) free(g->upper[i]);
     free(g->link0);
     free(g->upper);
@@ -580,6 +615,20 @@ int eng_index_hnsw_begin(eng_index *ix, const eng_hnsw_params *p, eng_err *err) 
     return 0;
 }
 
+/* A node for row r (a freed one first), with no links and a drawn level. Returns 0 when the
+ * level's upper lists could not be allocated (the node then sits on level 0 only). */
+static int new_node(struct index_hnsw *g, size_t r, uint32_t *out) {
+    uint32_t x = g->n_free ? g->free_nodes[--g->n_free] : (uint32_t)g->n_nodes++;
+    assert(x < g->cap);
+    g->row_of[x] = (uint32_t)r;
+    g->node_of[r] = x;
+    links(g, x, 0)[0] = 0;
+    int level = draw_level(g, g->draws++);
+    set_level(g, x, level);
+    *out = x;
+    return g->level[x] == level;
+}
+
 /* Up to max rows without a node, from g->cursor on, into b (each given a node and its level).
  * Sets *done when a whole pass over the rows found none. -1 when out of memory. */
 static int gather(eng_index *ix, struct index_hnsw *g, batch *b, size_t max, int *done) {
@@ -599,15 +648,10 @@ static int gather(eng_index *ix, struct index_hnsw *g, batch *b, size_t max, int
         size_t r = g->cursor++;
         if (g->node_of[r] != NONE) continue;
         g->found_in_pass = 1;
-        uint32_t x = g->n_free ? g->free_nodes[--g->n_free] : (uint32_t)g->n_nodes++;
-        assert(x < g->cap);
-        g->row_of[x] = (uint32_t)r;
-        g->node_of[r] = x;
-        links(g, x, 0)[0] = 0;
-        int level = draw_level(g, g->draws++);
-        set_level(g, x, level);
-        if (g->level[x] != level) return -1; /* its upper lists could not be allocated */
+        uint32_t x;
+        int whole = new_node(g, r, &x);
         b->nodes[b->count++] = x;
+        if (!whole) return -1; /* out of memory for its upper lists: the build fails */
     }
     return 0;
 }
@@ -615,27 +659,27 @@ static int gather(eng_index *ix, struct index_hnsw *g, batch *b, size_t max, int
 int eng_index_hnsw_extend(eng_index *ix, size_t max_rows, eng_err *err) {
     struct index_hnsw *g = ix->hnsw;
     assert(g && g->building && max_rows >= 1);
-    batch b;
-    if (batch_init(&b, g, BATCH_MAX, omp_get_max_threads()))
-        return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory building the graph");
+    batch *b = cached_batch(g, BATCH_BUILD);
+    if (!b) return eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory building the graph");
     int rc = 1, done = 0;
     for (size_t linked = 0; linked < max_rows && rc == 1;) {
         size_t in = g->n_nodes - g->n_free, nb = in / BATCH_SHARE;
         nb = nb < 1 ? 1 : nb > BATCH_MAX ? BATCH_MAX : nb;
         if (nb > max_rows - linked) nb = max_rows - linked;
-        if (gather(ix, g, &b, nb, &done) || (b.count && insert_batch(ix, g, &b)))
+        if (gather(ix, g, b, nb, &done) || (b->count && insert_batch(ix, g, b)))
             rc = eng_fail_code(err, ERR_NO_MEMORY, "index: out of memory building the graph of %zu rows", ix->n);
         else if (done)
             rc = 0;
-        linked += b.count;
+        linked += b->count;
     }
-    batch_free(&b);
+    if (rc < 0) drop_cached(g, BATCH_BUILD); /* a failed walk may leave its visited set dirty */
     return rc;
 }
 
 void eng_index_hnsw_finish(eng_index *ix) {
     assert(ix->hnsw);
     ix->hnsw->building = 0;
+    drop_cached(ix->hnsw, BATCH_BUILD);
 }
 
 int eng_index_hnsw_building(const eng_index *ix) { return ix->hnsw && ix->hnsw->building; }
@@ -734,21 +778,14 @@ static void hnsw_row_set(eng_index *ix, size_t r) {
     if (!g) return;
     assert(r < g->cap);
     if (g->node_of[r] != NONE) drop_node(ix, g, g->node_of[r]);
-    uint32_t x = g->n_free ? g->free_nodes[--g->n_free] : (uint32_t)g->n_nodes++;
-    assert(x < g->cap);
-    g->row_of[x] = (uint32_t)r;
-    g->node_of[r] = x;
-    links(g, x, 0)[0] = 0;
-    set_level(g, x, draw_level(g, g->draws++));
-    batch b;
-    if (batch_init(&b, g, 1, 1) == 0) {
-        b.nodes[0] = x;
-        b.count = 1;
-        if (insert_batch(ix, g, &b) == 0) {
-            batch_free(&b);
-            return;
-        }
-        batch_free(&b);
+    uint32_t x;
+    (void)new_node(g, r, &x); /* without its upper lists it is still found through level 0 */
+    batch *b = cached_batch(g, BATCH_PUT);
+    if (b) {
+        b->nodes[0] = x;
+        b->count = 1;
+        if (insert_batch(ix, g, b) == 0) return;
+        drop_cached(g, BATCH_PUT); /* a failed walk may leave its visited set dirty */
     }
     /* out of memory: take the node out again (its half-made links are repaired like a delete) */
     drop_node(ix, g, x);
