@@ -31,7 +31,7 @@ void svc_ring_reembed(svc *s);
 void svc_index_insert(svc *s, svc_version *v, const int64_t *ids, const float *vecs, int n);
 
 /* Builds v's HNSW graph when its index has reached opts.ann_threshold rows and has none, or an
- * unfinished one (on both cores, in batches of SVC_GRAPH_STEP rows: searches of v go on beside
+ * unfinished one (on OpenMP's threads, in batches of SVC_GRAPH_STEP rows: searches of v go on beside
  * it as exact scans until it is finished, inserts and deletes wait for one batch at most). Once
  * built, every insert and delete keeps it up to date. Returns when it is finished, failed (the
  * index stays exact) or the service is stopping. */

@@ -101,7 +101,7 @@ int cmd_bench_fma(int argc, char **argv) {
     }
     rounds = (long)((double)rounds * (ms / 1e3) / t) + 1;
     double per_thread = (double)rounds * FMA_INNER * FMA_CHAINS * k->lanes * 2.0;
-    double wall = 0, slowest = 0;
+    double slowest = 0;
     float sum = 0;
     double t0 = cli_now();
 #pragma omp parallel num_threads(nt) reduction(+ : sum) reduction(max : slowest)
@@ -110,7 +110,7 @@ int cmd_bench_fma(int argc, char **argv) {
         sum += k->run(rounds);
         slowest = cli_now() - s0;
     }
-    wall = cli_now() - t0;
+    double wall = cli_now() - t0;
     /* The flops of all threads over the wall time (the slowest thread ends the run). */
     double gflops = per_thread * nt / wall / 1e9;
     printf("fma kernel=%s gflops=%.1f slowest_thread_gflops=%.1f threads=%d seconds=%.2f slowest_s=%.2f "
