@@ -4,7 +4,9 @@
  *
  * Checks, on every rank: the shards of a global batch cover each row exactly once, in rank order,
  * sizes within one; a float and a double sum equal a serial double sum over the ranks to
- * rounding and are the same bits on every rank; a broadcast gives every rank root's bytes.
+ * rounding and are the same bits on every rank; a broadcast gives every rank root's bytes;
+ * agreement holds for equal values and fails when one rank's differs; a gather of unequal
+ * pieces gives rank 0 every rank's bytes in rank order; the counters count what was sent.
  * Exits 1 (after printing what failed) on any failure, on any rank. */
 #include <math.h>
 #include <stdint.h>
@@ -107,6 +109,30 @@ int main(void) {
     for (size_t i = 0; i < sizeof bytes; i++)
         same &= bytes[i] == (unsigned char)(i * 31 + (comm.size - 1) * 7);
     CHECK(same, "broadcast from rank %d: other bytes", comm.size - 1);
+
+    /* agreement: equal values agree; one rank's different value is seen by every rank */
+    int agreed = 0;
+    CHECK(eng_comm_agree_u64(&comm, 0x123456789abcdefULL, &agreed, &err) == 0, "%s", err.msg);
+    CHECK(agreed == 1, "equal values did not agree");
+    uint64_t mine = comm.rank == comm.size - 1 ? 7 : 8;
+    CHECK(eng_comm_agree_u64(&comm, mine, &agreed, &err) == 0, "%s", err.msg);
+    CHECK(agreed == (comm.size == 1), "rank %d saw agreement %d for values 8..8,7", comm.rank, agreed);
+
+    /* gather: rank r gives r + 1 bytes of value r; rank 0 gets them in rank order */
+    size_t total = (size_t)comm.size * (size_t)(comm.size + 1) / 2;
+    unsigned char piece[64], *all = calloc(total, 1);
+    memset(piece, comm.rank, sizeof piece);
+    CHECK(eng_comm_gather(&comm, piece, (size_t)comm.rank + 1, all, &err) == 0, "%s", err.msg);
+    if (comm.rank == 0) {
+        size_t at = 0;
+        for (int r = 0; r < comm.size; r++)
+            for (int k = 0; k <= r; k++, at++)
+                CHECK(all[at] == r, "gathered byte %zu is %d, want %d", at, all[at], r);
+    }
+    free(all);
+    CHECK((comm.size == 1) == (comm.calls == 0), "%ld calls counted on %d ranks", comm.calls, comm.size);
+    CHECK(comm.size == 1 || comm.bytes >= (double)(N * (sizeof *f + sizeof *d)),
+          "%.0f bytes counted", comm.bytes);
 
     /* every rank's failures count: one rank's failure fails the run on all */
     double bad = failures;

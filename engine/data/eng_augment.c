@@ -473,7 +473,13 @@ uint64_t eng_aug_image_seed(uint64_t seed, uint64_t i) {
 
 int eng_aug_batch(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, uint64_t seed,
                   float *out_a, float *out_b, eng_err *err) {
+    return eng_aug_batch_from(cfg, srcs, n, 0, seed, out_a, out_b, err);
+}
+
+int eng_aug_batch_from(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, int first,
+                       uint64_t seed, float *out_a, float *out_b, eng_err *err) {
     if (eng_aug_cfg_check(cfg, err) != 0) return -1;
+    if (first < 0) return eng_fail(err, "augment: batch starts at image %d", first);
     if (n < 0 || (n > 0 && (!srcs || !out_a || !out_b)))
         return eng_fail(err, "augment: batch needs n >= 0, sources and two outputs");
     if (n == 0) return 0;
@@ -485,7 +491,7 @@ int eng_aug_batch(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, uint64
     float *scratch = malloc(sizeof(float) * per * (size_t)nt);
     if (!scratch) return eng_fail(err, "augment: out of memory for %d scratch buffers", nt);
     int failed = 0;
-    eng_err first = {0};
+    eng_err first_err = {0};
 #pragma omp parallel num_threads(nt)
     {
         float *mine = scratch + per * (size_t)omp_get_thread_num();
@@ -493,7 +499,7 @@ int eng_aug_batch(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, uint64
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < n; i++) {
             eng_rng rng;
-            eng_rng_seed(&rng, eng_aug_image_seed(seed, (uint64_t)i));
+            eng_rng_seed(&rng, eng_aug_image_seed(seed, (uint64_t)first + (uint64_t)i));
             int rc = eng_aug_view(cfg, 0, &srcs[i], &rng, out_a + view_floats * i, mine, &local);
             if (rc == 0)
                 rc = eng_aug_view(cfg, 1, &srcs[i], &rng, out_b + view_floats * i, mine, &local);
@@ -502,13 +508,13 @@ int eng_aug_batch(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, uint64
                 {
                     if (!failed) {
                         failed = 1;
-                        eng_fail(&first, "augment: image %d: %s", i, local.msg);
+                        eng_fail(&first_err, "augment: image %d: %s", first + i, local.msg);
                     }
                 }
             }
         }
     }
     free(scratch);
-    if (failed) return eng_fail(err, "%s", first.msg);
+    if (failed) return eng_fail(err, "%s", first_err.msg);
     return 0;
 }

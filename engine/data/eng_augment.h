@@ -181,5 +181,10 @@ uint64_t eng_aug_image_seed(uint64_t seed, uint64_t i);
  * -1 (err filled with the first failure) when the config, any source or an allocation fails. */
 int eng_aug_batch(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, uint64_t seed,
                   float *out_a, float *out_b, eng_err *err);
+/* eng_aug_batch for images first .. first+n-1 of a batch: srcs[i] is image first + i and uses
+ * eng_aug_image_seed(seed, first + i), so a rank that augments only its shard of a batch makes
+ * exactly the views the whole batch's eng_aug_batch makes for those images. */
+int eng_aug_batch_from(const eng_aug_cfg *cfg, const eng_aug_src *srcs, int n, int first,
+                       uint64_t seed, float *out_a, float *out_b, eng_err *err);
 
 #endif

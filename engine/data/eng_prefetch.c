@@ -15,7 +15,8 @@ typedef struct aug_slot {
 
 struct eng_aug_prefetch {
     eng_aug_cfg cfg;         /* copied config */
-    int n;                   /* images per batch */
+    int n;                   /* images per batch (fill's) */
+    int first, count;        /* the augmented shard: images first .. first+count-1 */
     uint64_t seed;           /* batch k uses seed + k */
     eng_aug_fill_fn fill;    /* source supplier */
     void *fill_ctx;          /* borrowed */
@@ -51,7 +52,8 @@ static void *prefetch_main(void *arg) {
         if (rc != 0) {
             if (e.msg[0] == '\0') eng_fail(&e, "augment: the image source failed");
         } else {
-            rc = eng_aug_batch(&p->cfg, p->srcs, p->n, p->seed + k, s->a, s->b, &e);
+            rc = eng_aug_batch_from(&p->cfg, p->srcs + p->first, p->count, p->first,
+                                    p->seed + k, s->a, s->b, &e);
         }
 
         pthread_mutex_lock(&p->mu);
@@ -72,20 +74,30 @@ static void *prefetch_main(void *arg) {
 
 int eng_aug_prefetch_create(eng_aug_prefetch **out, const eng_aug_cfg *cfg, int n, uint64_t seed,
                             eng_aug_fill_fn fill, void *fill_ctx, eng_err *err) {
+    return eng_aug_prefetch_create_shard(out, cfg, n, 0, n, seed, fill, fill_ctx, err);
+}
+
+int eng_aug_prefetch_create_shard(eng_aug_prefetch **out, const eng_aug_cfg *cfg, int n,
+                                  int first, int count, uint64_t seed, eng_aug_fill_fn fill,
+                                  void *fill_ctx, eng_err *err) {
     if (!out) return eng_fail(err, "augment: prefetch needs an output pointer");
     *out = NULL;
     if (eng_aug_cfg_check(cfg, err) != 0) return -1;
     if (n < 1) return eng_fail(err, "augment: prefetch batch size must be >= 1 (got %d)", n);
+    if (first < 0 || count < 1 || first + count > n)
+        return eng_fail(err, "augment: shard %d+%d is not inside a batch of %d", first, count, n);
     if (!fill) return eng_fail(err, "augment: prefetch needs a fill callback");
     eng_aug_prefetch *p = calloc(1, sizeof *p);
     if (!p) return eng_fail(err, "augment: out of memory for the prefetcher");
     p->cfg = *cfg;
     p->n = n;
+    p->first = first;
+    p->count = count;
     p->seed = seed;
     p->fill = fill;
     p->fill_ctx = fill_ctx;
     p->held = -1;
-    size_t floats = (size_t)n * cfg->channels * cfg->size * cfg->size;
+    size_t floats = (size_t)count * cfg->channels * cfg->size * cfg->size;
     p->srcs = calloc((size_t)n, sizeof *p->srcs);
     int ok = p->srcs != NULL;
     for (int k = 0; k < 2 && ok; k++) {

@@ -21,6 +21,13 @@ typedef struct eng_aug_prefetch eng_aug_prefetch; /* opaque */
 int eng_aug_prefetch_create(eng_aug_prefetch **out, const eng_aug_cfg *cfg, int n, uint64_t seed,
                             eng_aug_fill_fn fill, void *fill_ctx, eng_err *err);
 
+/* A prefetcher for one rank's shard of every batch: fill supplies all n images of a batch, and
+ * only images first .. first+count-1 are augmented (eng_aug_batch_from), so *a and *b hold
+ * [count, C, S, S]: those rows of what eng_aug_prefetch_create's batch would hold. */
+int eng_aug_prefetch_create_shard(eng_aug_prefetch **out, const eng_aug_cfg *cfg, int n,
+                                  int first, int count, uint64_t seed, eng_aug_fill_fn fill,
+                                  void *fill_ctx, eng_err *err);
+
 /* Waits for the next batch and points *a and *b at its views [n, C, S, S]. The buffers stay valid
  * and unchanged until the next call of _next or _free; calling _next hands the previous batch's
  * buffers back to the thread. If producing this batch failed (fill or augmentation), returns -1

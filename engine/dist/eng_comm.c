@@ -5,6 +5,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* MPI counts are ints: big buffers go in pieces of at most this many elements. */
 #define PIECE (1 << 28)
@@ -42,9 +43,18 @@ int eng_comm_init(eng_comm *c, eng_err *err) {
     return 0;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 /* Reduce to rank 0, then broadcast: the same bits on every rank (see eng_comm.h). */
-static int sum(const eng_comm *c, void *buf, size_t n, MPI_Datatype t, size_t elem, eng_err *err) {
+static int sum(eng_comm *c, void *buf, size_t n, MPI_Datatype t, size_t elem, eng_err *err) {
     if (c->size == 1) return 0;
+    double t0 = now_s();
+    c->calls++;
+    c->bytes += (double)(n * elem);
     char *p = buf;
     for (size_t done = 0; done < n;) {
         int k = n - done > PIECE ? PIECE : (int)(n - done);
@@ -56,20 +66,24 @@ static int sum(const eng_comm *c, void *buf, size_t n, MPI_Datatype t, size_t el
         if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", rc);
         done += (size_t)k;
     }
+    c->seconds += now_s() - t0;
     return 0;
 }
 
-int eng_comm_sum_f32(const eng_comm *c, float *buf, size_t n, eng_err *err) {
+int eng_comm_sum_f32(eng_comm *c, float *buf, size_t n, eng_err *err) {
     return sum(c, buf, n, MPI_FLOAT, sizeof *buf, err);
 }
 
-int eng_comm_sum_f64(const eng_comm *c, double *buf, size_t n, eng_err *err) {
+int eng_comm_sum_f64(eng_comm *c, double *buf, size_t n, eng_err *err) {
     return sum(c, buf, n, MPI_DOUBLE, sizeof *buf, err);
 }
 
-int eng_comm_bcast(const eng_comm *c, void *buf, size_t bytes, int root, eng_err *err) {
+int eng_comm_bcast(eng_comm *c, void *buf, size_t bytes, int root, eng_err *err) {
     assert(root >= 0 && root < c->size);
     if (c->size == 1) return 0;
+    double t0 = now_s();
+    c->calls++;
+    c->bytes += (double)bytes;
     char *p = buf;
     for (size_t done = 0; done < bytes;) {
         int k = bytes - done > PIECE ? PIECE : (int)(bytes - done);
@@ -77,7 +91,76 @@ int eng_comm_bcast(const eng_comm *c, void *buf, size_t bytes, int root, eng_err
         if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", rc);
         done += (size_t)k;
     }
+    c->seconds += now_s() - t0;
     return 0;
+}
+
+int eng_comm_gather(eng_comm *c, const void *mine, size_t bytes, void *out, eng_err *err) {
+    if (c->size == 1) {
+        if (bytes) memmove(out, mine, bytes);
+        return 0;
+    }
+    if (bytes > (size_t)PIECE) return eng_fail(err, "mpi: gather of %zu bytes is too big", bytes);
+    double t0 = now_s();
+    c->calls++;
+    c->bytes += (double)bytes;
+    int k = (int)bytes, *counts = NULL, *displs = NULL;
+    if (c->rank == 0) {
+        counts = calloc((size_t)c->size, sizeof *counts);
+        displs = calloc((size_t)c->size, sizeof *displs);
+        if (!counts || !displs) {
+            free(counts);
+            free(displs);
+            return eng_fail(err, "mpi: out of memory");
+        }
+    }
+    int rc = MPI_Gather(&k, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (rc == MPI_SUCCESS && c->rank == 0) {
+        long at = 0;
+        for (int r = 0; r < c->size; r++) {
+            displs[r] = (int)at;
+            at += counts[r];
+        }
+        if (at > PIECE) rc = MPI_ERR_COUNT;
+    }
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Gatherv(mine, k, MPI_BYTE, out, counts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+    free(counts);
+    free(displs);
+    if (rc != MPI_SUCCESS) return mpi_fail(err, "gather", rc);
+    c->seconds += now_s() - t0;
+    return 0;
+}
+
+int eng_comm_agree_u64(eng_comm *c, uint64_t v, int *same, eng_err *err) {
+    *same = 1;
+    if (c->size == 1) return 0;
+    double t0 = now_s();
+    c->calls++;
+    c->bytes += 2 * sizeof v;
+    uint64_t mine[2] = {v, ~v}, least[2];
+    int rc = MPI_Allreduce(mine, least, 2, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) return mpi_fail(err, "allreduce", rc);
+    *same = least[0] == v && ~least[1] == v; /* the least and the greatest value are both v */
+    c->seconds += now_s() - t0;
+    return 0;
+}
+
+static int agree(void *ctx, uint64_t v, int *same, eng_err *err) {
+    return eng_comm_agree_u64(ctx, v, same, err);
+}
+
+static int reduce_f32(void *ctx, float *buf, size_t n, eng_err *err) {
+    return eng_comm_sum_f32(ctx, buf, n, err);
+}
+
+static int reduce_f64(void *ctx, double *buf, size_t n, eng_err *err) {
+    return eng_comm_sum_f64(ctx, buf, n, err);
+}
+
+eng_reduce eng_comm_reducer(eng_comm *c) {
+    eng_reduce r = {c, reduce_f32, reduce_f64, agree};
+    return r;
 }
 
 void eng_comm_shard(const eng_comm *c, int global, int *lo, int *count) {
@@ -85,6 +168,10 @@ void eng_comm_shard(const eng_comm *c, int global, int *lo, int *count) {
     int base = global / c->size, extra = global % c->size;
     *count = base + (c->rank < extra);
     *lo = c->rank * base + (c->rank < extra ? c->rank : extra);
+}
+
+void eng_comm_abort(eng_comm *c, int code) {
+    if (c->mpi && c->size > 1) MPI_Abort(MPI_COMM_WORLD, code);
 }
 
 void eng_comm_finish(eng_comm *c) {

@@ -1,11 +1,48 @@
 /* eng_bnorm.c — batch normalisation on oneDNN (reproduces torch.nn.BatchNorm1d/2d, training and
- * eval mode, with optional fused ReLU). */
+ * eval mode, with optional fused ReLU), and its synchronised form for data-parallel jobs. */
 #include "eng_bnorm.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-int eng_bnorm_build(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *data_md, int groups,
-                    int affine, int relu, int training, eng_err *err) {
+/* Channels per block a synced layer's loops keep in registers (nChw16c). */
+#define ENG_BN_MAX_BLOCK 16
+
+/* Where channel c of row r at position p of a group lives, for the layouts a synced layer
+ * accepts: plain (any dense order) or blocked by channels (nChw8c, nChw16c; the last block padded
+ * when B does not divide C), with the spatial positions one dense run.
+ * Floats: r·row_stride + (c / B)·chan_stride + p·pos_stride + c % B. */
+static int learn_layout(eng_bnorm *b, const dnnl_memory_desc_t *md, eng_err *err) {
+    const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
+    if (md->format_kind != dnnl_blocked || md->ndims < 2)
+        return eng_fail(err, "bnorm: synced statistics need a blocked layout of 2+ dims");
+    int block = 1;
+    if (bd->inner_nblks == 1 && bd->inner_idxs[0] == 1) block = (int)bd->inner_blks[0];
+    else if (bd->inner_nblks != 0)
+        return eng_fail(err, "bnorm: synced statistics need channels as the only inner block");
+    if (block > ENG_BN_MAX_BLOCK)
+        return eng_fail(err, "bnorm: channel blocks of %d (synced statistics take up to %d)",
+                        block, ENG_BN_MAX_BLOCK);
+    b->chan_block = block;
+    b->row_stride = (long)bd->strides[0];
+    b->chan_stride = (long)bd->strides[1];
+    b->positions = 1;
+    b->pos_stride = block;
+    int nd = md->ndims;
+    if (nd > 2) {
+        b->pos_stride = (long)bd->strides[nd - 1];
+        for (int i = 2; i < nd; i++) b->positions *= (long)md->dims[i];
+        for (int i = 2; i + 1 < nd; i++)
+            if (bd->strides[i] != bd->strides[i + 1] * md->dims[i + 1])
+                return eng_fail(err, "bnorm: synced statistics need dense spatial positions");
+    }
+    return 0;
+}
+
+static int build_layer(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *data_md, int groups,
+                       int affine, int relu, int training, long global_n, const eng_reduce *red,
+                       eng_err *err) {
     dnnl_primitive_desc_t fwd_pd = NULL, bwd_pd = NULL;
     memset(b, 0, sizeof *b);
     if (groups < 1 || groups > ENG_BN_MAX_GROUPS || data_md->dims[0] % groups)
@@ -17,18 +54,23 @@ int eng_bnorm_build(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *data_m
     b->affine = affine;
     b->relu = relu;
     b->training = training;
+    b->red = red;
     dnnl_dim_t n = data_md->dims[0] / groups;
-    b->count = (long)n;
+    b->count = red ? global_n : (long)n;
+    b->shard_rows = (long)n;
     for (int i = 2; i < data_md->ndims; i++) b->count *= (long)data_md->dims[i];
 
     dnnl_memory_desc_t gmd;
     ENG_TRY(eng_md_with_batch(&gmd, data_md, n, err));
     b->group_bytes = dnnl_memory_desc_get_size(&gmd);
+    if (red) ENG_TRY(learn_layout(b, &gmd, err));
 
+    /* Synced: the statistics are given, and the layer always has a scale and shift (ones and
+     * zeros without affine) so that the backward reports the shard's Σdy'x̂ and Σdy'. */
     unsigned flags = 0;
-    if (affine) flags |= dnnl_use_scale | dnnl_use_shift;
+    if (affine || red) flags |= dnnl_use_scale | dnnl_use_shift;
     if (relu) flags |= dnnl_fuse_norm_relu;
-    if (!training) flags |= dnnl_use_global_stats;
+    if (!training || red) flags |= dnnl_use_global_stats;
     dnnl_batch_normalization_desc_t fd;
     ENG_DNNL(dnnl_batch_normalization_forward_desc_init(
         &fd, training ? dnnl_forward_training : dnnl_forward_inference, &gmd, ENG_BN_EPS, flags));
@@ -49,6 +91,22 @@ int eng_bnorm_build(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *data_m
         ENG_TRY(eng_tensor_wrap(&b->dscale, ctx, &cmd, NULL, err));
         ENG_TRY(eng_tensor_wrap(&b->dshift, ctx, &cmd, NULL, err));
     }
+    if (red) {
+        if (!affine) {
+            ENG_TRY(eng_tensor_alloc(&b->unit_scale, ctx, &cmd, err));
+            ENG_TRY(eng_tensor_alloc(&b->unit_shift, ctx, &cmd, err));
+            for (int i = 0; i < b->c; i++) b->unit_scale.data[i] = 1.0f;
+        }
+        for (int g = 0; g < groups; g++) {
+            ENG_TRY(eng_tensor_alloc(&b->lscale[g], ctx, &cmd, err));
+            ENG_TRY(eng_tensor_alloc(&b->lshift[g], ctx, &cmd, err));
+        }
+        b->sums = malloc(sizeof *b->sums * 2 * (size_t)b->c * (size_t)groups);
+        if (!b->sums) {
+            eng_fail(err, "bnorm: out of memory");
+            goto fail;
+        }
+    }
     if (training) {
         for (int g = 0; g < groups; g++) {
             ENG_TRY(eng_tensor_alloc(&b->mean[g], ctx, &cmd, err));
@@ -66,8 +124,8 @@ int eng_bnorm_build(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *data_m
         ENG_TRY(eng_tensor_wrap(&b->diff_dst, ctx, &gmd, NULL, err));
         dnnl_batch_normalization_desc_t bd;
         ENG_DNNL(dnnl_batch_normalization_backward_desc_init(
-            &bd, affine ? dnnl_backward : dnnl_backward_data, &gmd, &gmd, ENG_BN_EPS,
-            flags & ~(unsigned)dnnl_use_global_stats));
+            &bd, affine || red ? dnnl_backward : dnnl_backward_data, &gmd, &gmd, ENG_BN_EPS,
+            red ? flags : flags & ~(unsigned)dnnl_use_global_stats));
         ENG_TRY(eng_ctx_make_prim(ctx, &bd, NULL, fwd_pd, &bwd_pd, &b->bwd, err));
         dnnl_primitive_desc_destroy(bwd_pd);
     }
@@ -77,6 +135,20 @@ fail:
     if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
     eng_bnorm_free(b);
     return -1;
+}
+
+int eng_bnorm_build(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *data_md, int groups,
+                    int affine, int relu, int training, eng_err *err) {
+    return build_layer(b, ctx, data_md, groups, affine, relu, training, 0, NULL, err);
+}
+
+int eng_bnorm_build_synced(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *data_md,
+                           int groups, int affine, int relu, long global_n,
+                           const eng_reduce *red, eng_err *err) {
+    if (!red) return eng_fail(err, "bnorm: a synced layer needs the job's sums");
+    if (global_n < (long)(data_md->dims[0] / groups))
+        return eng_fail(err, "bnorm: %ld rows over all ranks, fewer than this rank's", global_n);
+    return build_layer(b, ctx, data_md, groups, affine, relu, 1, global_n, red, err);
 }
 
 int eng_bnorm_bind(eng_bnorm *b, float *scale, float *shift, float *dscale, float *dshift,
@@ -107,7 +179,114 @@ static void update_running(eng_bnorm *b, int g) {
     }
 }
 
+/* The shard's Σx and Σx² per channel of one group at x: out[0..C) and out[C..2C), in double.
+ * Threads take whole channel blocks, so each sum has one order whatever the thread count. */
+static void shard_moments(const eng_bnorm *b, const float *x, double *out) {
+    int B = b->chan_block, c = b->c;
+    long blocks = (c + B - 1) / B;
+#pragma omp parallel for schedule(static)
+    for (long cb = 0; cb < blocks; cb++) {
+        double s[ENG_BN_MAX_BLOCK] = {0}, q[ENG_BN_MAX_BLOCK] = {0};
+        int real = c - (int)cb * B < B ? c - (int)cb * B : B; /* channels of a padded block */
+        for (long r = 0; r < b->shard_rows; r++) {
+            const float *row = x + r * b->row_stride + cb * b->chan_stride;
+            for (long p = 0; p < b->positions; p++) {
+                const float *v = row + p * b->pos_stride;
+                for (int i = 0; i < B; i++) {
+                    double t = v[i];
+                    s[i] += t;
+                    q[i] += t * t;
+                }
+            }
+        }
+        for (int i = 0; i < real; i++) {
+            out[cb * B + i] = s[i];
+            out[c + cb * B + i] = q[i];
+        }
+    }
+}
+
+/* dx -= k0[c] + k1[c]·(x − mean[c]) over one group, k0 and k1 per channel. */
+static void add_stat_terms(const eng_bnorm *b, const float *x, float *dx, const float *mean,
+                           const double *k0, const double *k1) {
+    int B = b->chan_block;
+    long blocks = (b->c + B - 1) / B;
+#pragma omp parallel for schedule(static)
+    for (long cb = 0; cb < blocks; cb++) {
+        const double *a = k0 + cb * B, *m = k1 + cb * B;
+        const float *mu = mean + cb * B;
+        int real = b->c - (int)cb * B < B ? b->c - (int)cb * B : B; /* padding stays zero */
+        for (long r = 0; r < b->shard_rows; r++) {
+            long at = r * b->row_stride + cb * b->chan_stride;
+            for (long p = 0; p < b->positions; p++) {
+                long o = at + p * b->pos_stride;
+                for (int i = 0; i < real; i++)
+                    dx[o + i] = (float)((double)dx[o + i] - a[i] - m[i] * ((double)x[o + i] - mu[i]));
+            }
+        }
+    }
+}
+
+/* Synced forward, before the primitive runs: every group's mean and biased variance over all
+ * ranks, from the shards' sums. */
+static int synced_stats(eng_bnorm *b, const eng_tensor *src, eng_err *err) {
+    size_t c = (size_t)b->c;
+    for (int g = 0; g < b->groups; g++)
+        shard_moments(b, (const float *)((const char *)src->data + (size_t)g * b->group_bytes),
+                      b->sums + 2 * c * (size_t)g);
+    if (b->red->sum_f64(b->red->ctx, b->sums, 2 * c * (size_t)b->groups, err)) return -1;
+    double inv = 1.0 / (double)b->count;
+    for (int g = 0; g < b->groups; g++) {
+        const double *s = b->sums + 2 * c * (size_t)g;
+        for (size_t i = 0; i < c; i++) {
+            double mean = s[i] * inv, var = s[c + i] * inv - mean * mean;
+            b->mean[g].data[i] = (float)mean;
+            b->var[g].data[i] = (float)(var > 0 ? var : 0);
+        }
+    }
+    return 0;
+}
+
+/* Synced backward, after the primitive ran on every group (diff_src = γ/σ·dy', lscale/lshift the
+ * shard's Σdy'x̂ and Σdy'): sums those over the ranks and adds the batch statistics' terms. */
+static int synced_terms(eng_bnorm *b, const eng_tensor *src, eng_tensor *diff_src, eng_err *err) {
+    size_t c = (size_t)b->c;
+    for (int g = 0; g < b->groups; g++)
+        for (size_t i = 0; i < c; i++) {
+            b->sums[2 * c * (size_t)g + i] = b->lscale[g].data[i];
+            b->sums[2 * c * (size_t)g + c + i] = b->lshift[g].data[i];
+        }
+    if (b->red->sum_f64(b->red->ctx, b->sums, 2 * c * (size_t)b->groups, err)) return -1;
+    double m = (double)b->count;
+    for (int g = 0; g < b->groups; g++) {
+        /* k1 = γ/σ · Σdy'x̂ / (M σ) over the Σdy'x̂ slot, k0 = γ/σ · Σdy' / M over the Σdy' slot */
+        double *k1 = b->sums + 2 * c * (size_t)g, *k0 = k1 + c;
+        const float *gamma = b->affine ? b->scale.data : b->unit_scale.data;
+        for (size_t i = 0; i < c; i++) {
+            double inv_sigma = 1.0 / sqrt((double)b->var[g].data[i] + ENG_BN_EPS);
+            double k = (double)gamma[i] * inv_sigma / m;
+            k1[i] = k * k1[i] * inv_sigma;
+            k0[i] = k * k0[i];
+        }
+        size_t off = (size_t)g * b->group_bytes;
+        add_stat_terms(b, (const float *)((const char *)src->data + off),
+                       (float *)((char *)diff_src->data + off), b->mean[g].data, k0, k1);
+    }
+    if (b->affine) /* the shard's own gradients: the job sums all gradients later */
+        for (size_t i = 0; i < c; i++) {
+            float ds = 0, dh = 0;
+            for (int g = 0; g < b->groups; g++) {
+                ds += b->lscale[g].data[i];
+                dh += b->lshift[g].data[i];
+            }
+            b->dscale.data[i] = ds;
+            b->dshift.data[i] = dh;
+        }
+    return 0;
+}
+
 int eng_bnorm_forward(eng_bnorm *b, eng_ctx *ctx, eng_tensor *src, eng_tensor *dst, eng_err *err) {
+    if (b->red && synced_stats(b, src, err)) return -1;
     for (int g = 0; g < b->groups; g++) {
         char *s = (char *)src->data + (size_t)g * b->group_bytes;
         char *d = (char *)dst->data + (size_t)g * b->group_bytes;
@@ -125,9 +304,9 @@ int eng_bnorm_forward(eng_bnorm *b, eng_ctx *ctx, eng_tensor *src, eng_tensor *d
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_MEAN, b->run_mean.mem};
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_VARIANCE, b->run_var.mem};
         }
-        if (b->affine) {
-            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCALE, b->scale.mem};
-            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, b->shift.mem};
+        if (b->affine || b->red) {
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCALE, b->affine ? b->scale.mem : b->unit_scale.mem};
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, b->affine ? b->shift.mem : b->unit_shift.mem};
         }
         ENG_TRY(eng_ctx_exec(ctx, b->fwd, n, args, err));
         if (b->training) update_running(b, g);
@@ -153,7 +332,12 @@ int eng_bnorm_backward(eng_bnorm *b, eng_ctx *ctx, eng_tensor *src, eng_tensor *
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, b->diff_dst.mem};
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, b->diff_src.mem};
         if (b->relu) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE, b->ws[g].mem};
-        if (b->affine) {
+        if (b->red) {
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCALE, b->affine ? b->scale.mem : b->unit_scale.mem};
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, b->affine ? b->shift.mem : b->unit_shift.mem};
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SCALE, b->lscale[g].mem};
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SHIFT, b->lshift[g].mem};
+        } else if (b->affine) {
             eng_tensor *ds = g == 0 ? &b->dscale : &b->dscale_tmp;
             eng_tensor *dh = g == 0 ? &b->dshift : &b->dshift_tmp;
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCALE, b->scale.mem};
@@ -162,13 +346,14 @@ int eng_bnorm_backward(eng_bnorm *b, eng_ctx *ctx, eng_tensor *src, eng_tensor *
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SHIFT, dh->mem};
         }
         ENG_TRY(eng_ctx_exec(ctx, b->bwd, n, args, err));
-        if (b->affine && g > 0) {
+        if (!b->red && b->affine && g > 0) {
             for (int i = 0; i < b->c; i++) {
                 b->dscale.data[i] += b->dscale_tmp.data[i];
                 b->dshift.data[i] += b->dshift_tmp.data[i];
             }
         }
     }
+    if (b->red) return synced_terms(b, src, diff_src, err);
     return 0;
 fail:
     return -1;
@@ -179,12 +364,16 @@ void eng_bnorm_free(eng_bnorm *b) {
     if (b->bwd) dnnl_primitive_destroy(b->bwd);
     eng_tensor *ts[] = {&b->src,     &b->dst,      &b->diff_src,   &b->diff_dst,
                         &b->scale,   &b->shift,    &b->dscale,     &b->dshift,
-                        &b->run_mean, &b->run_var, &b->dscale_tmp, &b->dshift_tmp};
+                        &b->run_mean, &b->run_var, &b->dscale_tmp, &b->dshift_tmp,
+                        &b->unit_scale, &b->unit_shift};
     for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) eng_tensor_free(ts[i]);
     for (int g = 0; g < ENG_BN_MAX_GROUPS; g++) {
         eng_tensor_free(&b->mean[g]);
         eng_tensor_free(&b->var[g]);
         eng_tensor_free(&b->ws[g]);
+        eng_tensor_free(&b->lscale[g]);
+        eng_tensor_free(&b->lshift[g]);
     }
+    free(b->sums);
     memset(b, 0, sizeof *b);
 }

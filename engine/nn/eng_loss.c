@@ -21,10 +21,15 @@ fail:
     return -1;
 }
 
-int eng_bt_loss_build(eng_bt_loss *l, eng_ctx *ctx, int n, int d, double lambda, eng_err *err) {
+int eng_bt_loss_build_synced(eng_bt_loss *l, eng_ctx *ctx, int n, long n_global, int d,
+                             double lambda, const eng_reduce *red, eng_err *err) {
     memset(l, 0, sizeof *l);
-    if (n < 2 || d < 1) return eng_fail(err, "loss: needs N >= 2 and D >= 1 (N=%d, D=%d)", n, d);
+    if (n < 1 || n_global < 2 || n_global < n || d < 1)
+        return eng_fail(err, "loss: needs N >= 2, 1 <= n <= N and D >= 1 (n=%d, N=%ld, D=%d)", n,
+                        n_global, d);
     l->n = n;
+    l->n_global = n_global;
+    l->red = red;
     l->d = d;
     l->lambda = lambda;
     dnnl_dims_t nd = {n, d}, dn = {d, n}, dd = {d, d};
@@ -34,7 +39,7 @@ int eng_bt_loss_build(eng_bt_loss *l, eng_ctx *ctx, int n, int d, double lambda,
     ENG_TRY(eng_md_plain(&dd_md, 2, dd, err));
     ENG_DNNL(dnnl_memory_desc_init_by_strides(&dn_t_md, 2, dn, dnnl_f32, t_nd));
     ENG_DNNL(dnnl_memory_desc_init_by_strides(&dd_t_md, 2, dd, dnnl_f32, t_dd));
-    float inv_n = 1.0f / (float)n;
+    float inv_n = 1.0f / (float)n_global;
     ENG_TRY(make_matmul(ctx, &dn_t_md, &nd_md, &dd_md, inv_n, &l->c_mm, err));
     ENG_TRY(make_matmul(ctx, &nd_md, &dd_t_md, &nd_md, inv_n, &l->da_mm, err));
     ENG_TRY(make_matmul(ctx, &nd_md, &dd_md, &nd_md, inv_n, &l->db_mm, err));
@@ -53,6 +58,10 @@ fail:
     return -1;
 }
 
+int eng_bt_loss_build(eng_bt_loss *l, eng_ctx *ctx, int n, int d, double lambda, eng_err *err) {
+    return eng_bt_loss_build_synced(l, ctx, n, n, d, lambda, NULL, err);
+}
+
 int eng_bt_loss_run(eng_bt_loss *l, eng_ctx *ctx, float *za, float *zb, float *dza, float *dzb,
                     double *loss, eng_err *err) {
     int d = l->d;
@@ -61,6 +70,7 @@ int eng_bt_loss_run(eng_bt_loss *l, eng_ctx *ctx, float *za, float *zb, float *d
     dnnl_exec_arg_t cargs[] = {
         {DNNL_ARG_SRC, l->za_t.mem}, {DNNL_ARG_WEIGHTS, l->zb_w.mem}, {DNNL_ARG_DST, l->c.mem}};
     ENG_TRY(eng_ctx_exec(ctx, l->c_mm, 3, cargs, err));
+    if (l->red) ENG_TRY(l->red->sum_f32(l->red->ctx, l->c.data, (size_t)d * (size_t)d, err));
 
     /* L and G = ∂L/∂c in one pass; sums in double so D² terms don't lose the small ones. */
     const float *c = l->c.data;

@@ -214,6 +214,15 @@ fail:
     return -1;
 }
 
+/* A batch norm of the model: synchronised over the job's ranks when the model is a shard. */
+static int model_bn(eng_model *m, eng_bnorm *b, const dnnl_memory_desc_t *md, int groups,
+                    int affine, int relu, int training, eng_err *err) {
+    if (m->red)
+        return eng_bnorm_build_synced(b, &m->ctx, md, groups, affine, relu, m->global_batch,
+                                      m->red, err);
+    return eng_bnorm_build(b, &m->ctx, md, groups, affine, relu, training, err);
+}
+
 static int build_block(eng_model *m, eng_block *b, int index, eng_tensor *x, eng_tensor *dx,
                        int x_role, int cout, int stride, eng_err *err) {
     eng_ctx *ctx = &m->ctx;
@@ -234,17 +243,17 @@ static int build_block(eng_model *m, eng_block *b, int index, eng_tensor *x, eng
     int r1 = ENG_ACT_0 + (x_role - ENG_ACT_0 + 1) % 3, r2 = ENG_ACT_0 + (x_role - ENG_ACT_0 + 2) % 3;
     ENG_TRY(eng_conv_build(&b->conv1, ctx, &x->md, hint, cout, 3, stride, 1, tr, 1, err));
     ENG_TRY(activation(m, &b->c1, &b->conv1.dst_md, r1, err));
-    ENG_TRY(eng_bnorm_build(&b->bn1, ctx, &b->c1.md, groups, 1, 1, tr, err));
+    ENG_TRY(model_bn(m, &b->bn1, &b->c1.md, groups, 1, 1, tr, err));
     ENG_TRY(activation(m, &b->a1, &b->c1.md, r1, err));
     ENG_TRY(eng_conv_build(&b->conv2, ctx, &b->a1.md, hint, cout, 3, 1, 1, tr, 1, err));
     ENG_TRY(activation(m, &b->c2, &b->conv2.dst_md, r2, err));
-    ENG_TRY(eng_bnorm_build(&b->bn2, ctx, &b->c2.md, groups, 1, 0, tr, err));
+    ENG_TRY(model_bn(m, &b->bn2, &b->c2.md, groups, 1, 0, tr, err));
     ENG_TRY(activation(m, &b->y, &b->c2.md, r2, err));
     const dnnl_memory_desc_t *short_md = &x->md;
     if (b->has_proj) {
         ENG_TRY(eng_conv_build(&b->convs, ctx, &x->md, &b->c2.md, cout, 1, stride, 0, tr, 1, err));
         ENG_TRY(activation(m, &b->cs, &b->convs.dst_md, r1, err)); /* c1 is dead by then */
-        ENG_TRY(eng_bnorm_build(&b->bns, ctx, &b->cs.md, groups, 1, 0, tr, err));
+        ENG_TRY(model_bn(m, &b->bns, &b->cs.md, groups, 1, 0, tr, err));
         ENG_TRY(activation(m, &b->bs, &b->cs.md, r1, err));
         short_md = &b->bs.md;
     }
@@ -278,10 +287,18 @@ static int bind_block(cursor *cur, eng_block *b, eng_err *err) {
 }
 
 int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training, eng_err *err) {
+    return eng_model_build_shard(m, cfg, batch, batch, NULL, training, err);
+}
+
+int eng_model_build_shard(eng_model *m, const eng_config *cfg, int batch, int global_batch,
+                          const eng_reduce *red, int training, eng_err *err) {
     memset(m, 0, sizeof *m);
-    if (batch < 1 || (training && batch < 2))
-        return eng_fail(err, "model: batch %d is too small%s", batch,
+    if (batch < 1 || (training && global_batch < 2) || global_batch < batch)
+        return eng_fail(err, "model: batch %d of %d is too small%s", batch, global_batch,
                         training ? " (training needs at least 2 images)" : "");
+    if (red && !training) return eng_fail(err, "model: only a training model is sharded");
+    m->red = red;
+    m->global_batch = global_batch;
     m->cfg = *cfg;
     m->batch = batch;
     m->training = training;
@@ -310,7 +327,7 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
         goto fail;
     }
     ENG_TRY(activation(m, &m->c0, &m->stem_conv.dst_md, ENG_ACT_0, err));
-    ENG_TRY(eng_bnorm_build(&m->stem_bn, ctx, &m->c0.md, groups, 1, 1, training, err));
+    ENG_TRY(model_bn(m, &m->stem_bn, &m->c0.md, groups, 1, 1, training, err));
     ENG_TRY(activation(m, &m->a0, &m->c0.md, ENG_ACT_0, err));
     if (training) {
         ENG_TRY(shared_view(m, &m->dc0, &m->c0.md, ENG_DIFF_B, err));
@@ -349,13 +366,14 @@ int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training
             ENG_TRY(plain_rows(m, &m->dl[i], d, err));
             dnnl_memory_desc_t bmd;
             ENG_TRY(bn1d_md(&bmd, m->rows, d, err));
-            ENG_TRY(eng_bnorm_build(&m->pbn[i], ctx, &bmd, 2, !last, !last, 1, err));
+            ENG_TRY(model_bn(m, &m->pbn[i], &bmd, 2, !last, !last, 1, err));
             eng_tensor *out = last ? &m->z : &m->h[i + 1], *dout = last ? &m->dz : &m->dh[i + 1];
             ENG_TRY(plain_rows(m, out, d, err));
             ENG_TRY(plain_rows(m, dout, d, err));
             width = d;
         }
-        ENG_TRY(eng_bt_loss_build(&m->loss, ctx, batch, width, cfg->lambda, err));
+        ENG_TRY(eng_bt_loss_build_synced(&m->loss, ctx, batch, global_batch, width, cfg->lambda,
+                                         red, err));
     }
     ENG_TRY(eng_ctx_finish_build(ctx, err));
     ENG_TRY(bind_shared_views(m, err));
@@ -570,6 +588,8 @@ int eng_model_forward_backward(eng_model *m, eng_err *err) {
     ENG_TRY(eng_conv_backward(&m->stem_conv, ctx, &m->input, &m->dc0, NULL, err));
     ENG_DNNL(dnnl_stream_wait(ctx->stream));
     if (!isfinite(m->last_loss)) return eng_fail(err, "loss is not finite (%g)", m->last_loss);
+    /* the shards' gradients summed: every rank applies LARS to the same bits */
+    if (m->red) ENG_TRY(m->red->sum_f32(m->red->ctx, m->grads, m->n_floats, err));
     return 0;
 fail:
     return -1;

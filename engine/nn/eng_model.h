@@ -65,7 +65,9 @@ typedef struct eng_block {
 typedef struct eng_model {
     eng_config cfg;
     eng_ctx ctx;
-    int batch;              /* N images */
+    int batch;              /* N images (a shard: this rank's images) */
+    int global_batch;       /* images of a step over all ranks (= batch unless sharded) */
+    const eng_reduce *red;  /* borrowed: the job's sums when sharded, else NULL */
     int rows;               /* R = 2N (training) or N (inference) */
     int training;
 
@@ -117,6 +119,12 @@ int eng_model_param_table(const eng_config *cfg, eng_param **tab, int *n, size_t
 
 /* training: 1 builds forward+backward for N images × 2 views; 0 builds the encoder for N images. */
 int eng_model_build(eng_model *m, const eng_config *cfg, int batch, int training, eng_err *err);
+/* A training model for this rank's `batch` images of a data-parallel step of `global_batch`
+ * images: its batch norms and loss see the whole step through red (the job's sums), and
+ * forward_backward ends with every rank holding the gradient of the whole step. red NULL is the
+ * single-process model (then global_batch must equal batch). */
+int eng_model_build_shard(eng_model *m, const eng_config *cfg, int batch, int global_batch,
+                          const eng_reduce *red, int training, eng_err *err);
 
 /* torchvision initialisation from a seed: Kaiming-normal (fan-out) convolutions, BN weight 1 and
  * bias 0 except the second BN of every block (weight 0), Linear U(±1/√fan_in); running mean 0,

@@ -40,13 +40,23 @@ static int start_stream(eng_trainer *t, long step, eng_err *err) {
     eng_aug_prefetch_free(t->prefetch);
     t->prefetch = NULL;
     if (t->seek) t->seek(t->fill_ctx, t->cfg.seed, (uint64_t)step);
-    return eng_aug_prefetch_create(&t->prefetch, &t->cfg.aug, t->cfg.batch,
-                                   t->cfg.seed + (uint64_t)step, t->fill, t->fill_ctx, err);
+    return eng_aug_prefetch_create_shard(&t->prefetch, &t->cfg.aug, t->cfg.batch, t->shard_first,
+                                         t->shard_count, t->cfg.seed + (uint64_t)step, t->fill,
+                                         t->fill_ctx, err);
 }
 
 int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_trainer_cfg *cfg,
                        eng_aug_fill_fn fill, eng_seek_fn seek, void *fill_ctx, eng_err *err) {
+    return eng_trainer_create_shard(t, model, cfg, 0, cfg->batch, NULL, fill, seek, fill_ctx, err);
+}
+
+int eng_trainer_create_shard(eng_trainer *t, const eng_config *model, const eng_trainer_cfg *cfg,
+                             int first, int count, const eng_reduce *red, eng_aug_fill_fn fill,
+                             eng_seek_fn seek, void *fill_ctx, eng_err *err) {
     memset(t, 0, sizeof *t);
+    if (first < 0 || count < 1 || first + count > cfg->batch || (!red && count != cfg->batch))
+        return eng_fail(err, "trainer: images %d+%d are not a shard of a batch of %d", first,
+                        count, cfg->batch);
     if (cfg->aug.size != model->input_size || cfg->aug.channels != model->in_channels)
         return eng_fail(err, "trainer: augmentation makes %dx%d views with %d channels, the "
                              "model wants %dx%d with %d",
@@ -57,7 +67,10 @@ int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_traine
     t->fill = fill;
     t->seek = seek;
     t->fill_ctx = fill_ctx;
-    if (eng_model_build(&t->model, model, cfg->batch, 1, err)) return -1;
+    t->shard_first = first;
+    t->shard_count = count;
+    t->red = red;
+    if (eng_model_build_shard(&t->model, model, count, cfg->batch, red, 1, err)) return -1;
     eng_model_init_params(&t->model, cfg->seed);
     pthread_mutex_init(&t->commit_mu, NULL);
     t->stats_done = malloc(t->model.n_stats * sizeof(float) + 1);
@@ -68,6 +81,22 @@ int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_traine
     }
     memcpy(t->stats_done, t->model.stats, t->model.n_stats * sizeof(float));
     return 0; /* the data stream starts with the first step */
+}
+
+/* A checksum of the parameters, the optimiser state and the running statistics. */
+static uint64_t state_checksum(const eng_model *m) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL;
+    const float *parts[] = {m->params, m->momentum, m->stats};
+    size_t lens[] = {m->n_floats, m->n_floats, m->n_stats};
+    for (int k = 0; k < 3; k++) {
+        const uint32_t *w = (const uint32_t *)(const void *)parts[k];
+        for (size_t i = 0; i < lens[k]; i++) {
+            h ^= w[i];
+            h *= 0x100000001b3ULL;
+            h ^= h >> 29;
+        }
+    }
+    return h;
 }
 
 int eng_trainer_step(eng_trainer *t, eng_err *err) {
@@ -88,6 +117,14 @@ int eng_trainer_step(eng_trainer *t, eng_err *err) {
     pthread_mutex_lock(&t->commit_mu);
     eng_lars_step(&t->cfg.opt, m->tab, m->n_params, m->params, m->grads, m->momentum, step);
     memcpy(t->stats_done, m->stats, m->n_stats * sizeof(float));
+    if (t->red) {
+        int same = 0;
+        if (t->red->agree_u64(t->red->ctx, state_checksum(m), &same, err) || !same) {
+            pthread_mutex_unlock(&t->commit_mu);
+            if (same) return -1;
+            return eng_fail(err, "trainer: the ranks' parameters differ after step %ld", step);
+        }
+    }
     double dt = now_s() - t0;
     t->stats.step = step + 1;
     t->stats.loss = t->model.last_loss;

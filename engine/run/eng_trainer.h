@@ -45,8 +45,10 @@ typedef struct eng_train_stats {
 typedef void (*eng_seek_fn)(void *ctx, uint64_t seed, uint64_t batch);
 
 typedef struct eng_trainer {
-    eng_trainer_cfg cfg;
-    eng_model model;               /* training model, batch cfg.batch */
+    eng_trainer_cfg cfg;           /* cfg.batch: images per step over all ranks */
+    eng_model model;               /* training model: this rank's shard of cfg.batch */
+    int shard_first, shard_count;  /* this rank's images of every batch (0, cfg.batch alone) */
+    const eng_reduce *red;         /* borrowed: the job's sums, NULL for one process */
     eng_aug_prefetch *prefetch;    /* owned; started at `step` */
     eng_aug_fill_fn fill;          /* the caller's source */
     eng_seek_fn seek;
@@ -64,6 +66,14 @@ typedef struct eng_trainer {
  * draws nothing). On error returns -1 and t is empty. */
 int eng_trainer_create(eng_trainer *t, const eng_config *model, const eng_trainer_cfg *cfg,
                        eng_aug_fill_fn fill, eng_seek_fn seek, void *fill_ctx, eng_err *err);
+
+/* A trainer for one rank of a data-parallel job: cfg->batch is the step's batch over all ranks,
+ * of which this rank trains images [first, first + count) (eng_comm_shard). Every rank must pass
+ * the same config and a source that draws the same batches; after each step every rank holds the
+ * same parameters, which the step checks (a checksum compared over the ranks). */
+int eng_trainer_create_shard(eng_trainer *t, const eng_config *model, const eng_trainer_cfg *cfg,
+                             int first, int count, const eng_reduce *red, eng_aug_fill_fn fill,
+                             eng_seek_fn seek, void *fill_ctx, eng_err *err);
 
 /* One training step. On error returns -1 and the step counts for nothing (weights, momentum and
  * running statistics stay as the last completed step left them); a non-finite loss is an error.

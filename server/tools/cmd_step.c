@@ -2,11 +2,19 @@
  *
  * The contract that proves the engine equals PyTorch: files in, files out, no optimiser step.
  * Bad input files (wrong size, bad JSON, unknown keys, non-finite values) give a one-line error
- * and exit code 2. */
+ * and exit code 2.
+ *
+ * Under mpirun (`mpirun -np R barlowd step ...`) every rank reads the same files and takes its
+ * shard of the batch (eng_comm_shard); the batch norms, c and the gradients are summed over the
+ * ranks, so the outputs are those of the single-process step on the whole batch. Every rank
+ * checks that it holds the same outputs as the others; rank 0 writes them (the representation
+ * rows gathered from the ranks in order). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "eng_comm.h"
 #include "eng_model.h"
 #include "cli_util.h"
 #include "commands.h"
@@ -34,7 +42,10 @@ int cmd_step(int argc, char **argv) {
     size_t n_params = 0, n_views = 0, n_floats = 0;
     int n_tab = 0;
     eng_model m;
-    int built = 0;
+    int built = 0, joined = 0;
+    eng_comm comm = {0};
+    eng_reduce red;
+    float *rep = NULL;
 
     if (eng_config_load(&cfg, cfg_path, &err) ||
         eng_model_param_table(&cfg, &tab, &n_tab, &n_floats, &err)) {
@@ -60,13 +71,30 @@ int cmd_step(int argc, char **argv) {
     int n = (int)(n_views / (2 * per_image));
 
     rc = CLI_FAIL;
-    if (eng_model_build(&m, &cfg, n, 1, &err)) {
+    if (eng_comm_init(&comm, &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        goto done;
+    }
+    joined = 1;
+    if (n < comm.size) {
+        fprintf(stderr, "error: %d images cannot be shared by %d ranks\n", n, comm.size);
+        rc = CLI_BAD_INPUT;
+        goto done;
+    }
+    int lo = 0, count = n;
+    eng_comm_shard(&comm, n, &lo, &count);
+    red = eng_comm_reducer(&comm);
+    if (eng_model_build_shard(&m, &cfg, count, n, comm.size > 1 ? &red : NULL, 1, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         goto done;
     }
     built = 1;
     memcpy(m.params, params, n_floats * sizeof(float));
-    memcpy(eng_model_input(&m), views, n_views * sizeof(float));
+    /* this rank's rows of view A, then the same rows of view B */
+    float *in = eng_model_input(&m);
+    for (int v = 0; v < 2; v++)
+        memcpy(in + (size_t)v * count * per_image, views + ((size_t)v * n + lo) * per_image,
+               (size_t)count * per_image * sizeof(float));
     if (eng_model_forward_backward(&m, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         goto done;
@@ -78,14 +106,44 @@ int cmd_step(int argc, char **argv) {
     }
     out[0] = (float)m.last_loss;
     memcpy(out + 1, m.grads, n_floats * sizeof(float));
-    if (cli_write_floats(o_path, out, n_floats + 1)) goto done;
-    if (r_path &&
-        cli_write_floats(r_path, eng_model_rep(&m), (size_t)n * eng_config_rep_dim(&cfg)))
-        goto done;
-    if (s_path && cli_write_floats(s_path, m.stats, m.n_stats)) goto done;
+    if (comm.size > 1) { /* the loss, gradients and running statistics must be every rank's */
+        uint64_t h = 0xcbf29ce484222325ULL;
+        const float *parts[] = {out, m.stats};
+        size_t lens[] = {n_floats + 1, m.n_stats};
+        for (int k = 0; k < 2; k++)
+            for (size_t i = 0; i < lens[k]; i++) {
+                uint32_t w;
+                memcpy(&w, parts[k] + i, sizeof w);
+                h = (h ^ w) * 0x100000001b3ULL;
+            }
+        int same = 0;
+        if (eng_comm_agree_u64(&comm, h, &same, &err) || !same) {
+            fprintf(stderr, "error: rank %d: %s\n", comm.rank,
+                    same ? err.msg : "the ranks' losses, gradients or statistics differ");
+            goto done;
+        }
+    }
+    size_t rep_floats = (size_t)eng_config_rep_dim(&cfg);
+    if (r_path) {
+        rep = malloc((size_t)n * rep_floats * sizeof(float) + 1);
+        if (!rep ||
+            eng_comm_gather(&comm, eng_model_rep(&m), (size_t)count * rep_floats * sizeof(float),
+                            rep, &err)) {
+            fprintf(stderr, "error: %s\n", rep ? err.msg : "out of memory");
+            goto done;
+        }
+    }
+    if (comm.rank == 0) {
+        if (cli_write_floats(o_path, out, n_floats + 1)) goto done;
+        if (r_path && cli_write_floats(r_path, rep, (size_t)n * rep_floats)) goto done;
+        if (s_path && cli_write_floats(s_path, m.stats, m.n_stats)) goto done;
+    }
     rc = CLI_OK;
 done:
     if (built) eng_model_free(&m);
+    if (joined && rc != CLI_OK) eng_comm_abort(&comm, rc);
+    if (joined) eng_comm_finish(&comm);
+    free(rep);
     free(tab);
     free(params);
     free(views);

@@ -8,7 +8,14 @@
  *   barlowd embed --checkpoint out.bin --data DIR|FILE.idx --out vectors.f32 [--batch 256]
  *
  * Checkpoints are written atomically (temporary file, fsync, rename). SIGINT/SIGTERM stop
- * training after the current step and save. */
+ * training after the current step and save.
+ *
+ * Under mpirun (`mpirun -np R barlowd train ...`) the ranks train data-parallel: each opens the
+ * same data (its own copy on its own host), trains its shard of every batch of --batch images
+ * (the batch norms, c and the gradients summed over the ranks), and holds the same parameters
+ * after every step. Rank 0 decides when to stop (its clock, its signals) and tells the others
+ * each step; it alone reads the --resume checkpoint (sent to the others) and writes checkpoints
+ * and progress. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "eng_comm.h"
 #include "eng_source.h"
 #include "eng_infer.h"
 #include "eng_recipe.h"
@@ -30,6 +38,37 @@ static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) {
     (void)sig;
     stop_requested = 1;
+}
+
+/* Rank 0's checkpoint file sent to every rank: *bytes (malloc'd) and *len, or *len = 0 when rank
+ * 0 has none to resume from. */
+static int share_checkpoint(eng_comm *comm, const char *path, int want, uint8_t **bytes,
+                            size_t *len) {
+    eng_err err = {0};
+    *bytes = NULL;
+    *len = 0;
+    uint64_t n = 0;
+    if (comm->rank == 0 && want && access(path, F_OK) == 0) {
+        if (cli_read_bytes(path, "checkpoint", bytes, len)) return -1;
+        n = *len;
+    }
+    if (eng_comm_bcast(comm, &n, sizeof n, 0, &err)) goto fail;
+    if (!n) return 0;
+    if (comm->rank != 0) {
+        *bytes = malloc((size_t)n);
+        if (!*bytes) {
+            eng_fail(&err, "out of memory for a checkpoint of %llu bytes", (unsigned long long)n);
+            goto fail;
+        }
+        *len = (size_t)n;
+    }
+    if (eng_comm_bcast(comm, *bytes, *len, 0, &err)) goto fail;
+    return 0;
+fail:
+    fprintf(stderr, "error: rank %d: %s\n", comm->rank, err.msg);
+    free(*bytes);
+    *bytes = NULL;
+    return -1;
 }
 
 static int save_checkpoint(eng_trainer *t, const char *path) {
@@ -90,40 +129,72 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "error: %s\n", err.msg);
         return CLI_BAD_INPUT;
     }
+    eng_comm comm;
+    if (eng_comm_init(&comm, &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return CLI_FAIL;
+    }
+    if (batch < comm.size) {
+        fprintf(stderr, "error: a batch of %ld cannot be shared by %d ranks\n", batch, comm.size);
+        eng_comm_abort(&comm, CLI_BAD_INPUT);
+        eng_comm_finish(&comm);
+        return CLI_BAD_INPUT;
+    }
+    int lead = comm.rank == 0;
     eng_source src;
     double t_load = cli_now();
     /* training copies twice the model's input side: room for crops at several scales */
     if (eng_source_open(&src, data, cfg.in_channels, 2 * cfg.input_size, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
+        eng_comm_abort(&comm, CLI_BAD_INPUT);
+        eng_comm_finish(&comm);
         return CLI_BAD_INPUT;
     }
-    fprintf(stderr, "loaded %zu images from %s in %.1f s\n", src.n, data, cli_now() - t_load);
+    if (lead) fprintf(stderr, "loaded %zu images from %s in %.1f s\n", src.n, data, cli_now() - t_load);
+    int same = 1;
+    if (eng_comm_agree_u64(&comm, (uint64_t)src.n, &same, &err) || !same) {
+        fprintf(stderr, "error: rank %d: %s\n", comm.rank,
+                same ? err.msg : "the ranks loaded different numbers of images");
+        eng_source_free(&src);
+        eng_comm_abort(&comm, CLI_BAD_INPUT);
+        eng_comm_finish(&comm);
+        return CLI_BAD_INPUT;
+    }
     eng_trainer_cfg tc = eng_trainer_defaults(&cfg, (int)batch);
     tc.seed = (uint64_t)seed;
     tc.opt.warmup = warmup;
     if (recipe && eng_recipe_load(&tc, recipe, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         eng_source_free(&src);
+        eng_comm_abort(&comm, CLI_BAD_INPUT);
+        eng_comm_finish(&comm);
         return CLI_BAD_INPUT;
     }
     eng_trainer t;
-    int rc = CLI_FAIL;
-    if (eng_trainer_create(&t, &cfg, &tc, eng_source_fill, seek_source, &src, &err)) {
+    int rc = CLI_FAIL, first = 0, count = (int)batch;
+    eng_comm_shard(&comm, (int)batch, &first, &count);
+    eng_reduce red = eng_comm_reducer(&comm);
+    if (eng_trainer_create_shard(&t, &cfg, &tc, first, count, comm.size > 1 ? &red : NULL,
+                                 eng_source_fill, seek_source, &src, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         eng_source_free(&src);
+        eng_comm_abort(&comm, CLI_FAIL);
+        eng_comm_finish(&comm);
         return CLI_FAIL;
     }
-    if (resume && !strcmp(resume, "yes") && ckpt && access(ckpt, F_OK) == 0) {
+    if (resume && !strcmp(resume, "yes") && ckpt) {
         uint8_t *bytes;
         size_t len;
-        if (cli_read_bytes(ckpt, "checkpoint", &bytes, &len)) goto done;
-        int bad = eng_trainer_resume(&t, bytes, len, &err);
-        free(bytes);
-        if (bad) {
-            fprintf(stderr, "error: resuming from %s: %s\n", ckpt, err.msg);
-            goto done;
+        if (share_checkpoint(&comm, ckpt, 1, &bytes, &len)) goto done;
+        if (len) {
+            int bad = eng_trainer_resume(&t, bytes, len, &err);
+            free(bytes);
+            if (bad) {
+                fprintf(stderr, "error: resuming from %s: %s\n", ckpt, err.msg);
+                goto done;
+            }
+            if (lead) fprintf(stderr, "resumed from %s at step %ld\n", ckpt, t.stats.step);
         }
-        fprintf(stderr, "resumed from %s at step %ld\n", ckpt, t.stats.step);
     }
 
     signal(SIGINT, on_signal);
@@ -133,9 +204,15 @@ int cmd_train(int argc, char **argv) {
     long first_step = t.stats.step, target = has_steps ? first_step + steps : -1;
     double budget = 60.0 * (double)minutes + (double)seconds;
     double deadline = budget > 0 ? start + budget : -1;
-    while (!stop_requested) {
-        if (target >= 0 && t.stats.step >= target) break;
-        if (deadline >= 0 && cli_now() >= deadline) break;
+    for (;;) {
+        /* rank 0's clock and signals decide, for every rank */
+        int go = !stop_requested && !(target >= 0 && t.stats.step >= target) &&
+                 !(deadline >= 0 && cli_now() >= deadline);
+        if (eng_comm_bcast(&comm, &go, sizeof go, 0, &err)) {
+            fprintf(stderr, "\nerror: rank %d: %s\n", comm.rank, err.msg);
+            goto done;
+        }
+        if (!go) break;
         if (eng_trainer_step(&t, &err)) {
             fprintf(stderr, "\nerror: step %ld: %s\n", t.stats.step, err.msg);
             goto done;
@@ -144,7 +221,7 @@ int cmd_train(int argc, char **argv) {
         double now = cli_now();
         double left = deadline >= 0 ? deadline - now
                                     : (double)(target - t.stats.step) * batch / (ips_avg + 1e-9);
-        if (now - last_print >= (tty ? 0.5 : 10.0)) {
+        if (lead && now - last_print >= (tty ? 0.5 : 10.0)) {
             fprintf(stderr,
                     "%sstep %ld loss %.4f lr %.4g images/s %.1f c_ii %.3f |c_ij| %.4f "
                     "time %.1fs ETA %.0fs%s",
@@ -153,21 +230,31 @@ int cmd_train(int argc, char **argv) {
                     tty ? "   " : "\n");
             last_print = now;
         }
-        if (ckpt && now - last_save >= (double)save_every) {
+        if (lead && ckpt && now - last_save >= (double)save_every) {
             if (save_checkpoint(&t, ckpt)) goto done;
             last_save = now;
         }
     }
     double took = cli_now() - start;
-    fprintf(stderr, "%strained %ld steps (%ld in this run) in %.1f s; loss %.4f; %.1f images/s\n",
-            tty ? "\n" : "", t.stats.step, t.stats.step - first_step, took, t.stats.loss,
-            took > 0 ? (double)(t.stats.step - first_step) * (double)batch / took : 0.0);
-    if (ckpt && save_checkpoint(&t, ckpt)) goto done;
-    if (ckpt) fprintf(stderr, "checkpoint written to %s\n", ckpt);
+    long ran = t.stats.step - first_step;
+    if (lead)
+        fprintf(stderr, "%strained %ld steps (%ld in this run) in %.1f s; loss %.4f; %.1f images/s\n",
+                tty ? "\n" : "", t.stats.step, ran, took, t.stats.loss,
+                took > 0 ? (double)ran * (double)batch / took : 0.0);
+    if (comm.size > 1)
+        fprintf(stderr,
+                "rank %d of %d: %d images a step; MPI %.2f s (%.1f%% of the time) in %ld calls, "
+                "%.3f MB a step\n",
+                comm.rank, comm.size, count, comm.seconds, took > 0 ? 100 * comm.seconds / took : 0,
+                comm.calls, ran ? comm.bytes / (double)ran / 1e6 : 0.0);
+    if (lead && ckpt && save_checkpoint(&t, ckpt)) goto done;
+    if (lead && ckpt) fprintf(stderr, "checkpoint written to %s\n", ckpt);
     rc = CLI_OK;
 done:
     eng_trainer_free(&t);
     eng_source_free(&src);
+    if (rc != CLI_OK) eng_comm_abort(&comm, rc);
+    eng_comm_finish(&comm);
     return rc;
 }
 
