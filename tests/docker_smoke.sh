@@ -65,73 +65,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "docker-smoke: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 
-# ---- the engine ----
-if ! command -v docker >/dev/null || ! command -v dockerd >/dev/null; then
-    echo "docker-smoke: NOT RUN: docker/dockerd are not installed (bash scripts/dev setup)" >&2
-    exit 3
-fi
-if docker info >/dev/null 2>&1; then
-    say "a Docker engine answers already: using it"
-else
-    say "no Docker engine answers: starting dockerd"
-    setsid dockerd >"$WORK/dockerd.log" 2>&1 &
-    STARTED_DOCKERD=$!
-    for _ in $(seq 300); do
-        docker info >/dev/null 2>&1 && break
-        kill -0 "$STARTED_DOCKERD" 2>/dev/null || break
-        sleep 0.1
-    done
-    if ! docker info >/dev/null 2>&1; then
-        echo "docker-smoke: NOT RUN: dockerd could not start; its last lines:" >&2
-        tail -15 "$WORK/dockerd.log" | sed 's/^/    /' >&2
-        STARTED_DOCKERD=""
-        exit 3
-    fi
-    say "dockerd (pid $STARTED_DOCKERD) is up: $(docker info -f '{{.ServerVersion}}, storage {{.Driver}}' 2>/dev/null)"
-fi
-
-# ---- the base image ----
-if docker image inspect "$BASE" >/dev/null 2>&1; then
-    say "base image $BASE exists"
-else
-    # the mirror this host's apt uses
-    mirror=$(grep -hoE '^(URIs:|deb) +[^ ]*https?://[^ ]+' /etc/apt/sources.list.d/*.sources \
-             /etc/apt/sources.list 2>/dev/null | grep -v security | head -1 | awk '{print $NF}' || true)
-    mirror=${mirror:-http://deb.debian.org/debian}
-    say "making $BASE with debootstrap from $mirror"
-    debootstrap --variant=minbase bookworm "$WORK/rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 ||
-        { tail -20 "$WORK/debootstrap.log" >&2; fail "debootstrap"; }
-    # trimmed as Debian's slim images are: no docs, man pages or locales, no apt caches
-    rm -rf "$WORK"/rootfs/usr/share/{doc,man,info,locale}/* "$WORK"/rootfs/var/lib/apt/lists/* \
-           "$WORK"/rootfs/var/cache/apt/*.bin "$WORK"/rootfs/var/log/*.log
-    cat >"$WORK/rootfs/etc/dpkg/dpkg.cfg.d/docker-slim" <<'EOF'
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/locale/*
-EOF
-    echo 'APT::Install-Recommends "false";' >"$WORK/rootfs/etc/apt/apt.conf.d/docker-norecommends"
-    security=${mirror%/debian}/debian-security
-    rm -f "$WORK/rootfs/etc/apt/sources.list"
-    cat >"$WORK/rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: $mirror
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: $security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    tar -C "$WORK/rootfs" -c . | docker import - "$BASE" >/dev/null || fail "docker import"
-    MADE_BASE=1
-    rm -rf "$WORK/rootfs"
-    say "imported $BASE ($(docker image inspect -f '{{.Size}}' "$BASE" | awk '{printf "%.0f MB", $1/1e6}'))"
-fi
+# ---- the engine and the base image (scripts/docker_lib.sh) ----
+. "$ROOT/scripts/docker_lib.sh"
+rc=0
+docker_engine_up "$WORK" || rc=$?
+[ "$rc" = 0 ] || exit "$rc"
+docker_base_image "$BASE" "$WORK"
 
 # ---- build ----
 docker images -aq --no-trunc | sort -u >"$WORK/images.before"
