@@ -702,8 +702,10 @@ static void get_status(api *a, api_response *rs) {
         (json_int_t)st.serving_version, "training_version", (json_int_t)t.last_published,
         "pending_version", st.pending_version > 0 ? json_integer(st.pending_version) : json_null(),
         "reembedding", "done", (json_int_t)st.reembed_done, "total", (json_int_t)st.reembed_total, "uptime_s", svc_now() - a->started);
-    if (t.state == SVC_TRAIN_FAILED && t.error[0])
+    if ((t.state == SVC_TRAIN_FAILED || t.state == SVC_TRAIN_RANKS_LOST) && t.error[0])
         json_object_set_new(json_object_get(j, "training"), "error", json_string(t.error));
+    json_object_set_new(json_object_get(j, "training"), "ranks",
+                        json_integer(t.ranks > 0 ? t.ranks : 1));
     json_object_set_new(json_object_get(j, "models"), "quality",
                         json_pack("{s:o,s:o,s:s}", "serving",
                                   version_quality_json(a, st.serving_version), "last_decision",

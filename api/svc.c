@@ -221,7 +221,7 @@ const char *svc_train_state_name(svc_train_state st) {
     static const char *const names[SVC_TRAIN_N_STATES] = {
         [SVC_TRAIN_WAITING] = "waiting_for_images", [SVC_TRAIN_TRAINING] = "training",
         [SVC_TRAIN_STOPPED] = "stopped", [SVC_TRAIN_FAILED] = "failed",
-        [SVC_TRAIN_PAUSED] = "paused"};
+        [SVC_TRAIN_PAUSED] = "paused", [SVC_TRAIN_RANKS_LOST] = "ranks_lost"};
     return st >= 0 && st < SVC_TRAIN_N_STATES ? names[st] : "failed";
 }
 
@@ -256,6 +256,12 @@ void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *s
     if (stats) s->train.stats = *stats;
     s->train.updated = svc_now();
     if (error) snprintf(s->train.error, sizeof s->train.error, "%s", error);
+    pthread_mutex_unlock(&s->stat_mu);
+}
+
+void svc_report_ranks(svc *s, int ranks) {
+    pthread_mutex_lock(&s->stat_mu);
+    s->train.ranks = ranks;
     pthread_mutex_unlock(&s->stat_mu);
 }
 

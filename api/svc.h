@@ -103,10 +103,12 @@ typedef enum svc_train_state {
     SVC_TRAIN_STOPPED,     /* --train no, or the server is stopping */
     SVC_TRAIN_FAILED,      /* a step failed; error says why */
     SVC_TRAIN_PAUSED,      /* --idle-steps without a new upload */
+    SVC_TRAIN_RANKS_LOST,  /* --train-ranks: the training job ended (a rank died, or its ranks
+                            * did not start); error says why, and a new job is tried */
     SVC_TRAIN_N_STATES
 } svc_train_state;
 
-/* "waiting_for_images", "training", "stopped", "failed", "paused". */
+/* "waiting_for_images", "training", "stopped", "failed", "paused", "ranks_lost". */
 const char *svc_train_state_name(svc_train_state st);
 
 /* What the trainer last reported (for /status and /metrics). */
@@ -115,6 +117,7 @@ typedef struct svc_train_status {
     eng_train_stats stats;
     double updated;       /* unix seconds of the last report */
     int64_t last_published;
+    int ranks;            /* processes that train: 1 in the server, R for an MPI job */
     char error[ENG_ERR_LEN];
 } svc_train_status;
 
@@ -450,6 +453,8 @@ void svc_report_corr(svc *s, const float *block, int side, int d, long step);
 int svc_corr_get(svc *s, float *out, int *d, long *step);
 
 /* Trainer reports. */
+/* How many processes train (1: the server itself, R: an MPI job), for /status. */
+void svc_report_ranks(svc *s, int ranks);
 void svc_report_training(svc *s, svc_train_state state, const eng_train_stats *stats,
                          const char *error);
 

@@ -197,6 +197,11 @@ int cmd_serve(int argc, char **argv) {
     tw.publish_seconds = (double)o.publish_seconds;
     tw.idle_steps = o.idle_steps;
     tw.release_after = (double)o.release_after;
+    if (o.train_ranks >= 2) {
+        train_job_opts jo = {(int)o.train_ranks, o.train_hosts, o.train_mpirun, o.train_mpi_args,
+                             (double)o.train_retry};
+        train_worker_use_job(&tw, &jo);
+    }
     svc_opts sv = svc_defaults();
     sv.max_pixels = o.max_pixels;
     sv.embed_batch = (int)o.embed_batch;

@@ -40,14 +40,21 @@ static const struct {
      "step --config C.json --params P.bin --views V.bin --out O.bin [--rep R.bin] [--stats S.bin]\n"
      "        one forward+backward in training mode (no optimiser step): writes the loss and every\n"
      "        parameter gradient (canonical order, float32 LE); optionally the view-A representation\n"
-     "        and the running BN statistics after the step"},
+     "        and the running BN statistics after the step. Under mpirun -np R the ranks share\n"
+     "        the batch (synchronised batch norms, c and gradients summed); rank 0 writes"},
     {"train", cmd_train,
      "train --data DIR|FILE.idx [--model small] [--minutes M | --seconds S | --steps N]\n"
      "      [--batch 256]\n"
      "      [--checkpoint out.bin] [--resume yes] [--seed S] [--warmup W] [--save-every SEC]\n"
      "      [--recipe FILE.json]\n"
      "        train on a directory of images or an IDX file, with a progress line; the\n"
-     "        checkpoint is written atomically every SEC seconds and at the end (or on Ctrl-C)"},
+     "        checkpoint is written atomically every SEC seconds and at the end (or on Ctrl-C).\n"
+     "        Under mpirun -np R: data-parallel over the R ranks (each its shard of every batch;\n"
+     "        each needs its own copy of the data); rank 0 writes the checkpoint"},
+    {"train-rank", cmd_train_rank,
+     "train-rank --feed SOCKET [--connect-timeout 60]\n"
+     "        one rank of the training job of `serve --train-ranks` (serve starts it with\n"
+     "        mpirun; rank 0 connects to SOCKET)"},
     {"embed", cmd_embed,
      "embed --checkpoint C.bin --data DIR|FILE.idx --out vectors.f32 [--batch 256]\n"
      "        the representation of every image (whole image resized, no augmentation),\n"
@@ -66,6 +73,10 @@ static const struct {
      "bench-fma [--threads N] [--ms 1000]\n"
      "        the machine's FMA peak: 12 independent vector FMA chains per thread, the widest\n"
      "        kernel the CPU and the ISA cap allow (AVX-512 or AVX2), GFLOP/s over all threads"},
+    {"bench-comm", cmd_bench_comm,
+     "bench-comm [--max-mb 16] [--repeat 20]\n"
+     "        under mpirun -np R: the time of a float sum over the ranks (reduce to rank 0, then\n"
+     "        broadcast: what training sums c and the gradients with) from 8 bytes to --max-mb"},
     {"bench-search", cmd_bench_search,
      "bench-search [--n 100000] [--dim 512] [--queries 200] [--k 10] [--batch 1000] [--kernel K]\n"
      "             [--kernel8 K] [--rerank F] [--dump-prefix P] [--data random|clusters]\n"

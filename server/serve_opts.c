@@ -65,6 +65,16 @@ static const opt_def defs[] = {
      "the meta key whose value labels an image for the quality monitor"},
     {"--max-snapshots", T_LONG, O(max_snapshots), 1, 100000, "20",
      "snapshots (POST /snapshots) kept at most in the database's directory, snapshots/"},
+    {"--train-ranks", T_LONG, O(train_ranks), 1, 4096, "1",
+     "R >= 2: train data-parallel in an MPI job of R `barlowd train-rank` processes (mpirun)"},
+    {"--train-hosts", T_STR, O(train_hosts), 0, 0, NULL,
+     "the job's hosts, as mpirun --host takes them (h1:1,h2:1; unset: all on this machine);"
+     " barlowd must be at the same path on each"},
+    {"--train-mpirun", T_STR, O(train_mpirun), 0, 0, "mpirun", "the MPI launcher"},
+    {"--train-mpi-args", T_STR, O(train_mpi_args), 0, 0, NULL,
+     "more launcher arguments, split at spaces (e.g. \"-x OMP_NUM_THREADS=1\")"},
+    {"--train-retry", T_LONG, O(train_retry), 1, 86400, "30",
+     "seconds after the training job ended (a rank died) before a new one starts"},
 };
 #define N_DEFS (sizeof defs / sizeof *defs)
 

@@ -36,6 +36,11 @@ typedef struct serve_opts {
     double gate_tolerance;     /* absolute k-NN-20 a new version may lose */
     const char *label_key;     /* meta key of the monitor's labels */
     long max_snapshots;        /* snapshots kept at most in <db dir>/snapshots */
+    long train_ranks;          /* >= 2: train in an MPI job of this many ranks (train_job.h) */
+    const char *train_hosts;   /* the job's mpirun --host list (NULL: this machine) */
+    const char *train_mpirun;  /* the launcher */
+    const char *train_mpi_args;/* more mpirun arguments (NULL: none) */
+    long train_retry;          /* seconds between a lost job and the next try */
 } serve_opts;
 
 /* Fills o from defaults, environment and argv. Returns 0, 1 when --help was printed, -1 on a

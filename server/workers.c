@@ -41,14 +41,35 @@ typedef struct report_job {
     const char *error;
 } report_job;
 
+/* ---- the trainer: the service's own (tr), or an MPI job (job) with --train-ranks ---- */
+
+static int use_job(const train_worker *w) { return w->job_opts.ranks >= 2; }
+static int trainer_up(const train_worker *w) { return use_job(w) ? w->job_up : w->tr.created; }
+static const eng_train_stats *trainer_stats(const train_worker *w) {
+    return use_job(w) ? &w->job.stats : svc_trainer_stats(&w->tr);
+}
+
+/* The leading block of the last step's c into out; its side (0: none), *d the projector's D. */
+static int trainer_corr(const train_worker *w, float *out, int *d) {
+    if (!use_job(w)) {
+        *d = w->tr.t.model.loss.d;
+        return eng_trainer_corr_block(&w->tr.t, SVC_CORR_SIDE, out);
+    }
+    const wire_stats *s = w->job.last;
+    if (!s || s->corr_side <= 0 || s->corr_side > SVC_CORR_SIDE) return 0;
+    memcpy(out, s->corr, sizeof(float) * (size_t)s->corr_side * (size_t)s->corr_side);
+    *d = s->corr_d;
+    return s->corr_side;
+}
+
 static void report_on_proxy(void *arg) {
     report_job *j = arg;
     train_worker *w = j->w;
-    const eng_train_stats *st = w->tr.created ? svc_trainer_stats(&w->tr) : &w->held;
+    const eng_train_stats *st = trainer_up(w) ? trainer_stats(w) : &w->held;
     svc_report_training(w->s, j->state, st, j->error);
-    if (j->state == SVC_TRAIN_TRAINING && w->corr && w->tr.created) { /* c, for the dashboard */
-        int side = eng_trainer_corr_block(&w->tr.t, SVC_CORR_SIDE, w->corr);
-        if (side) svc_report_corr(w->s, w->corr, side, w->tr.t.model.loss.d, st->step);
+    if (j->state == SVC_TRAIN_TRAINING && w->corr && trainer_up(w)) { /* c, for the dashboard */
+        int d = 0, side = trainer_corr(w, w->corr, &d);
+        if (side) svc_report_corr(w->s, w->corr, side, d, st->step);
     }
 }
 
@@ -97,7 +118,7 @@ static void restart_on_proxy(void *arg) {
 static void log_on_proxy(void *arg) {
     train_worker *w = arg;
     svc_err e = {0};
-    if (svc_log_training(w->s, svc_trainer_stats(&w->tr), &e))
+    if (svc_log_training(w->s, trainer_stats(w), &e))
         fprintf(stderr, "trainer: %s\n", e.msg);
 }
 
@@ -209,7 +230,14 @@ static void publish(train_worker *w, double wait_s) {
     svc_err e = {0};
     eng_train_stats at;
     /* serialising takes no shared lock */
-    if (svc_trainer_save(&w->tr, wait_s, &j.blob, &j.len, &at, &e)) {
+    if (use_job(w)) {
+        at = w->job.stats;
+        if (train_job_save(&w->job, &j.blob, &j.len, e.msg, sizeof e.msg)) {
+            say(w, "trainer: saving a checkpoint failed: %s\n", e.msg);
+            free(j.blob);
+            return;
+        }
+    } else if (svc_trainer_save(&w->tr, wait_s, &j.blob, &j.len, &at, &e)) {
         say(w, "trainer: saving a checkpoint failed: %s\n", e.msg);
         free(j.blob);
         return;
@@ -232,6 +260,14 @@ static int build_trainer(train_worker *w, char *msg, size_t n) {
     uint8_t *unused = NULL;
     size_t unused_len = 0;
     atomic_store(&w->tr_stop, atomic_load(&w->stop));
+    if (use_job(w)) { /* mpirun, from this SCHED_IDLE thread: the ranks inherit its policy */
+        pthread_mutex_lock(&w->tr_mu);
+        int bad = train_job_start(&w->job, &w->job_opts, j.blob, j.len, &w->stop, msg, n);
+        w->job_up = !bad;
+        pthread_mutex_unlock(&w->tr_mu);
+        free(j.blob);
+        return bad ? -1 : 0;
+    }
     pthread_mutex_lock(&w->tr_mu);
     int bad = svc_trainer_create(&w->tr, &w->cfg, w->batch, w->seed + (uint64_t)w->held.step,
                                  j.blob, j.len, &w->tr_stop, proxy_run, &w->proxy,
@@ -253,18 +289,105 @@ static void publish(train_worker *w, double wait_s);
  * back while nothing trains; the next build resumes from that checkpoint. 0 freed, -1 kept
  * (the step could not be published). */
 static int release_trainer(train_worker *w, double idle_s) {
-    if ((long)svc_trainer_stats(&w->tr)->step > atomic_load(&w->published_step)) publish(w, 3600.0);
-    if ((long)svc_trainer_stats(&w->tr)->step > atomic_load(&w->published_step))
+    if ((long)trainer_stats(w)->step > atomic_load(&w->published_step)) publish(w, 3600.0);
+    if ((long)trainer_stats(w)->step > atomic_load(&w->published_step))
         return -1; /* not published (e.g. a full disk): kept, to try again later */
     pthread_mutex_lock(&w->tr_mu);
-    w->held = *svc_trainer_stats(&w->tr);
-    atomic_store(&w->tr_stop, 1); /* the augmentation thread's waits end */
-    svc_trainer_free(&w->tr);
-    atomic_store(&w->tr_stop, atomic_load(&w->stop));
+    w->held = *trainer_stats(w);
+    if (use_job(w)) {
+        train_job_end(&w->job);
+        w->job_up = 0;
+    } else {
+        atomic_store(&w->tr_stop, 1); /* the augmentation thread's waits end */
+        svc_trainer_free(&w->tr);
+        atomic_store(&w->tr_stop, atomic_load(&w->stop));
+    }
     pthread_mutex_unlock(&w->tr_mu);
     say(w, "trainer: freed the training model after %.0f s without training (it is rebuilt "
            "from step %ld when training resumes)\n", idle_s, w->held.step);
     return 0;
+}
+
+typedef struct draw_job {
+    train_worker *w;
+    int from, n;
+    int filled;
+} draw_job;
+
+static void draw_on_proxy(void *arg) {
+    draw_job *j = arg;
+    svc_err e = {0};
+    int got = svc_training_sample(j->w->s, &j->w->job_rng, j->w->job_imgs + j->from, j->n - j->from,
+                                  &e);
+    j->filled = got > 0 ? got : 0;
+}
+
+/* One step of the MPI job: the batch's training copies from the store (waiting while there are
+ * none, as the service's trainer does), then the job's step. */
+static int job_step(train_worker *w, svc_err *err) {
+    int n = w->batch;
+    for (int i = 0; i < n; i++) eng_image_free(&w->job_imgs[i]);
+    for (int from = 0; from < n;) {
+        if (atomic_load(&w->stop)) return eng_fail(err, "stopping");
+        draw_job j = {w, from, n, 0};
+        proxy_call(&w->proxy, draw_on_proxy, &j);
+        from += j.filled;
+        if (from < n) sleep_ms(100);
+    }
+    if (train_job_step(&w->job, w->job_imgs, n, err->msg, sizeof err->msg)) {
+        err->code = ERR_INTERNAL;
+        return -1;
+    }
+    return 0;
+}
+
+static int trainer_step(train_worker *w, svc_err *err) {
+    return use_job(w) ? job_step(w, err) : svc_trainer_step(&w->tr, err);
+}
+
+/* Back to a stored checkpoint (the quality gate), then a new seed for the retry. */
+static int trainer_restart(train_worker *w, const void *blob, size_t len, svc_err *err) {
+    /* a new attempt, not a replay of the refused one's augmentations: the serving version's
+     * seed moved by a step of the golden-ratio sequence per restart */
+    uint64_t step_of_seed = 0x9E3779B97F4A7C15ULL * (uint64_t)(w->restarts + 1);
+    if (!use_job(w)) {
+        if (svc_trainer_restart(&w->tr, blob, len, err)) return -1;
+        w->restarts++;
+        eng_trainer_reseed(&w->tr.t, w->tr.t.cfg.seed + step_of_seed);
+        return 0;
+    }
+    eng_ckpt_meta meta;
+    eng_err pe = {0};
+    if (eng_checkpoint_peek(blob, len, NULL, &meta, &pe))
+        return eng_fail(err, "restarting training: %s", pe.msg);
+    if (train_job_resume(&w->job, blob, len, err->msg, sizeof err->msg) ||
+        train_job_reseed(&w->job, meta.rng[0].s[0] + step_of_seed, err->msg, sizeof err->msg)) {
+        err->code = ERR_INTERNAL;
+        return -1;
+    }
+    w->restarts++;
+    return 0;
+}
+
+/* The job ended under the trainer (a rank died): the server goes on serving, /status says so,
+ * and a new job is tried from the newest stored checkpoint retry_s from now. */
+static void job_lost(train_worker *w, const char *what) {
+    pthread_mutex_lock(&w->tr_mu);
+    w->held = w->job.stats;
+    int was_up = w->job_up;
+    train_job_end(&w->job);
+    w->job_up = 0;
+    pthread_mutex_unlock(&w->tr_mu);
+    char why[ENG_ERR_LEN], end[128];
+    train_job_why(&w->job, end, sizeof end); /* now that mpirun is reaped: how it ended */
+    if (was_up) snprintf(why, sizeof why, "%.120s; %.100s", what, end);
+    else snprintf(why, sizeof why, "%.250s", what);
+    atomic_store(&w->published_step, w->held.step); /* the next job starts from the store */
+    w->job_retry_at = cli_now() + w->job_opts.retry_s;
+    say(w, "trainer: the training job of %d ranks ended: %s; serving goes on, a new job starts "
+           "in %.0f s from the newest stored version\n", w->job_opts.ranks, why,
+        w->job_opts.retry_s);
+    report(w, SVC_TRAIN_RANKS_LOST, why);
 }
 
 static void *train_main(void *arg) {
@@ -283,36 +406,44 @@ static void *train_main(void *arg) {
         if (waiting || paused) {
             report(w, waiting ? SVC_TRAIN_WAITING : SVC_TRAIN_PAUSED, NULL);
             double quiet = cli_now() - stopped_at;
-            if (w->tr.created && w->release_after > 0 && quiet >= w->release_after &&
+            if (trainer_up(w) && w->release_after > 0 && quiet >= w->release_after &&
                 release_trainer(w, quiet))
                 stopped_at = cli_now(); /* try again release_after from now */
             sleep_ms(200);
             continue;
         }
-        if (!w->tr.created) {
+        if (!trainer_up(w)) {
+            if (use_job(w) && cli_now() < w->job_retry_at) {
+                sleep_ms(200);
+                continue;
+            }
             char msg[ENG_ERR_LEN + 64];
             if (build_trainer(w, msg, sizeof msg)) {
                 if (atomic_load(&w->stop)) break;
+                if (use_job(w)) { /* the ranks may come back: try again later */
+                    job_lost(w, msg);
+                    continue;
+                }
                 say(w, "trainer: cannot build the training model, training stops: %s\n", msg);
                 report(w, SVC_TRAIN_FAILED, msg);
                 return NULL;
             }
-            say(w, "trainer: built the training model (batch %d) at step %ld\n", w->batch,
-                (long)svc_trainer_stats(&w->tr)->step);
+            say(w, "trainer: built the training model (batch %d%s) at step %ld\n", w->batch,
+                use_job(w) ? ", data-parallel over an MPI job" : "", (long)trainer_stats(w)->step);
+            if (use_job(w)) {
+                char ranks[64];
+                snprintf(ranks, sizeof ranks, " of %d ranks", w->job_opts.ranks);
+                say(w, "trainer: the training job%s is up\n", ranks);
+            }
         }
         restart_job rj = {w, 0, NULL, 0};
         proxy_call(&w->proxy, restart_on_proxy, &rj);
         if (rj.blob) { /* the gate refused the last versions: go back to the serving one */
             svc_err re = {0};
-            if (svc_trainer_restart(&w->tr, rj.blob, rj.len, &re)) {
+            if (trainer_restart(w, rj.blob, rj.len, &re)) {
                 say(w, "trainer: %s\n", re.msg);
             } else {
-                long at = (long)svc_trainer_stats(&w->tr)->step;
-                /* a new attempt, not a replay of the refused one's augmentations: the serving
-                 * version's seed moved by a step of the golden-ratio sequence per restart */
-                w->restarts++;
-                eng_trainer_reseed(&w->tr.t, w->tr.t.cfg.seed + 0x9E3779B97F4A7C15ULL *
-                                                                    (uint64_t)w->restarts);
+                long at = (long)trainer_stats(w)->step;
                 atomic_store(&w->published_step, at);
                 atomic_store(&w->attempted_step, at);
                 say(w, "trainer: %d versions in a row were refused by the quality gate: training "
@@ -322,17 +453,21 @@ static void *train_main(void *arg) {
             free(rj.blob);
         }
         svc_err e = {0};
-        if (svc_trainer_step(&w->tr, &e)) {
+        if (trainer_step(w, &e)) {
             if (atomic_load(&w->stop)) break; /* interrupted: the step counts for nothing */
+            if (use_job(w)) {
+                job_lost(w, e.msg);
+                continue;
+            }
             say(w, "trainer: step %ld failed, training stops: %s\n",
-                (long)svc_trainer_stats(&w->tr)->step, e.msg);
+                (long)trainer_stats(w)->step, e.msg);
             report(w, SVC_TRAIN_FAILED, e.msg);
             return NULL;
         }
         idle++;
         stopped_at = cli_now();
         report(w, SVC_TRAIN_TRAINING, NULL);
-        long step = (long)svc_trainer_stats(&w->tr)->step;
+        long step = (long)trainer_stats(w)->step;
         if (step % 10 == 0) proxy_call(&w->proxy, log_on_proxy, w);
         if ((w->publish_steps && step - atomic_load(&w->attempted_step) >= w->publish_steps) ||
             (w->publish_seconds > 0 && cli_now() - published_at >= w->publish_seconds)) {
@@ -340,13 +475,33 @@ static void *train_main(void *arg) {
             published_at = cli_now();
         }
     }
-    /* the final checkpoint is train_worker_stop's, at the stopping thread's priority */
+    /* The job's last steps: its socket is this thread's, so the final checkpoint is published
+     * here, and the job ended (the service's own trainer is train_worker_stop's to publish). */
+    if (use_job(w) && w->job_up) {
+        if ((long)trainer_stats(w)->step > atomic_load(&w->published_step)) publish(w, 5.0);
+        pthread_mutex_lock(&w->tr_mu);
+        w->held = w->job.stats;
+        train_job_end(&w->job);
+        w->job_up = 0;
+        pthread_mutex_unlock(&w->tr_mu);
+    }
     report(w, SVC_TRAIN_STOPPED, NULL);
     return NULL;
 }
 
+void train_worker_use_job(train_worker *w, const train_job_opts *opts) {
+    w->job_opts = *opts;
+    w->job.fd = -1;
+    w->job_rng = w->seed * 0x9e3779b97f4a7c15ULL + 7; /* as the service's trainer samples */
+}
+
 int train_worker_start(train_worker *w, svc *s) {
     w->s = s; /* the trainer, built when training starts, draws images from it */
+    svc_report_ranks(s, use_job(w) ? w->job_opts.ranks : 1);
+    if (use_job(w) && !w->job_imgs) {
+        w->job_imgs = calloc((size_t)w->batch, sizeof *w->job_imgs);
+        if (!w->job_imgs) return -1;
+    }
     if (pthread_create(&w->thread, NULL, train_main, w)) return -1;
     w->running = 1;
     return 0;
@@ -415,7 +570,9 @@ int train_worker_stop(train_worker *w, double wait_s) {
     clock_gettime(CLOCK_REALTIME, &lock_until);
     lock_until.tv_sec += 1;
     if (pthread_mutex_timedlock(&w->tr_mu, &lock_until) != 0) return abandoned;
-    if (w->tr.created && w->s &&
+    /* (a job's last steps are its thread's to publish: an abandoned thread still owns its socket,
+     * and the steps since the last version are lost) */
+    if (w->tr.created && w->s && !use_job(w) &&
         (abandoned || (long)svc_trainer_stats(&w->tr)->step > atomic_load(&w->published_step))) {
         publish(w, 1.0);
         if (!abandoned) report(w, SVC_TRAIN_STOPPED, NULL);
@@ -427,6 +584,9 @@ int train_worker_stop(train_worker *w, double wait_s) {
 void train_worker_free(train_worker *w) {
     raise_stop(w);
     svc_trainer_free(&w->tr); /* joins the augmentation thread (its source sees stop) */
+    if (w->job_up) train_job_end(&w->job);
+    for (int i = 0; w->job_imgs && i < w->batch; i++) eng_image_free(&w->job_imgs[i]);
+    free(w->job_imgs);
     proxy_stop(&w->proxy);    /* after its last caller */
     free(w->corr);
     pthread_mutex_destroy(&w->tr_mu);

@@ -14,6 +14,7 @@
 
 #include "svc.h"
 #include "proxy_thread.h"
+#include "train_job.h"
 
 typedef struct train_worker {
     svc *s;                       /* borrowed (set by train_worker_start) */
@@ -43,6 +44,14 @@ typedef struct train_worker {
     float *corr;                  /* owned [SVC_CORR_SIDE²]: a step's c block on its way to svc */
     proxy_thread proxy;           /* makes the store and service calls of the trainer's
                                    * SCHED_IDLE threads (proxy_thread.h) */
+    /* --train-ranks R >= 2: the trainer is an MPI job (train_job.h) instead of tr. The job, its
+     * batch buffer and its sampling state belong to the trainer's thread. */
+    train_job_opts job_opts;      /* ranks < 2: no job */
+    train_job job;
+    int job_up;                   /* 1 while the job runs (built, not ended) */
+    double job_retry_at;          /* a job that ended starts again from then on */
+    eng_image *job_imgs;          /* owned [batch]: the step's training copies */
+    uint64_t job_rng;             /* the store sampler's state for the job's batches */
 } train_worker;
 
 /* Prepares the trainer of the service's model without building it (train_main does, when there
@@ -52,6 +61,9 @@ typedef struct train_worker {
 int train_worker_create(train_worker *w, const eng_config *cfg, int batch,
                         uint64_t seed, const void *newest, size_t newest_len,
                         uint8_t **initial, size_t *initial_len, char *msg, size_t n);
+/* From now on train through an MPI job of opts->ranks ranks (call before train_worker_start;
+ * the opts' strings are borrowed). */
+void train_worker_use_job(train_worker *w, const train_job_opts *opts);
 int train_worker_start(train_worker *w, svc *s);
 /* Asks the trainer to stop: a running step gives up between layers, and the trainer's threads
  * leave SCHED_IDLE where the process may (CAP_SYS_NICE or RLIMIT_NICE), so that other work on the
