@@ -68,7 +68,9 @@ static const struct {
      "        print the model config as canonical JSON and its parameter table on stderr"},
     {"bench-step", cmd_bench_step,
      "bench-step [--model small] [--batch 256] [--steps 10] [--warmup 3] [--threads N]\n"
-     "        time full training steps (2 views, forward, loss, backward, LARS) on random inputs"},
+     "           [--synced yes]\n"
+     "        time full training steps (2 views, forward, loss, backward, LARS) on random inputs;\n"
+     "        --synced yes: with the data-parallel (synchronised) batch norms, on one rank"},
     {"bench-fma", cmd_bench_fma,
      "bench-fma [--threads N] [--ms 1000]\n"
      "        the machine's FMA peak: 12 independent vector FMA chains per thread, the widest\n"

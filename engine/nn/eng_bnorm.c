@@ -2,9 +2,12 @@
  * eval mode, with optional fused ReLU), and its synchronised form for data-parallel jobs. */
 #include "eng_bnorm.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "eng_isa.h"
 
 /* Channels per block a synced layer's loops keep in registers (nChw16c). */
 #define ENG_BN_MAX_BLOCK 16
@@ -25,6 +28,9 @@ static int learn_layout(eng_bnorm *b, const dnnl_memory_desc_t *md, eng_err *err
         return eng_fail(err, "bnorm: channel blocks of %d (synced statistics take up to %d)",
                         block, ENG_BN_MAX_BLOCK);
     b->chan_block = block;
+    /* our AVX2 loops: blocks of 8 or 16 channels whose positions are B floats apart */
+    b->simd = (block == 8 || block == 16) && __builtin_cpu_supports("avx2") &&
+              __builtin_cpu_supports("fma") && eng_isa_cap() >= ENG_ISA_AVX2;
     b->row_stride = (long)bd->strides[0];
     b->chan_stride = (long)bd->strides[1];
     b->positions = 1;
@@ -37,6 +43,7 @@ static int learn_layout(eng_bnorm *b, const dnnl_memory_desc_t *md, eng_err *err
             if (bd->strides[i] != bd->strides[i + 1] * md->dims[i + 1])
                 return eng_fail(err, "bnorm: synced statistics need dense spatial positions");
     }
+    if (b->pos_stride != block) b->simd = 0;
     return 0;
 }
 
@@ -179,6 +186,74 @@ static void update_running(eng_bnorm *b, int g) {
     }
 }
 
+/* Σx and Σx² of one channel block over the shard's rows and positions, B channels wide (a
+ * constant where it is called, so that the channel loop becomes vector code). */
+static inline __attribute__((always_inline)) void block_moments(const eng_bnorm *b, const float *x,
+                                                                long cb, int B, double *s,
+                                                                double *q) {
+    for (int i = 0; i < B; i++) s[i] = q[i] = 0;
+    for (long r = 0; r < b->shard_rows; r++) {
+        const float *row = x + r * b->row_stride + cb * b->chan_stride;
+        for (long p = 0; p < b->positions; p++) {
+            const float *v = row + p * b->pos_stride;
+            for (int i = 0; i < B; i++) {
+                double t = v[i];
+                s[i] += t;
+                q[i] += t * t;
+            }
+        }
+    }
+}
+
+/* block_moments and block_terms for channel blocks of 8 or 16 on AVX2 (each row's positions one
+ * run of B-float groups): the same sums in the same order per channel, 4 doubles a vector. */
+__attribute__((target("avx2,fma"))) static void block_moments_avx2(const eng_bnorm *b,
+                                                                   const float *x, long cb,
+                                                                   int B, double *s, double *q) {
+    __m256d vs[ENG_BN_MAX_BLOCK / 4], vq[ENG_BN_MAX_BLOCK / 4];
+    int nv = B / 4;
+    for (int k = 0; k < nv; k++) vs[k] = vq[k] = _mm256_setzero_pd();
+    for (long r = 0; r < b->shard_rows; r++) {
+        const float *row = x + r * b->row_stride + cb * b->chan_stride;
+        for (long p = 0; p < b->positions; p++) {
+            const float *v = row + p * b->pos_stride;
+            for (int k = 0; k < nv; k++) {
+                __m256d t = _mm256_cvtps_pd(_mm_loadu_ps(v + 4 * k));
+                vs[k] = _mm256_add_pd(vs[k], t);
+                vq[k] = _mm256_add_pd(vq[k], _mm256_mul_pd(t, t)); /* as the scalar loop rounds */
+            }
+        }
+    }
+    for (int k = 0; k < nv; k++) {
+        _mm256_storeu_pd(s + 4 * k, vs[k]);
+        _mm256_storeu_pd(q + 4 * k, vq[k]);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void block_terms_avx2(const eng_bnorm *b,
+                                                                 const float *x, float *dx,
+                                                                 long cb, int B, const float *a,
+                                                                 const float *m, const float *mu) {
+    __m256 va[ENG_BN_MAX_BLOCK / 8], vm[ENG_BN_MAX_BLOCK / 8], vmu[ENG_BN_MAX_BLOCK / 8];
+    int nv = B / 8;
+    for (int k = 0; k < nv; k++) {
+        va[k] = _mm256_loadu_ps(a + 8 * k);
+        vm[k] = _mm256_loadu_ps(m + 8 * k);
+        vmu[k] = _mm256_loadu_ps(mu + 8 * k);
+    }
+    for (long r = 0; r < b->shard_rows; r++) {
+        long at = r * b->row_stride + cb * b->chan_stride;
+        for (long p = 0; p < b->positions; p++) {
+            long o = at + p * b->pos_stride;
+            for (int k = 0; k < nv; k++) {
+                __m256 t = _mm256_sub_ps(_mm256_loadu_ps(x + o + 8 * k), vmu[k]);
+                __m256 term = _mm256_add_ps(va[k], _mm256_mul_ps(vm[k], t));
+                _mm256_storeu_ps(dx + o + 8 * k, _mm256_sub_ps(_mm256_loadu_ps(dx + o + 8 * k), term));
+            }
+        }
+    }
+}
+
 /* The shard's Σx and Σx² per channel of one group at x: out[0..C) and out[C..2C), in double.
  * Threads take whole channel blocks, so each sum has one order whatever the thread count. */
 static void shard_moments(const eng_bnorm *b, const float *x, double *out) {
@@ -186,22 +261,32 @@ static void shard_moments(const eng_bnorm *b, const float *x, double *out) {
     long blocks = (c + B - 1) / B;
 #pragma omp parallel for schedule(static)
     for (long cb = 0; cb < blocks; cb++) {
-        double s[ENG_BN_MAX_BLOCK] = {0}, q[ENG_BN_MAX_BLOCK] = {0};
+        double s[ENG_BN_MAX_BLOCK], q[ENG_BN_MAX_BLOCK];
+        if (b->simd) block_moments_avx2(b, x, cb, B, s, q);
+        else if (B == 8) block_moments(b, x, cb, 8, s, q);
+        else if (B == 16) block_moments(b, x, cb, 16, s, q);
+        else block_moments(b, x, cb, B, s, q);
         int real = c - (int)cb * B < B ? c - (int)cb * B : B; /* channels of a padded block */
-        for (long r = 0; r < b->shard_rows; r++) {
-            const float *row = x + r * b->row_stride + cb * b->chan_stride;
-            for (long p = 0; p < b->positions; p++) {
-                const float *v = row + p * b->pos_stride;
-                for (int i = 0; i < B; i++) {
-                    double t = v[i];
-                    s[i] += t;
-                    q[i] += t * t;
-                }
-            }
-        }
         for (int i = 0; i < real; i++) {
             out[cb * B + i] = s[i];
             out[c + cb * B + i] = q[i];
+        }
+    }
+}
+
+/* dx -= a[c] + m[c]·(x − mu[c]) over one channel block, in float as oneDNN's own backward
+ * computes it (B a constant where it is called; padded channels have a = m = mu = 0). */
+static inline __attribute__((always_inline)) void block_terms(const eng_bnorm *b,
+                                                              const float *restrict x,
+                                                              float *restrict dx, long cb, int B,
+                                                              const float *restrict a,
+                                                              const float *restrict m,
+                                                              const float *restrict mu) {
+    for (long r = 0; r < b->shard_rows; r++) {
+        long at = r * b->row_stride + cb * b->chan_stride;
+        for (long p = 0; p < b->positions; p++) {
+            long o = at + p * b->pos_stride;
+            for (int i = 0; i < B; i++) dx[o + i] -= a[i] + m[i] * (x[o + i] - mu[i]);
         }
     }
 }
@@ -213,17 +298,17 @@ static void add_stat_terms(const eng_bnorm *b, const float *x, float *dx, const 
     long blocks = (b->c + B - 1) / B;
 #pragma omp parallel for schedule(static)
     for (long cb = 0; cb < blocks; cb++) {
-        const double *a = k0 + cb * B, *m = k1 + cb * B;
-        const float *mu = mean + cb * B;
-        int real = b->c - (int)cb * B < B ? b->c - (int)cb * B : B; /* padding stays zero */
-        for (long r = 0; r < b->shard_rows; r++) {
-            long at = r * b->row_stride + cb * b->chan_stride;
-            for (long p = 0; p < b->positions; p++) {
-                long o = at + p * b->pos_stride;
-                for (int i = 0; i < real; i++)
-                    dx[o + i] = (float)((double)dx[o + i] - a[i] - m[i] * ((double)x[o + i] - mu[i]));
-            }
+        float a[ENG_BN_MAX_BLOCK] = {0}, m[ENG_BN_MAX_BLOCK] = {0}, mu[ENG_BN_MAX_BLOCK] = {0};
+        int real = b->c - (int)cb * B < B ? b->c - (int)cb * B : B; /* padding stays as it is */
+        for (int i = 0; i < real; i++) {
+            a[i] = (float)k0[cb * B + i];
+            m[i] = (float)k1[cb * B + i];
+            mu[i] = mean[cb * B + i];
         }
+        if (b->simd) block_terms_avx2(b, x, dx, cb, B, a, m, mu);
+        else if (B == 8) block_terms(b, x, dx, cb, 8, a, m, mu);
+        else if (B == 16) block_terms(b, x, dx, cb, 16, a, m, mu);
+        else block_terms(b, x, dx, cb, B, a, m, mu);
     }
 }
 

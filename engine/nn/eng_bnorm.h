@@ -50,6 +50,7 @@ typedef struct eng_bnorm {
     const eng_reduce *red;             /* borrowed: the job's sums (NULL: not synced) */
     long chan_stride, row_stride, pos_stride; /* floats between channel blocks, rows, positions */
     int chan_block;                    /* channels per block of the layout (1: plain) */
+    int simd;                          /* 1: the AVX2 loops (blocks of 8 or 16, CPU and cap) */
     long positions;                    /* H·W */
     long shard_rows;                   /* rows of one group on this rank */
     eng_tensor unit_scale, unit_shift; /* owned ones and zeros for a layer without affine */

@@ -3,10 +3,16 @@
  * One image = two views through forward, loss, backward and the LARS update. Prints one result
  * line that bench/train_step parses: images/s from the median step, the fastest and slowest step
  * (the machine's noise), achieved GFLOP/s (3× the forward FLOPs per view, the usual
- * forward+backward estimate) and the process's peak resident memory. */
+ * forward+backward estimate) and the process's peak resident memory.
+ *
+ * --synced yes builds the model as one shard of a data-parallel job whose sums over the ranks
+ * are the identity (a job of one rank): the synchronised batch norms' own passes, without any
+ * communication, for docs/SCALING.md's h. */
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -15,6 +21,21 @@
 #include "cli_util.h"
 #include "commands.h"
 
+/* The sums of a job of one rank. */
+static int sum_none_f32(void *ctx, float *buf, size_t n, eng_err *err) {
+    (void)ctx, (void)buf, (void)n, (void)err;
+    return 0;
+}
+static int sum_none_f64(void *ctx, double *buf, size_t n, eng_err *err) {
+    (void)ctx, (void)buf, (void)n, (void)err;
+    return 0;
+}
+static int agree_always(void *ctx, uint64_t v, int *same, eng_err *err) {
+    (void)ctx, (void)v, (void)err;
+    *same = 1;
+    return 0;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -22,7 +43,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int cmd_bench_step(int argc, char **argv) {
     static const char *const known[] = {"--model", "--batch", "--steps", "--warmup", "--threads",
-                                        NULL};
+                                        "--synced", NULL};
     if (cli_check_flags(argc, argv, known)) return CLI_BAD_INPUT;
     const char *model = cli_flag(argc, argv, "--model");
     long batch = cli_flag_long(argc, argv, "--batch", 256, 2, 65536);
@@ -31,6 +52,13 @@ int cmd_bench_step(int argc, char **argv) {
     long threads = cli_flag_long(argc, argv, "--threads", 0, 0, 1024);
     if (batch < 0 || steps < 0 || warmup < 0 || threads < 0) return CLI_BAD_INPUT;
     if (threads > 0) omp_set_num_threads((int)threads);
+    const char *synced = cli_flag(argc, argv, "--synced");
+    if (synced && strcmp(synced, "yes") && strcmp(synced, "no")) {
+        fprintf(stderr, "error: --synced takes yes or no\n");
+        return CLI_BAD_INPUT;
+    }
+    eng_reduce one_rank = {NULL, sum_none_f32, sum_none_f64, agree_always};
+    int sync = synced && !strcmp(synced, "yes");
 
     eng_config cfg;
     eng_err err = {0};
@@ -40,7 +68,7 @@ int cmd_bench_step(int argc, char **argv) {
     }
     eng_model m;
     double t0 = cli_now();
-    if (eng_model_build(&m, &cfg, (int)batch, 1, &err)) {
+    if (eng_model_build_shard(&m, &cfg, (int)batch, (int)batch, sync ? &one_rank : NULL, 1, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         return CLI_FAIL;
     }
@@ -80,9 +108,9 @@ int cmd_bench_step(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("barlowd images_per_s=%.1f step_ms=%.1f step_ms_min=%.1f step_ms_max=%.1f gflops=%.1f "
-           "peak_rss_mb=%.0f model_mb=%.0f build_s=%.2f batch=%ld threads=%d\n",
+           "peak_rss_mb=%.0f model_mb=%.0f build_s=%.2f batch=%ld threads=%d synced=%d\n",
            ips, med, ms[0], ms[steps - 1], gflops, ru.ru_maxrss / 1024.0,
-           eng_model_bytes(&m) / 1048576.0, build_s, batch, omp_get_max_threads());
+           eng_model_bytes(&m) / 1048576.0, build_s, batch, omp_get_max_threads(), sync);
 done:
     free(ms);
     eng_model_free(&m);
