@@ -75,6 +75,8 @@ static const opt_def defs[] = {
      "more launcher arguments, split at spaces (e.g. \"-x OMP_NUM_THREADS=1\")"},
     {"--train-retry", T_LONG, O(train_retry), 1, 86400, "30",
      "seconds after the training job ended (a rank died) before a new one starts"},
+    {"--train-timeout", T_LONG, O(train_timeout), 1, 86400, "300",
+     "a job's step unanswered after max(N s, 20 x the last step) ends the job (a rank hangs)"},
 };
 #define N_DEFS (sizeof defs / sizeof *defs)
 

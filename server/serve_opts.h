@@ -41,6 +41,7 @@ typedef struct serve_opts {
     const char *train_mpirun;  /* the launcher */
     const char *train_mpi_args;/* more mpirun arguments (NULL: none) */
     long train_retry;          /* seconds between a lost job and the next try */
+    long train_timeout;        /* seconds a job's step may take at least before it counts as hung */
 } serve_opts;
 
 /* Fills o from defaults, environment and argv. Returns 0, 1 when --help was printed, -1 on a

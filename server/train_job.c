@@ -21,7 +21,8 @@ extern char **environ;
 
 #define MAX_ARGS 64
 
-/* 1 when mpirun has ended (reaped here) or the server is stopping for more than 3 s. */
+/* 1 when mpirun has ended (reaped here), the reply is overdue, or the server has been stopping
+ * for more than 5 s. */
 static int give_up(void *ctx) {
     train_job *j = ctx;
     if (j->pid > 0) {
@@ -33,11 +34,20 @@ static int give_up(void *ctx) {
         }
     }
     if (j->pid <= 0) return 1;
+    if (j->deadline > 0 && cli_now() > j->deadline) return 1;
     if (j->stop && atomic_load(j->stop)) {
         if (!j->stop_seen) j->stop_seen = cli_now();
-        if (cli_now() - j->stop_seen > 3.0) return 1;
+        if (cli_now() - j->stop_seen > 5.0) return 1;
     }
     return 0;
+}
+
+/* How long a request may wait for its reply. */
+static double reply_budget(const train_job *j, uint32_t type) {
+    double least = j->timeout_s > 0 ? j->timeout_s : 300.0;
+    if (type != WIRE_STEP) least *= 2; /* START and RESUME build or load; SAVE serialises */
+    double s = 20.0 * j->step_s;
+    return s > least ? s : least;
 }
 
 void train_job_why(const train_job *j, char *msg, size_t n) {
@@ -58,19 +68,41 @@ static int call(train_job *j, uint32_t type, const void *p, size_t len, uint32_t
         return -1;
     }
     char why[256];
+    uint32_t got;
+    if (j->pending) { /* the reply given up on (the server was stopping) comes first */
+        j->deadline = cli_now() + reply_budget(j, WIRE_STEP);
+        uint8_t *old = NULL;
+        size_t old_len;
+        int bad = wire_recv(j->fd, &got, &old, &old_len, give_up, j, why, sizeof why);
+        free(old);
+        if (bad) {
+            snprintf(msg, n, "the training job's last step did not finish (%s)", why);
+            return -1;
+        }
+        j->pending = 0;
+    }
     if (wire_send(j->fd, type, p, len, NULL, 0)) {
         train_job_why(j, why, sizeof why);
         snprintf(msg, n, "the training job is gone (%s)", why);
         return -1;
     }
-    uint32_t got;
+    double t0 = cli_now();
+    j->deadline = t0 + reply_budget(j, type);
+    j->pending = 1;
     if (wire_recv(j->fd, &got, out, out_len, give_up, j, why, sizeof why)) {
         char end[128];
+        int overdue = j->pid > 0 && cli_now() > j->deadline;
         give_up(j);
         train_job_why(j, end, sizeof end);
-        snprintf(msg, n, "the training job ended: %s (%s)", end, why);
+        if (overdue)
+            snprintf(msg, n, "the training job did not answer within %.0f s (a rank hangs?)",
+                     reply_budget(j, type));
+        else
+            snprintf(msg, n, "the training job ended: %s (%s)", end, why);
         return -1;
     }
+    j->pending = 0;
+    if (type == WIRE_STEP) j->step_s = cli_now() - t0;
     if (got == WIRE_ERR) {
         snprintf(msg, n, "the training job failed: %.*s", (int)(*out_len < 400 ? *out_len : 400),
                  (const char *)*out);
@@ -129,6 +161,7 @@ int train_job_start(train_job *j, const train_job_opts *o, const void *blob, siz
     memset(j, 0, sizeof *j);
     j->fd = -1;
     j->stop = stop;
+    j->timeout_s = o->timeout_s;
     int lfd = -1;
     char self[4096];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -260,9 +293,10 @@ void train_job_end(train_job *j) {
         close(j->fd);
         j->fd = -1;
     }
-    if (j->pid > 0 && !reaped_within(j, 10.0)) {
+    int hurry = j->stop && atomic_load(j->stop); /* inside docker stop's grace */
+    if (j->pid > 0 && !reaped_within(j, hurry ? 1.0 : 10.0)) {
         kill(j->pid, SIGTERM); /* mpirun passes it to every rank */
-        if (!reaped_within(j, 5.0)) {
+        if (!reaped_within(j, hurry ? 1.0 : 5.0)) {
             kill(j->pid, SIGKILL);
             reaped_within(j, 5.0);
         }

@@ -28,6 +28,7 @@ typedef struct train_job_opts {
     const char *mpirun;   /* the launcher: "mpirun" */
     const char *args;     /* more mpirun arguments, split at spaces (NULL: none) */
     double retry_s;       /* after a job ends, the next one starts this much later */
+    double timeout_s;     /* a step's reply is overdue after max(this, 20 × the last step) */
 } train_job_opts;
 
 typedef struct train_job {
@@ -36,7 +37,11 @@ typedef struct train_job {
     char dir[64];            /* the socket's private directory */
     char sock[100];          /* fits sockaddr_un.sun_path */
     const atomic_int *stop;  /* borrowed: the server is stopping (waits give up) */
-    double stop_seen;        /* when a wait first saw stop (it gives up 3 s later) */
+    double stop_seen;        /* when a wait first saw stop (waits give up 5 s later) */
+    double deadline;         /* the reply in wait must come before this (a hung rank) */
+    double step_s;           /* the last step's round trip */
+    double timeout_s;        /* train_job_opts.timeout_s */
+    int pending;             /* a request whose reply was given up on: read before the next */
     int exit_status;         /* mpirun's wait status once it ended */
     wire_stats *last;        /* owned: the last step's reply */
     eng_train_stats stats;   /* of the last completed step */
@@ -47,7 +52,9 @@ typedef struct train_job {
 int train_job_start(train_job *j, const train_job_opts *o, const void *blob, size_t len,
                     const atomic_int *stop, char *msg, size_t msglen);
 
-/* One data-parallel step on the batch's images; j->stats and j->last follow it. */
+/* One data-parallel step on the batch's images; j->stats and j->last follow it. A step gives up
+ * when mpirun ends, 5 s after the server began stopping, or when no reply came within
+ * max(timeout_s, 20 × the last step): a hung rank is then a lost job too. */
 int train_job_step(train_job *j, const eng_image *imgs, int n, char *msg, size_t msglen);
 /* The last completed step's checkpoint (malloc'd). */
 int train_job_save(train_job *j, uint8_t **blob, size_t *len, char *msg, size_t msglen);
@@ -55,8 +62,8 @@ int train_job_save(train_job *j, uint8_t **blob, size_t *len, char *msg, size_t 
 int train_job_resume(train_job *j, const void *blob, size_t len, char *msg, size_t msglen);
 int train_job_reseed(train_job *j, uint64_t seed, char *msg, size_t msglen);
 
-/* Ends the job: QUIT, then mpirun gets 10 s before SIGTERM and 5 more before SIGKILL; reaped.
- * Safe on a job that never started or already ended. */
+/* Ends the job: QUIT, then mpirun gets 10 s (1 s when the server is stopping) before SIGTERM and
+ * 5 s (1 s) more before SIGKILL; reaped. Safe on a job that never started or already ended. */
 void train_job_end(train_job *j);
 
 /* Why the job ended, from mpirun's exit ("mpirun exited with status 1", ...), into msg. */

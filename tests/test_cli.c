@@ -13,30 +13,9 @@
 
 /* Runs barlowd with args; returns its exit code and stores stderr (truncated) in msg. */
 static int run_barlowd(char *const args[], char *msg, size_t msglen) {
-    char errpath[] = "/tmp/barlowd-test-XXXXXX";
-    int fd = mkstemp(errpath);
-    cr_assert(fd >= 0);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(fd, 2);
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 1);
-        char *argv[24] = {BARLOWD_BIN};
-        for (int i = 0; args[i] && i < 22; i++) argv[i + 1] = args[i];
-        execv(BARLOWD_BIN, argv);
-        _exit(127);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n = read(fd, msg, msglen - 1);
-    msg[n > 0 ? n : 0] = 0;
-    close(fd);
-    unlink(errpath);
-    cr_assert(WIFEXITED(status), "barlowd did not exit normally (signal %d)",
-              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-    return WEXITSTATUS(status);
+    char *argv[24] = {BARLOWD_BIN};
+    for (int i = 0; args[i] && i < 22; i++) argv[i + 1] = args[i];
+    return tu_run(argv, msg, msglen);
 }
 
 static void write_file(const char *path, const void *data, size_t len) {

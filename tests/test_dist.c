@@ -24,49 +24,30 @@
 #define FIX(dir, name) BARLOWD_FIXTURES "/" dir "/" name
 
 /* Runs barlowd (ranks 0: directly; else under mpirun -np ranks) with args; returns its exit
- * code, stderr in msg. */
+ * code, stderr in msg. Open MPI as root (CI) needs its consent; one thread per rank on two
+ * cores; Open MPI's components leak at MPI_Finalize (see tests/CMakeLists.txt), so the launched
+ * ranks run without LeakSanitizer. */
 static int run(int ranks, char *const args[], char *msg, size_t msglen) {
-    char errpath[] = "/tmp/barlowd-dist-XXXXXX";
-    int fd = mkstemp(errpath);
-    cr_assert(fd >= 0);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(fd, 2);
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 1);
-        char np[8];
-        snprintf(np, sizeof np, "%d", ranks);
-        char *argv[40];
-        int k = 0;
-        if (ranks) {
-            /* Open MPI as root (CI) needs its consent; one thread per rank on two cores; Open
-             * MPI's components leak at MPI_Finalize (see tests/CMakeLists.txt) */
-            setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-            setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-            setenv("OMP_NUM_THREADS", "1", 1);
-            setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
-            argv[k++] = BARLOWD_MPIEXEC;
-            argv[k++] = "--oversubscribe";
-            argv[k++] = "-np";
-            argv[k++] = np;
-        }
-        argv[k++] = BARLOWD_BIN;
-        for (int i = 0; args[i] && k < 39; i++) argv[k++] = args[i];
-        argv[k] = NULL;
-        execv(argv[0], argv);
-        _exit(127);
+    char np[8];
+    snprintf(np, sizeof np, "%d", ranks);
+    char *argv[40];
+    int k = 0;
+    if (ranks) {
+        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+        argv[k++] = BARLOWD_MPIEXEC;
+        argv[k++] = "--oversubscribe";
+        argv[k++] = "-x";
+        argv[k++] = "OMP_NUM_THREADS=1";
+        argv[k++] = "-x";
+        argv[k++] = "ASAN_OPTIONS=detect_leaks=0";
+        argv[k++] = "-np";
+        argv[k++] = np;
     }
-    int status;
-    waitpid(pid, &status, 0);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n = read(fd, msg, msglen - 1);
-    msg[n > 0 ? n : 0] = 0;
-    close(fd);
-    unlink(errpath);
-    cr_assert(WIFEXITED(status), "did not exit normally (signal %d)",
-              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-    return WEXITSTATUS(status);
+    argv[k++] = BARLOWD_BIN;
+    for (int i = 0; args[i] && k < 39; i++) argv[k++] = args[i];
+    argv[k] = NULL;
+    return tu_run(argv, msg, msglen);
 }
 
 static float *read_floats(const char *path, size_t *n) {

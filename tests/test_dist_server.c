@@ -1,7 +1,7 @@
 /* test_dist_server.c — `barlowd serve --train-ranks 2`: the server trains through an MPI job of
  * two `barlowd train-rank` processes (mpirun --oversubscribe on this machine), keeps serving
- * when a rank dies (/status says "ranks_lost" and why), and trains again from the newest stored
- * version once a new job is up; SIGTERM still ends everything cleanly. */
+ * when a rank dies or hangs (/status says "ranks_lost" and why), and trains again from the newest
+ * stored version once a new job is up; SIGTERM still ends everything cleanly. */
 #define _DEFAULT_SOURCE /* usleep */
 #include <dirent.h>
 #include <signal.h>
@@ -81,7 +81,8 @@ Test(dist_server, trains_over_two_ranks_survives_a_dead_rank_and_resumes) {
      * leaks at MPI_Finalize, tests/CMakeLists.txt) while the server keeps its own */
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    const char *extra[] = {"--train-ranks", "2", "--train-retry", "2", "--batch", "8",
+    const char *extra[] = {"--train-ranks", "2", "--train-retry", "2", "--train-timeout", "3",
+                           "--batch", "8",
                            "--min-images", "16", "--publish-every", "10", "--gate", "no",
                            "--train-mpi-args",
                            "-x ASAN_OPTIONS=detect_leaks=0 -x OMP_NUM_THREADS=1", NULL};
@@ -125,6 +126,16 @@ Test(dist_server, trains_over_two_ranks_survives_a_dead_rank_and_resumes) {
         json_object_get(json_object_get(ck, "models"), "serving_version"));
     cr_expect(v >= published, "serving version %ld went back from %ld", v, published);
     json_decref(ck);
+
+    /* a hung rank (stopped, its sockets open): no answer within --train-timeout 3 s ends the
+     * job as a dead one does */
+    cr_assert(kill(n1, SIGSTOP) == 0);
+    wait_state(&s, "ranks_lost", 0, 40, error, sizeof error);
+    cr_expect(strstr(error, "did not answer within 3 s") != NULL, "/status error: %s", error);
+    kill(n1, SIGKILL); /* mpirun's SIGTERM waits in a stopped process */
+    kill(n1, SIGCONT);
+    long third = wait_state(&s, "training", 1, 60, error, sizeof error);
+    cr_expect(third > 0 && rank_pid(1) != n1, "no new job after the hung one");
     stop(&s); /* exit status 0: the job is ended and the last step published */
     cr_expect(rank_pid(0) == 0 && rank_pid(1) == 0, "a rank outlived the server");
 }

@@ -8,9 +8,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "eng_rng.h"
 #include <stdio.h>
 #include <jpeglib.h>
+
+int tu_run(char *const argv[], char *msg, size_t msglen) {
+    char errpath[] = "/tmp/barlowd-test-XXXXXX";
+    int fd = mkstemp(errpath);
+    cr_assert(fd >= 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, 2);
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, msg, msglen - 1);
+    msg[n > 0 ? n : 0] = 0;
+    close(fd);
+    unlink(errpath);
+    cr_assert(WIFEXITED(status), "%s did not exit normally (signal %d)", argv[0],
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return WEXITSTATUS(status);
+}
 
 char *tu_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");

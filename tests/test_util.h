@@ -35,6 +35,10 @@ void tu_coverage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * CPU detection that the engine uses; 0 otherwise. */
 int tu_cpu_has(const char *flag);
 
+/* Runs argv[0] (a path) with argv, stdout to /dev/null; returns its exit code (the test fails
+ * when it did not exit normally) and stores its stderr, truncated, in msg. */
+int tu_run(char *const argv[], char *msg, size_t msglen);
+
 /* Fills with deterministic pseudo-random normals. */
 void tu_randn(float *x, size_t n, unsigned long long seed, double scale);
 
