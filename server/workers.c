@@ -373,8 +373,8 @@ static int trainer_restart(train_worker *w, const void *blob, size_t len, svc_er
  * and a new job is tried from the newest stored checkpoint retry_s from now. */
 static void job_lost(train_worker *w, const char *what) {
     pthread_mutex_lock(&w->tr_mu);
-    w->held = w->job.stats;
     int was_up = w->job_up;
+    if (was_up) w->held = w->job.stats; /* a job that never started keeps the last one's */
     train_job_end(&w->job);
     w->job_up = 0;
     pthread_mutex_unlock(&w->tr_mu);
@@ -382,7 +382,6 @@ static void job_lost(train_worker *w, const char *what) {
     train_job_why(&w->job, end, sizeof end); /* now that mpirun is reaped: how it ended */
     if (was_up) snprintf(why, sizeof why, "%.120s; %.100s", what, end);
     else snprintf(why, sizeof why, "%.250s", what);
-    atomic_store(&w->published_step, w->held.step); /* the next job starts from the store */
     w->job_retry_at = cli_now() + w->job_opts.retry_s;
     say(w, "trainer: the training job of %d ranks ended: %s; serving goes on, a new job starts "
            "in %.0f s from the newest stored version\n", w->job_opts.ranks, why,
