@@ -107,20 +107,10 @@ Test(cli, unknown_flags_and_commands_are_refused) {
     cr_expect_eq(run_barlowd(a3, msg, sizeof msg), 0);
 }
 
-/* Writes an IDX file of n random-ish 12×12 images. */
-static void write_idx(const char *path, int n) {
-    FILE *f = fopen(path, "wb");
-    cr_assert(f != NULL);
-    unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n,
-                             0, 0, 0, 12, 0, 0, 0, 12};
-    fwrite(hdr, 1, 16, f);
-    for (int i = 0; i < n * 144; i++) fputc((i * 37 + i / 144 * 11) & 255, f);
-    fclose(f);
-}
 
 Test(cli, train_writes_a_checkpoint_that_resumes_and_embeds) {
     char msg[4096];
-    write_idx("/tmp/barlowd-test-train.idx", 40);
+    tu_write_idx("/tmp/barlowd-test-train.idx", 40, 0);
     unlink("/tmp/barlowd-test-ckpt.bin");
     char *train[] = {"train", "--data", "/tmp/barlowd-test-train.idx", "--model", "tiny",
                      "--steps", "3", "--batch", "8", "--checkpoint", "/tmp/barlowd-test-ckpt.bin",

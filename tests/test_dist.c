@@ -195,16 +195,6 @@ Test(dist, step_on_2_and_3_ranks_equals_one_process_odd) { step_on_ranks("odd");
 /* wide64: the layers where our AVX2 Winograd runs */
 Test(dist, step_on_2_and_3_ranks_equals_one_process_wide64) { step_on_ranks("wide64"); }
 
-/* Writes an IDX file of n 12×12 images of a varied pattern. */
-static void write_idx(const char *path, int n) {
-    FILE *f = fopen(path, "wb");
-    cr_assert(f != NULL);
-    unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n,
-                             0, 0, 0, 12, 0, 0, 0, 12};
-    fwrite(hdr, 1, 16, f);
-    for (int i = 0; i < n * 144; i++) fputc((i * 37 + i / 144 * 11 + (i * i) % 13) & 255, f);
-    fclose(f);
-}
 
 static eng_ckpt_weights load_ckpt(const char *path) {
     size_t len;
@@ -228,7 +218,7 @@ static void train(int ranks, int steps, const char *ckpt, int resume) {
 }
 
 Test(dist, training_on_2_and_3_ranks_follows_one_process_also_across_a_resume) {
-    write_idx("/tmp/barlowd-dist.idx", 60);
+    tu_write_idx("/tmp/barlowd-dist.idx", 60, 1);
     const char *one = "/tmp/barlowd-dist-one.ckpt";
     unlink(one);
     train(0, 6, one, 0);

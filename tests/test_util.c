@@ -16,6 +16,17 @@
 #include <stdio.h>
 #include <jpeglib.h>
 
+void tu_write_idx(const char *path, int n, int varied) {
+    FILE *f = fopen(path, "wb");
+    cr_assert(f != NULL, "cannot write %s", path);
+    unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n,
+                             0, 0, 0, 12, 0, 0, 0, 12};
+    fwrite(hdr, 1, 16, f);
+    for (int i = 0; i < n * 144; i++)
+        fputc((i * 37 + i / 144 * 11 + (varied ? (i * i) % 13 : 0)) & 255, f);
+    fclose(f);
+}
+
 int tu_run(char *const argv[], char *msg, size_t msglen) {
     char errpath[] = "/tmp/barlowd-test-XXXXXX";
     int fd = mkstemp(errpath);

@@ -39,6 +39,9 @@ int tu_cpu_has(const char *flag);
  * when it did not exit normally) and stores its stderr, truncated, in msg. */
 int tu_run(char *const argv[], char *msg, size_t msglen);
 
+/* Writes an IDX file of n 12×12 gray images of a fixed pattern (varied: one with more texture). */
+void tu_write_idx(const char *path, int n, int varied);
+
 /* Fills with deterministic pseudo-random normals. */
 void tu_randn(float *x, size_t n, unsigned long long seed, double scale);
 
