@@ -180,6 +180,13 @@ int cmd_serve(int argc, char **argv) {
     void *newest = NULL;
     size_t newest_len = 0;
     if (choose_model(st, &o, &cfg, &batch, &newest, &newest_len)) goto done;
+    if (o.train && o.train_ranks > batch) {
+        fprintf(stderr, "error: --train-ranks %ld: a batch of %d cannot be shared by more ranks "
+                        "than images\n", o.train_ranks, batch);
+        free(newest);
+        rc = CLI_BAD_INPUT;
+        goto done;
+    }
 
     uint8_t *initial = NULL;
     size_t initial_len = 0;

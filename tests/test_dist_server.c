@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "server_util.h"
+#include "test_util.h"
 
 TestSuite(dist_server, .init = make_dir, .fini = remove_dir, .timeout = 600);
 
@@ -138,4 +139,13 @@ Test(dist_server, trains_over_two_ranks_survives_a_dead_rank_and_resumes) {
     cr_expect(third > 0 && rank_pid(1) != n1, "no new job after the hung one");
     stop(&s); /* exit status 0: the job is ended and the last step published */
     cr_expect(rank_pid(0) == 0 && rank_pid(1) == 0, "a rank outlived the server");
+}
+
+Test(dist_server, more_ranks_than_images_in_a_batch_is_refused_at_start) {
+    char db[160], msg[2048];
+    snprintf(db, sizeof db, "%s/refused.db", dir);
+    char *argv[] = {BARLOWD_BIN, "serve", "--listen", "127.0.0.1:0", "--db", db, "--model", "tiny",
+                    "--batch", "4", "--train-ranks", "8", NULL};
+    cr_expect_eq(tu_run(argv, msg, sizeof msg), 2, "stderr: %s", msg);
+    cr_expect(strstr(msg, "cannot be shared by more ranks than images") != NULL, "stderr: %s", msg);
 }
