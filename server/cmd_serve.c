@@ -206,7 +206,7 @@ int cmd_serve(int argc, char **argv) {
     tw.release_after = (double)o.release_after;
     if (o.train_ranks >= 2) {
         train_job_opts jo = {(int)o.train_ranks, o.train_hosts, o.train_mpirun, o.train_mpi_args,
-                             (double)o.train_retry, (double)o.train_timeout};
+                             (double)o.train_retry, (double)o.train_timeout, NULL};
         train_worker_use_job(&tw, &jo);
     }
     svc_opts sv = svc_defaults();

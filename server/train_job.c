@@ -164,12 +164,16 @@ int train_job_start(train_job *j, const train_job_opts *o, const void *blob, siz
     j->timeout_s = o->timeout_s;
     int lfd = -1;
     char self[4096];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (sl <= 0) {
-        snprintf(msg, n, "cannot find this program (/proc/self/exe)");
-        return -1;
+    if (o->program) {
+        snprintf(self, sizeof self, "%s", o->program);
+    } else {
+        ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (sl <= 0) {
+            snprintf(msg, n, "cannot find this program (/proc/self/exe)");
+            return -1;
+        }
+        self[sl] = 0;
     }
-    self[sl] = 0;
     snprintf(j->dir, sizeof j->dir, "/tmp/barlowd-job.XXXXXX");
     if (!mkdtemp(j->dir)) {
         snprintf(msg, n, "cannot make the job's socket directory: %s", strerror(errno));

@@ -29,6 +29,7 @@ typedef struct train_job_opts {
     const char *args;     /* more mpirun arguments, split at spaces (NULL: none) */
     double retry_s;       /* after a job ends, the next one starts this much later */
     double timeout_s;     /* a step's reply is overdue after max(this, 20 × the last step) */
+    const char *program;  /* the barlowd the ranks run (NULL: this process's own executable) */
 } train_job_opts;
 
 typedef struct train_job {
