@@ -230,6 +230,8 @@ fail:
     return -1;
 }
 
+int train_job_batches_wanted(const train_job *j) { return j->ahead ? 1 : 2; }
+
 int train_job_step(train_job *j, const eng_image *imgs, int n, char *msg, size_t msglen) {
     size_t len;
     uint8_t *p = wire_pack_images(imgs, n, &len), *out = NULL;
@@ -248,6 +250,7 @@ int train_job_step(train_job *j, const eng_image *imgs, int n, char *msg, size_t
     }
     memcpy(j->last, out, sizeof *j->last);
     free(out);
+    j->ahead = j->last->queued > 0;
     const wire_stats *s = j->last;
     j->stats.step = (long)s->step;
     j->stats.loss = s->loss;
@@ -263,11 +266,13 @@ int train_job_save(train_job *j, uint8_t **blob, size_t *len, char *msg, size_t 
 }
 
 int train_job_resume(train_job *j, const void *blob, size_t len, char *msg, size_t msglen) {
+    j->ahead = 0; /* the job drops the batches it held */
     return call_ok(j, WIRE_RESUME, blob, len, msg, msglen);
 }
 
 int train_job_reseed(train_job *j, uint64_t seed, char *msg, size_t msglen) {
     long step = j->stats.step;
+    j->ahead = 0;
     if (call_ok(j, WIRE_RESEED, &seed, sizeof seed, msg, msglen)) return -1;
     j->stats.step = step;
     return 0;

@@ -43,6 +43,7 @@ typedef struct train_job {
     double step_s;           /* the last step's round trip */
     double timeout_s;        /* train_job_opts.timeout_s */
     int pending;             /* a request whose reply was given up on: read before the next */
+    int ahead;               /* 1 when the job holds the next step's batch already */
     int exit_status;         /* mpirun's wait status once it ended */
     wire_stats *last;        /* owned: the last step's reply */
     eng_train_stats stats;   /* of the last completed step */
@@ -53,7 +54,13 @@ typedef struct train_job {
 int train_job_start(train_job *j, const train_job_opts *o, const void *blob, size_t len,
                     const atomic_int *stop, char *msg, size_t msglen);
 
-/* One data-parallel step on the batch's images; j->stats and j->last follow it. A step gives up
+/* How many batches the next step should carry: 2 (the step's and the next one's) when the job
+ * holds none ahead (after START, RESUME and RESEED), else 1 (the next one's). The job trains
+ * the oldest batch it holds and augments the next while it trains. */
+int train_job_batches_wanted(const train_job *j);
+
+/* One data-parallel step: imgs are train_job_batches_wanted batches of training copies, and the
+ * job trains the oldest it holds; j->stats and j->last follow it. A step gives up
  * when mpirun ends, 5 s after the server began stopping, or when no reply came within
  * max(timeout_s, 20 × the last step): a hung rank is then a lost job too. */
 int train_job_step(train_job *j, const eng_image *imgs, int n, char *msg, size_t msglen);

@@ -7,10 +7,13 @@
  * (little-endian, as both ends run on this machine) and the payload:
  *
  *   START  checkpoint blob     build the job's trainer from it      → OK (step) | ERR (text)
- *   STEP   the batch's images  one data-parallel step on them       → STATS | ERR
+ *   STEP   0–2 batches' images one data-parallel step on the oldest  → STATS | ERR
+ *                              batch held; the sent ones join the queue (the server sends a
+ *                              batch a step ahead, so that the job augments it while it trains)
  *   SAVE   (none)              the last completed step's checkpoint → BLOB | ERR
  *   RESUME checkpoint blob     go back to it (the quality gate)     → OK (step) | ERR
  *   RESEED u64 seed            draw augmentations from a new seed   → OK (step) | ERR
+ *                              (START, RESUME and RESEED drop the queued batches)
  *   QUIT   (none)              every rank ends                      (no reply)
  *
  * Images travel as u32 count, then per image u32 width, height, channels and its HWC bytes:
@@ -41,6 +44,7 @@ typedef struct wire_stats {
     int32_t corr_side, corr_d;             /* rows of corr; the projector's D */
     float corr[WIRE_CORR_MAX * WIRE_CORR_MAX];
     double mpi_seconds, mpi_bytes;         /* rank 0's collectives so far */
+    int32_t queued;                        /* batches the job holds for the next steps */
 } wire_stats;
 
 /* Sends a frame whose payload is a then b (either may be empty). 0, or -1 with errno. */

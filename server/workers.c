@@ -322,11 +322,12 @@ static void draw_on_proxy(void *arg) {
     j->filled = got > 0 ? got : 0;
 }
 
-/* One step of the MPI job: the batch's training copies from the store (waiting while there are
- * none, as the service's trainer does), then the job's step. */
+/* One step of the MPI job: the next batch's training copies from the store (waiting while there
+ * are none, as the service's trainer does; two batches when the job holds none ahead), then the
+ * job's step, which trains the batch it holds while augmenting the one sent. */
 static int job_step(train_worker *w, svc_err *err) {
-    int n = w->batch;
-    for (int i = 0; i < n; i++) eng_image_free(&w->job_imgs[i]);
+    int n = w->batch * train_job_batches_wanted(&w->job);
+    for (int i = 0; i < 2 * w->batch; i++) eng_image_free(&w->job_imgs[i]);
     for (int from = 0; from < n;) {
         if (atomic_load(&w->stop)) return eng_fail(err, "stopping");
         draw_job j = {w, from, n, 0};
@@ -498,7 +499,7 @@ int train_worker_start(train_worker *w, svc *s) {
     w->s = s; /* the trainer, built when training starts, draws images from it */
     svc_report_ranks(s, use_job(w) ? w->job_opts.ranks : 1);
     if (use_job(w) && !w->job_imgs) {
-        w->job_imgs = calloc((size_t)w->batch, sizeof *w->job_imgs);
+        w->job_imgs = calloc(2 * (size_t)w->batch, sizeof *w->job_imgs); /* a step, and the next */
         if (!w->job_imgs) return -1;
     }
     if (pthread_create(&w->thread, NULL, train_main, w)) return -1;
@@ -584,7 +585,7 @@ void train_worker_free(train_worker *w) {
     raise_stop(w);
     svc_trainer_free(&w->tr); /* joins the augmentation thread (its source sees stop) */
     if (w->job_up) train_job_end(&w->job);
-    for (int i = 0; w->job_imgs && i < w->batch; i++) eng_image_free(&w->job_imgs[i]);
+    for (int i = 0; w->job_imgs && i < 2 * w->batch; i++) eng_image_free(&w->job_imgs[i]);
     free(w->job_imgs);
     proxy_stop(&w->proxy);    /* after its last caller */
     free(w->corr);

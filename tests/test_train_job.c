@@ -84,10 +84,17 @@ Test(train_job, steps_saves_resumes_and_reseeds_as_the_trainer_does, .timeout = 
     char msg[512];
     cr_assert(train_job_start(&j, &o, blob0, len0, &stop, msg, sizeof msg) == 0, "%s", msg);
     cr_expect_eq(j.stats.step, 0);
+    /* as the server sends them: the first step carries its batch and the next (which the job
+     * augments while it trains), the second carries none here (the server would send the third) */
+    cr_expect_eq(train_job_batches_wanted(&j), 2);
+    eng_image both[2 * BATCH];
+    memcpy(both, src.imgs[0], sizeof src.imgs[0]);
+    memcpy(both + BATCH, src.imgs[1], sizeof src.imgs[1]);
     double job_loss[2];
     for (int s = 0; s < 2; s++) {
-        cr_assert(train_job_step(&j, src.imgs[s], BATCH, msg, sizeof msg) == 0, "%s", msg);
+        cr_assert(train_job_step(&j, both, s == 0 ? 2 * BATCH : 0, msg, sizeof msg) == 0, "%s", msg);
         cr_expect_eq(j.stats.step, s + 1);
+        cr_expect_eq(train_job_batches_wanted(&j), s == 0 ? 1 : 2, "after step %d", s + 1);
         job_loss[s] = j.stats.loss;
         cr_expect(rel(job_loss[s], local_loss[s]) < 1e-5, "step %d: job loss %.9g, one process %.9g",
                   s + 1, job_loss[s], local_loss[s]);
@@ -101,9 +108,10 @@ Test(train_job, steps_saves_resumes_and_reseeds_as_the_trainer_does, .timeout = 
     cr_assert(eng_checkpoint_peek(blob2, len2, NULL, &meta, &err) == 0, "%s", err.msg);
     cr_expect_eq(meta.step, 2, "the job saved step %llu", (unsigned long long)meta.step);
 
-    /* back to step 0: the same two steps again */
+    /* back to step 0: the same two steps again, one batch a step (nothing held ahead) */
     cr_assert(train_job_resume(&j, blob0, len0, msg, sizeof msg) == 0, "%s", msg);
     cr_expect_eq(j.stats.step, 0);
+    cr_expect_eq(train_job_batches_wanted(&j), 2, "a resume keeps batches ahead");
     for (int s = 0; s < 2; s++) {
         cr_assert(train_job_step(&j, src.imgs[s], BATCH, msg, sizeof msg) == 0, "%s", msg);
         cr_expect(rel(j.stats.loss, job_loss[s]) < 1e-6, "replayed step %d: %.9g, first %.9g",
@@ -116,6 +124,13 @@ Test(train_job, steps_saves_resumes_and_reseeds_as_the_trainer_does, .timeout = 
     cr_assert(train_job_step(&j, src.imgs[0], BATCH, msg, sizeof msg) == 0, "%s", msg);
     cr_expect(rel(j.stats.loss, job_loss[0]) > 1e-4, "reseeded step 1 gave the same loss %.9g",
               j.stats.loss);
+    /* a step after a resume with a batch queued before it: the queue was dropped, so a step
+     * with no batch has nothing to train and is the job's error, which ends the job */
+    cr_assert(train_job_resume(&j, blob0, len0, msg, sizeof msg) == 0, "%s", msg);
+    cr_expect(train_job_step(&j, both, 0, msg, sizeof msg) != 0, "a step without a batch ran");
+    cr_expect(strstr(msg, "without a batch") != NULL, "%s", msg);
+    train_job_end(&j);
+    cr_assert(train_job_start(&j, &o, blob0, len0, &stop, msg, sizeof msg) == 0, "%s", msg);
     /* a batch of the wrong size is the job's error, reported, and ends the job */
     cr_expect(train_job_step(&j, src.imgs[0], BATCH - 1, msg, sizeof msg) != 0);
     cr_expect(strstr(msg, "training job") != NULL, "%s", msg);

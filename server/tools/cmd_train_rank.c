@@ -5,8 +5,8 @@
  * request and broadcasts it to the other ranks; every rank then acts on it (START builds the
  * shard trainer from a checkpoint, STEP trains its shard of the images the server sent, RESUME
  * and RESEED move the trainer as the server's own trainer would move), and rank 0 replies.
- * The images of a step reach the trainer's augmentation thread through a hand-off: the thread's
- * source waits for the batch the main thread received. Any failure on any rank ends the whole
+ * The images reach the trainer's augmentation thread through a hand-off queue: the thread's
+ * source waits for the batches the main thread received, which the server sends a step ahead. Any failure on any rank ends the whole
  * job (MPI_Abort): the server sees its connection close and keeps serving. */
 #include <pthread.h>
 #include <stdio.h>
@@ -25,14 +25,17 @@
 #include "commands.h"
 #include "train_wire.h"
 
-/* The batch the main thread received, on its way to the augmentation thread's source. */
+/* The batches the main thread received, on their way to the augmentation thread's source: a
+ * queue, because the server sends each batch one step ahead (STEP k carries batch k+1), so that
+ * batch k+1 is augmented while step k trains. */
+#define HANDOFF_MAX 3
 typedef struct handoff {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    eng_image *next; /* posted by the main thread, owned here until the source takes it */
-    int n_next, has_next;
+    eng_image *queue[HANDOFF_MAX]; /* posted batches, oldest first, owned here until taken */
+    int nq;
+    int batch;       /* images per batch */
     eng_image *cur;  /* the batch the source handed out last (valid until its next call) */
-    int n_cur;
     int cancel;      /* the trainer is about to drop its prefetcher: the source gives up */
 } handoff;
 
@@ -44,41 +47,52 @@ static void free_images(eng_image *imgs, int n) {
 static int handoff_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
     handoff *h = ctx;
     pthread_mutex_lock(&h->mu);
-    free_images(h->cur, h->n_cur);
+    free_images(h->cur, h->batch);
     h->cur = NULL;
-    h->n_cur = 0;
-    while (!h->has_next && !h->cancel) pthread_cond_wait(&h->cv, &h->mu);
-    if (!h->has_next) {
+    while (!h->nq && !h->cancel) pthread_cond_wait(&h->cv, &h->mu);
+    if (h->cancel || n != h->batch) {
         pthread_mutex_unlock(&h->mu);
         return eng_fail(err, "the trainer moved on");
     }
-    if (h->n_next != n) {
-        int got = h->n_next;
-        pthread_mutex_unlock(&h->mu);
-        return eng_fail(err, "the server sent %d images for a batch of %d", got, n);
-    }
-    h->cur = h->next;
-    h->n_cur = h->n_next;
-    h->next = NULL;
-    h->has_next = 0;
+    h->cur = h->queue[0];
+    memmove(h->queue, h->queue + 1, sizeof *h->queue * (size_t)(HANDOFF_MAX - 1));
+    h->queue[--h->nq] = NULL;
     pthread_mutex_unlock(&h->mu);
     for (int i = 0; i < n; i++) srcs[i] = eng_image_as_src(&h->cur[i]);
     return 0;
 }
 
-static void handoff_post(handoff *h, eng_image *imgs, int n) {
+/* Queues imgs[0 .. k·batch) as k batches (taking ownership of their pixels; imgs is freed).
+ * -1 when they do not fit. */
+static int handoff_post(handoff *h, eng_image *imgs, int n) {
     pthread_mutex_lock(&h->mu);
-    free_images(h->next, h->n_next);
-    h->next = imgs;
-    h->n_next = n;
-    h->has_next = 1;
+    int k = n / h->batch, bad = n % h->batch || h->nq + k > HANDOFF_MAX;
+    for (int b = 0; b < k && !bad; b++) {
+        eng_image *one = malloc(sizeof *one * (size_t)h->batch);
+        if (!one) {
+            bad = 1;
+            break;
+        }
+        memcpy(one, imgs + (size_t)b * h->batch, sizeof *one * (size_t)h->batch);
+        memset(imgs + (size_t)b * h->batch, 0, sizeof *one * (size_t)h->batch);
+        h->queue[h->nq++] = one;
+    }
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
+    free_images(imgs, n); /* what was not queued */
+    return bad ? -1 : 0;
 }
 
+/* on = 1: the source gives up (the prefetcher is about to be dropped); on = 0: the queued
+ * batches are dropped too (a resumed or reseeded stream starts from the server's next ones). */
 static void handoff_cancel(handoff *h, int on) {
     pthread_mutex_lock(&h->mu);
     h->cancel = on;
+    if (!on) {
+        for (int q = 0; q < h->nq; q++) free_images(h->queue[q], h->batch);
+        memset(h->queue, 0, sizeof h->queue);
+        h->nq = 0;
+    }
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
 }
@@ -90,6 +104,7 @@ typedef struct rank_job {
     handoff h;
     eng_trainer t;
     int have_trainer;
+    int held;         /* batches sent and not yet trained (queued, or in the prefetcher) */
     char msg[ENG_ERR_LEN + 64];
 } rank_job;
 
@@ -122,6 +137,7 @@ static void drop_trainer(rank_job *j) {
     eng_trainer_free(&j->t);
     handoff_cancel(&j->h, 0);
     j->have_trainer = 0;
+    j->held = 0;
 }
 
 static int start(rank_job *j, const uint8_t *blob, size_t len) {
@@ -136,6 +152,11 @@ static int start(rank_job *j, const uint8_t *blob, size_t len) {
         goto fail;
     }
     eng_trainer_cfg tc = eng_trainer_defaults(&cfg, batch);
+    pthread_mutex_lock(&j->h.mu);
+    free_images(j->h.cur, j->h.batch); /* of the old batch size */
+    j->h.cur = NULL;
+    j->h.batch = batch;
+    pthread_mutex_unlock(&j->h.mu);
     int first, count;
     eng_comm_shard(&j->comm, batch, &first, &count);
     if (eng_trainer_create_shard(&j->t, &cfg, &tc, first, count, j->comm.size > 1 ? &j->red : NULL,
@@ -155,18 +176,29 @@ static int step(rank_job *j, const uint8_t *p, size_t len, wire_stats *st) {
         snprintf(j->msg, sizeof j->msg, "a step before the trainer was started");
         return -1;
     }
-    int cap = j->t.cfg.batch, n = 0;
+    int cap = HANDOFF_MAX * j->t.cfg.batch, n = 0;
     eng_image *imgs = calloc((size_t)cap, sizeof *imgs);
     if (!imgs || wire_unpack_images(p, len, imgs, cap, &n)) {
         free(imgs);
         snprintf(j->msg, sizeof j->msg, "a bad batch from the server");
         return -1;
     }
-    handoff_post(&j->h, imgs, n);
+    j->held += n / j->t.cfg.batch;
+    if (!j->held) {
+        free_images(imgs, n);
+        snprintf(j->msg, sizeof j->msg, "a step without a batch");
+        return -1;
+    }
+    if (handoff_post(&j->h, imgs, n)) {
+        snprintf(j->msg, sizeof j->msg, "the server sent %d images: not whole batches of %d, or "
+                                        "more than %d queued", n, j->t.cfg.batch, HANDOFF_MAX);
+        return -1;
+    }
     if (eng_trainer_step(&j->t, &err)) {
         snprintf(j->msg, sizeof j->msg, "step %ld: %s", j->t.stats.step, err.msg);
         return -1;
     }
+    j->held--;
     memset(st, 0, sizeof *st);
     const eng_train_stats *s = &j->t.stats;
     st->step = s->step;
@@ -179,6 +211,7 @@ static int step(rank_job *j, const uint8_t *p, size_t len, wire_stats *st) {
     st->corr_d = j->t.model.loss.d;
     st->mpi_seconds = j->comm.seconds;
     st->mpi_bytes = j->comm.bytes;
+    st->queued = j->held;
     return 0;
 }
 
@@ -269,6 +302,7 @@ int cmd_train_rank(int argc, char **argv) {
                 handoff_cancel(&j->h, 1);
                 bad = eng_trainer_resume(&j->t, p, len, &err);
                 handoff_cancel(&j->h, 0);
+                j->held = 0;
                 if (bad) snprintf(j->msg, sizeof j->msg, "resuming: %s", err.msg);
             }
             at = j->have_trainer ? j->t.stats.step : 0;
@@ -285,6 +319,7 @@ int cmd_train_rank(int argc, char **argv) {
             handoff_cancel(&j->h, 1);
             eng_trainer_reseed(&j->t, seed);
             handoff_cancel(&j->h, 0);
+            j->held = 0;
             at = j->t.stats.step;
             bad = reply(j, WIRE_OK, &at, sizeof at);
             break;
@@ -319,8 +354,8 @@ done:
         if (joined) eng_comm_abort(&j->comm, rc);
     }
     drop_trainer(j);
-    free_images(j->h.next, j->h.n_next);
-    free_images(j->h.cur, j->h.n_cur);
+    handoff_cancel(&j->h, 0); /* the queue */
+    free_images(j->h.cur, j->h.batch);
     if (j->fd >= 0) close(j->fd);
     if (joined) eng_comm_finish(&j->comm);
     pthread_mutex_destroy(&j->h.mu);
