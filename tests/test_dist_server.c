@@ -45,8 +45,8 @@ static long wait_state(const server *s, const char *want, long min_step, double 
     return -1;
 }
 
-/* The parent of pid (from /proc/PID/stat), 0 when gone. */
-static pid_t parent_of(pid_t pid) {
+/* A process's state letter and parent from /proc/PID/stat; 0 when it is gone. */
+static int proc_stat(pid_t pid, char *state, pid_t *parent) {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "r");
@@ -56,23 +56,22 @@ static pid_t parent_of(pid_t pid) {
     buf[k] = 0;
     const char *end = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
     int ppid = 0;
-    if (!end || sscanf(end + 1, " %*c %d", &ppid) != 1) return 0;
-    return (pid_t)ppid;
+    if (!end || sscanf(end + 1, " %c %d", state, &ppid) != 2) return 0;
+    *parent = (pid_t)ppid;
+    return 1;
+}
+
+static pid_t parent_of(pid_t pid) {
+    char state;
+    pid_t parent;
+    return proc_stat(pid, &state, &parent) ? parent : 0;
 }
 
 /* 1 while pid runs (a zombie that no one reaped yet has ended). */
 static int alive(pid_t pid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    size_t k = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[k] = 0;
-    const char *end = strrchr(buf, ')');
-    char state = 0;
-    if (!end || sscanf(end + 1, " %c", &state) != 1) return 0;
-    return state != 'Z' && state != 'X';
+    char state;
+    pid_t parent;
+    return proc_stat(pid, &state, &parent) && state != 'Z' && state != 'X';
 }
 
 /* 1 when pid descends from ancestor (another suite's jobs on this machine are not ours). */
