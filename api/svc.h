@@ -347,6 +347,13 @@ int svc_reembed_newest(svc *s, svc_err *err);
  * under SCHED_IDLE and make every store and service call through it (the server's proxy). */
 typedef void (*svc_run_fn)(void *runner, void (*fn)(void *arg), void *arg);
 
+/* n training copies into imgs (each to be freed with eng_image_free), drawn by
+ * svc_training_sample through run(runner, ...) (run NULL: directly), waiting 100 ms at a time
+ * while there are not enough live images. Gives up (-1, "stopping") once *stop (may be NULL)
+ * reads non-zero. Both the service's trainer and the server's MPI training job draw this way. */
+int svc_training_draw(svc *s, uint64_t *rng, eng_image *imgs, int n, const atomic_int *stop,
+                      svc_run_fn run, void *runner, svc_err *err);
+
 /* The trainer of the service's model and its store-backed image source. The source draws live
  * images' training copies on the augmentation thread, through `run`, waiting while there are
  * none; it fails only once *stop is set. */

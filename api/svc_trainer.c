@@ -8,24 +8,36 @@
 #include "svc_internal.h"
 
 typedef struct sample_job {
-    svc_trainer *tr;
     svc *s;
-    int from, n; /* fill imgs[from, n) */
-    int filled;  /* out: how many from `from` on */
+    uint64_t *rng;
+    eng_image *imgs;
+    int n;       /* fill imgs[0, n) */
+    int filled;  /* out: how many */
 } sample_job;
 
 static void sample_on_runner(void *arg) {
     sample_job *j = arg;
     svc_err e = {0};
-    int got = svc_training_sample(j->s, &j->tr->rng, j->tr->imgs + j->from, j->n - j->from, &e);
+    int got = svc_training_sample(j->s, j->rng, j->imgs, j->n, &e);
     j->filled = got > 0 ? got : 0;
 }
 
-static void call(svc_trainer *tr, void (*fn)(void *), void *arg) {
-    if (tr->run)
-        tr->run(tr->runner, fn, arg);
-    else
-        fn(arg);
+int svc_training_draw(svc *s, uint64_t *rng, eng_image *imgs, int n, const atomic_int *stop,
+                      svc_run_fn run, void *runner, svc_err *err) {
+    for (int from = 0; from < n;) {
+        if (stop && atomic_load(stop)) return eng_fail(err, "stopping");
+        sample_job j = {s, rng, imgs + from, n - from, 0};
+        if (run)
+            run(runner, sample_on_runner, &j);
+        else
+            sample_on_runner(&j);
+        from += j.filled;
+        if (from < n) {
+            struct timespec pause = {0, 100 * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+    }
+    return 0;
 }
 
 /* The trainer's source of images (on the augmentation thread): n random live images. Waits
@@ -39,18 +51,9 @@ static int store_fill(void *ctx, eng_aug_src *srcs, int n, eng_err *err) {
         tr->ready_thread = self;
     }
     for (int i = 0; i < n; i++) eng_image_free(&tr->imgs[i]);
-    for (int from = 0; from < n;) {
-        if (tr->stop && atomic_load(tr->stop)) return eng_fail(err, "stopping");
-        svc *s = atomic_load(&tr->s);
-        if (!s) return eng_fail(err, "trainer: no service to draw images from");
-        sample_job j = {tr, s, from, n, 0};
-        call(tr, sample_on_runner, &j);
-        from += j.filled;
-        if (from < n) {
-            struct timespec pause = {0, 100 * 1000000L};
-            nanosleep(&pause, NULL);
-        }
-    }
+    svc *s = atomic_load(&tr->s);
+    if (!s) return eng_fail(err, "trainer: no service to draw images from");
+    if (svc_training_draw(s, &tr->rng, tr->imgs, n, tr->stop, tr->run, tr->runner, err)) return -1;
     for (int i = 0; i < n; i++) srcs[i] = eng_image_as_src(&tr->imgs[i]);
     return 0;
 }

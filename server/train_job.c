@@ -271,11 +271,8 @@ int train_job_resume(train_job *j, const void *blob, size_t len, char *msg, size
 }
 
 int train_job_reseed(train_job *j, uint64_t seed, char *msg, size_t msglen) {
-    long step = j->stats.step;
     j->ahead = 0;
-    if (call_ok(j, WIRE_RESEED, &seed, sizeof seed, msg, msglen)) return -1;
-    j->stats.step = step;
-    return 0;
+    return call_ok(j, WIRE_RESEED, &seed, sizeof seed, msg, msglen); /* OK carries the step */
 }
 
 /* Waits up to s seconds for mpirun to end; 1 when it has. */

@@ -308,33 +308,14 @@ static int release_trainer(train_worker *w, double idle_s) {
     return 0;
 }
 
-typedef struct draw_job {
-    train_worker *w;
-    int from, n;
-    int filled;
-} draw_job;
-
-static void draw_on_proxy(void *arg) {
-    draw_job *j = arg;
-    svc_err e = {0};
-    int got = svc_training_sample(j->w->s, &j->w->job_rng, j->w->job_imgs + j->from, j->n - j->from,
-                                  &e);
-    j->filled = got > 0 ? got : 0;
-}
-
 /* One step of the MPI job: the next batch's training copies from the store (waiting while there
  * are none, as the service's trainer does; two batches when the job holds none ahead), then the
  * job's step, which trains the batch it holds while augmenting the one sent. */
 static int job_step(train_worker *w, svc_err *err) {
     int n = w->batch * train_job_batches_wanted(&w->job);
     for (int i = 0; i < 2 * w->batch; i++) eng_image_free(&w->job_imgs[i]);
-    for (int from = 0; from < n;) {
-        if (atomic_load(&w->stop)) return eng_fail(err, "stopping");
-        draw_job j = {w, from, n, 0};
-        proxy_call(&w->proxy, draw_on_proxy, &j);
-        from += j.filled;
-        if (from < n) sleep_ms(100);
-    }
+    if (svc_training_draw(w->s, &w->job_rng, w->job_imgs, n, &w->stop, proxy_run, &w->proxy, err))
+        return -1;
     if (train_job_step(&w->job, w->job_imgs, n, err->msg, sizeof err->msg)) {
         err->code = ERR_INTERNAL;
         return -1;

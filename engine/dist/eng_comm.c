@@ -49,12 +49,22 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* A collective of `bytes` payload begins: counted, and its start time returned for end_call(). */
+static double begin_call(eng_comm *c, size_t bytes) {
+    c->calls++;
+    c->bytes += (double)bytes;
+    return now_s();
+}
+
+static int end_call(eng_comm *c, double t0) {
+    c->seconds += now_s() - t0;
+    return 0;
+}
+
 /* Reduce to rank 0, then broadcast: the same bits on every rank (see eng_comm.h). */
 static int sum(eng_comm *c, void *buf, size_t n, MPI_Datatype t, size_t elem, eng_err *err) {
     if (c->size == 1) return 0;
-    double t0 = now_s();
-    c->calls++;
-    c->bytes += (double)(n * elem);
+    double t0 = begin_call(c, n * elem);
     char *p = buf;
     for (size_t done = 0; done < n;) {
         int k = n - done > PIECE ? PIECE : (int)(n - done);
@@ -66,8 +76,7 @@ static int sum(eng_comm *c, void *buf, size_t n, MPI_Datatype t, size_t elem, en
         if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", rc);
         done += (size_t)k;
     }
-    c->seconds += now_s() - t0;
-    return 0;
+    return end_call(c, t0);
 }
 
 int eng_comm_sum_f32(eng_comm *c, float *buf, size_t n, eng_err *err) {
@@ -81,9 +90,7 @@ int eng_comm_sum_f64(eng_comm *c, double *buf, size_t n, eng_err *err) {
 int eng_comm_bcast(eng_comm *c, void *buf, size_t bytes, int root, eng_err *err) {
     assert(root >= 0 && root < c->size);
     if (c->size == 1) return 0;
-    double t0 = now_s();
-    c->calls++;
-    c->bytes += (double)bytes;
+    double t0 = begin_call(c, bytes);
     char *p = buf;
     for (size_t done = 0; done < bytes;) {
         int k = bytes - done > PIECE ? PIECE : (int)(bytes - done);
@@ -91,8 +98,7 @@ int eng_comm_bcast(eng_comm *c, void *buf, size_t bytes, int root, eng_err *err)
         if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", rc);
         done += (size_t)k;
     }
-    c->seconds += now_s() - t0;
-    return 0;
+    return end_call(c, t0);
 }
 
 int eng_comm_gather(eng_comm *c, const void *mine, size_t bytes, void *out, eng_err *err) {
@@ -101,9 +107,7 @@ int eng_comm_gather(eng_comm *c, const void *mine, size_t bytes, void *out, eng_
         return 0;
     }
     if (bytes > (size_t)PIECE) return eng_fail(err, "mpi: gather of %zu bytes is too big", bytes);
-    double t0 = now_s();
-    c->calls++;
-    c->bytes += (double)bytes;
+    double t0 = begin_call(c, bytes);
     int k = (int)bytes, *counts = NULL, *displs = NULL;
     if (c->rank == 0) {
         counts = calloc((size_t)c->size, sizeof *counts);
@@ -128,22 +132,18 @@ int eng_comm_gather(eng_comm *c, const void *mine, size_t bytes, void *out, eng_
     free(counts);
     free(displs);
     if (rc != MPI_SUCCESS) return mpi_fail(err, "gather", rc);
-    c->seconds += now_s() - t0;
-    return 0;
+    return end_call(c, t0);
 }
 
 int eng_comm_agree_u64(eng_comm *c, uint64_t v, int *same, eng_err *err) {
     *same = 1;
     if (c->size == 1) return 0;
-    double t0 = now_s();
-    c->calls++;
-    c->bytes += 2 * sizeof v;
+    double t0 = begin_call(c, 2 * sizeof v);
     uint64_t mine[2] = {v, ~v}, least[2];
     int rc = MPI_Allreduce(mine, least, 2, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS) return mpi_fail(err, "allreduce", rc);
     *same = least[0] == v && ~least[1] == v; /* the least and the greatest value are both v */
-    c->seconds += now_s() - t0;
-    return 0;
+    return end_call(c, t0);
 }
 
 static int agree(void *ctx, uint64_t v, int *same, eng_err *err) {

@@ -28,7 +28,7 @@ static int learn_layout(eng_bnorm *b, const dnnl_memory_desc_t *md, eng_err *err
         return eng_fail(err, "bnorm: channel blocks of %d (synced statistics take up to %d)",
                         block, ENG_BN_MAX_BLOCK);
     b->chan_block = block;
-    /* our AVX2 loops: blocks of 8 or 16 channels whose positions are B floats apart */
+    /* our AVX2 loops: blocks of 8 or 16 channels */
     b->simd = (block == 8 || block == 16) && __builtin_cpu_supports("avx2") &&
               __builtin_cpu_supports("fma") && eng_isa_cap() >= ENG_ISA_AVX2;
     b->row_stride = (long)bd->strides[0];
@@ -43,7 +43,6 @@ static int learn_layout(eng_bnorm *b, const dnnl_memory_desc_t *md, eng_err *err
             if (bd->strides[i] != bd->strides[i + 1] * md->dims[i + 1])
                 return eng_fail(err, "bnorm: synced statistics need dense spatial positions");
     }
-    if (b->pos_stride != block) b->simd = 0;
     return 0;
 }
 
@@ -99,10 +98,10 @@ static int build_layer(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *dat
         ENG_TRY(eng_tensor_wrap(&b->dshift, ctx, &cmd, NULL, err));
     }
     if (red) {
-        if (!affine) {
-            ENG_TRY(eng_tensor_alloc(&b->unit_scale, ctx, &cmd, err));
-            ENG_TRY(eng_tensor_alloc(&b->unit_shift, ctx, &cmd, err));
-            for (int i = 0; i < b->c; i++) b->unit_scale.data[i] = 1.0f;
+        if (!affine) { /* its own ones and zeros (eng_bnorm_bind leaves them alone) */
+            ENG_TRY(eng_tensor_alloc(&b->scale, ctx, &cmd, err));
+            ENG_TRY(eng_tensor_alloc(&b->shift, ctx, &cmd, err));
+            for (int i = 0; i < b->c; i++) b->scale.data[i] = 1.0f;
         }
         for (int g = 0; g < groups; g++) {
             ENG_TRY(eng_tensor_alloc(&b->lscale[g], ctx, &cmd, err));
@@ -123,7 +122,7 @@ static int build_layer(eng_bnorm *b, eng_ctx *ctx, const dnnl_memory_desc_t *dat
                     &b->ws[g], ctx, dnnl_primitive_desc_query_md(fwd_pd, dnnl_query_workspace_md, 0),
                     err));
         }
-        if (affine && groups > 1) {
+        if (affine && groups > 1 && !red) {
             ENG_TRY(eng_tensor_alloc(&b->dscale_tmp, ctx, &cmd, err));
             ENG_TRY(eng_tensor_alloc(&b->dshift_tmp, ctx, &cmd, err));
         }
@@ -186,9 +185,9 @@ static void update_running(eng_bnorm *b, int g) {
     }
 }
 
-/* Σx and Σx² of one channel block over the shard's rows and positions, B channels wide (a
- * constant where it is called, so that the channel loop becomes vector code). */
-static inline __attribute__((always_inline)) void block_moments(const eng_bnorm *b, const float *x,
+/* Σx and Σx² of one channel block over the shard's rows and positions, B channels wide (the
+ * AVX2 loop below is the fast one; this one runs elsewhere and under BARLOWD_MAX_ISA=SCALAR). */
+static void block_moments(const eng_bnorm *b, const float *x,
                                                                 long cb, int B, double *s,
                                                                 double *q) {
     for (int i = 0; i < B; i++) s[i] = q[i] = 0;
@@ -263,8 +262,6 @@ static void shard_moments(const eng_bnorm *b, const float *x, double *out) {
     for (long cb = 0; cb < blocks; cb++) {
         double s[ENG_BN_MAX_BLOCK], q[ENG_BN_MAX_BLOCK];
         if (b->simd) block_moments_avx2(b, x, cb, B, s, q);
-        else if (B == 8) block_moments(b, x, cb, 8, s, q);
-        else if (B == 16) block_moments(b, x, cb, 16, s, q);
         else block_moments(b, x, cb, B, s, q);
         int real = c - (int)cb * B < B ? c - (int)cb * B : B; /* channels of a padded block */
         for (int i = 0; i < real; i++) {
@@ -275,8 +272,8 @@ static void shard_moments(const eng_bnorm *b, const float *x, double *out) {
 }
 
 /* dx -= a[c] + m[c]·(x − mu[c]) over one channel block, in float as oneDNN's own backward
- * computes it (B a constant where it is called; padded channels have a = m = mu = 0). */
-static inline __attribute__((always_inline)) void block_terms(const eng_bnorm *b,
+ * computes it (padded channels have a = m = mu = 0). */
+static void block_terms(const eng_bnorm *b,
                                                               const float *restrict x,
                                                               float *restrict dx, long cb, int B,
                                                               const float *restrict a,
@@ -306,8 +303,6 @@ static void add_stat_terms(const eng_bnorm *b, const float *x, float *dx, const 
             mu[i] = mean[cb * B + i];
         }
         if (b->simd) block_terms_avx2(b, x, dx, cb, B, a, m, mu);
-        else if (B == 8) block_terms(b, x, dx, cb, 8, a, m, mu);
-        else if (B == 16) block_terms(b, x, dx, cb, 16, a, m, mu);
         else block_terms(b, x, dx, cb, B, a, m, mu);
     }
 }
@@ -346,7 +341,7 @@ static int synced_terms(eng_bnorm *b, const eng_tensor *src, eng_tensor *diff_sr
     for (int g = 0; g < b->groups; g++) {
         /* k1 = γ/σ · Σdy'x̂ / (M σ) over the Σdy'x̂ slot, k0 = γ/σ · Σdy' / M over the Σdy' slot */
         double *k1 = b->sums + 2 * c * (size_t)g, *k0 = k1 + c;
-        const float *gamma = b->affine ? b->scale.data : b->unit_scale.data;
+        const float *gamma = b->scale.data; /* ones without affine */
         for (size_t i = 0; i < c; i++) {
             double inv_sigma = 1.0 / sqrt((double)b->var[g].data[i] + ENG_BN_EPS);
             double k = (double)gamma[i] * inv_sigma / m;
@@ -390,8 +385,8 @@ int eng_bnorm_forward(eng_bnorm *b, eng_ctx *ctx, eng_tensor *src, eng_tensor *d
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_VARIANCE, b->run_var.mem};
         }
         if (b->affine || b->red) {
-            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCALE, b->affine ? b->scale.mem : b->unit_scale.mem};
-            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, b->affine ? b->shift.mem : b->unit_shift.mem};
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCALE, b->scale.mem};
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, b->shift.mem};
         }
         ENG_TRY(eng_ctx_exec(ctx, b->fwd, n, args, err));
         if (b->training) update_running(b, g);
@@ -417,14 +412,11 @@ int eng_bnorm_backward(eng_bnorm *b, eng_ctx *ctx, eng_tensor *src, eng_tensor *
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, b->diff_dst.mem};
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, b->diff_src.mem};
         if (b->relu) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE, b->ws[g].mem};
-        if (b->red) {
-            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCALE, b->affine ? b->scale.mem : b->unit_scale.mem};
-            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, b->affine ? b->shift.mem : b->unit_shift.mem};
-            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SCALE, b->lscale[g].mem};
-            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SHIFT, b->lshift[g].mem};
-        } else if (b->affine) {
-            eng_tensor *ds = g == 0 ? &b->dscale : &b->dscale_tmp;
-            eng_tensor *dh = g == 0 ? &b->dshift : &b->dshift_tmp;
+        if (b->affine || b->red) {
+            /* synced: the shard's Σdy'x̂ and Σdy' per group; else group 0 straight into the
+             * gradients, the other group beside them to be added */
+            eng_tensor *ds = b->red ? &b->lscale[g] : g == 0 ? &b->dscale : &b->dscale_tmp;
+            eng_tensor *dh = b->red ? &b->lshift[g] : g == 0 ? &b->dshift : &b->dshift_tmp;
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCALE, b->scale.mem};
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, b->shift.mem};
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SCALE, ds->mem};
@@ -449,8 +441,7 @@ void eng_bnorm_free(eng_bnorm *b) {
     if (b->bwd) dnnl_primitive_destroy(b->bwd);
     eng_tensor *ts[] = {&b->src,     &b->dst,      &b->diff_src,   &b->diff_dst,
                         &b->scale,   &b->shift,    &b->dscale,     &b->dshift,
-                        &b->run_mean, &b->run_var, &b->dscale_tmp, &b->dshift_tmp,
-                        &b->unit_scale, &b->unit_shift};
+                        &b->run_mean, &b->run_var, &b->dscale_tmp, &b->dshift_tmp};
     for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) eng_tensor_free(ts[i]);
     for (int g = 0; g < ENG_BN_MAX_GROUPS; g++) {
         eng_tensor_free(&b->mean[g]);

@@ -42,7 +42,8 @@ typedef struct eng_bnorm {
     eng_tensor src, dst, diff_src, diff_dst; /* borrowed one-group views, re-pointed per group */
     eng_tensor mean[ENG_BN_MAX_GROUPS], var[ENG_BN_MAX_GROUPS]; /* owned batch stats [C] */
     eng_tensor ws[ENG_BN_MAX_GROUPS];  /* owned ReLU workspace per group (relu only) */
-    eng_tensor scale, shift;           /* borrowed parameters [C] (a dummy pair when !affine) */
+    eng_tensor scale, shift;           /* borrowed parameters [C] (synced without affine: owned
+                                        * ones and zeros) */
     eng_tensor dscale, dshift;         /* borrowed gradients [C] */
     eng_tensor dscale_tmp, dshift_tmp; /* owned: gradients of groups after the first */
     eng_tensor run_mean, run_var;      /* borrowed running statistics [C] */
@@ -53,7 +54,6 @@ typedef struct eng_bnorm {
     int simd;                          /* 1: the AVX2 loops (blocks of 8 or 16, CPU and cap) */
     long positions;                    /* H·W */
     long shard_rows;                   /* rows of one group on this rank */
-    eng_tensor unit_scale, unit_shift; /* owned ones and zeros for a layer without affine */
     eng_tensor lscale[ENG_BN_MAX_GROUPS], lshift[ENG_BN_MAX_GROUPS]; /* owned: shard's Σdy'x̂, Σdy' */
     double *sums;                      /* owned [groups · 2C]: the sums sent to the other ranks */
 } eng_bnorm;

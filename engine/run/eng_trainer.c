@@ -41,7 +41,7 @@ static int start_stream(eng_trainer *t, long step, eng_err *err) {
     t->prefetch = NULL;
     if (t->seek) t->seek(t->fill_ctx, t->cfg.seed, (uint64_t)step);
     return eng_aug_prefetch_create_shard(&t->prefetch, &t->cfg.aug, t->cfg.batch, t->shard_first,
-                                         t->shard_count, t->cfg.seed + (uint64_t)step, t->fill,
+                                         t->model.batch, t->cfg.seed + (uint64_t)step, t->fill,
                                          t->fill_ctx, err);
 }
 
@@ -68,8 +68,6 @@ int eng_trainer_create_shard(eng_trainer *t, const eng_config *model, const eng_
     t->seek = seek;
     t->fill_ctx = fill_ctx;
     t->shard_first = first;
-    t->shard_count = count;
-    t->red = red;
     if (eng_model_build_shard(&t->model, model, count, cfg->batch, red, 1, err)) return -1;
     eng_model_init_params(&t->model, cfg->seed);
     pthread_mutex_init(&t->commit_mu, NULL);
@@ -85,18 +83,9 @@ int eng_trainer_create_shard(eng_trainer *t, const eng_config *model, const eng_
 
 /* A checksum of the parameters, the optimiser state and the running statistics. */
 static uint64_t state_checksum(const eng_model *m) {
-    uint64_t h = 0x9e3779b97f4a7c15ULL;
-    const float *parts[] = {m->params, m->momentum, m->stats};
-    size_t lens[] = {m->n_floats, m->n_floats, m->n_stats};
-    for (int k = 0; k < 3; k++) {
-        const uint32_t *w = (const uint32_t *)(const void *)parts[k];
-        for (size_t i = 0; i < lens[k]; i++) {
-            h ^= w[i];
-            h *= 0x100000001b3ULL;
-            h ^= h >> 29;
-        }
-    }
-    return h;
+    uint64_t h = eng_checksum_f32(ENG_CHECKSUM_SEED, m->params, m->n_floats);
+    h = eng_checksum_f32(h, m->momentum, m->n_floats);
+    return eng_checksum_f32(h, m->stats, m->n_stats);
 }
 
 int eng_trainer_step(eng_trainer *t, eng_err *err) {
@@ -117,14 +106,6 @@ int eng_trainer_step(eng_trainer *t, eng_err *err) {
     pthread_mutex_lock(&t->commit_mu);
     eng_lars_step(&t->cfg.opt, m->tab, m->n_params, m->params, m->grads, m->momentum, step);
     memcpy(t->stats_done, m->stats, m->n_stats * sizeof(float));
-    if (t->red) {
-        int same = 0;
-        if (t->red->agree_u64(t->red->ctx, state_checksum(m), &same, err) || !same) {
-            pthread_mutex_unlock(&t->commit_mu);
-            if (same) return -1;
-            return eng_fail(err, "trainer: the ranks' parameters differ after step %ld", step);
-        }
-    }
     double dt = now_s() - t0;
     t->stats.step = step + 1;
     t->stats.loss = t->model.last_loss;
@@ -133,6 +114,13 @@ int eng_trainer_step(eng_trainer *t, eng_err *err) {
     t->stats.diag_mean = t->model.loss.diag_mean;
     t->stats.offdiag_abs_mean = t->model.loss.offdiag_abs_mean;
     pthread_mutex_unlock(&t->commit_mu);
+    /* outside the lock (a collective may wait for a slow rank; only this thread writes what the
+     * checksum reads): the step is committed either way, and a job whose ranks differ ends */
+    if (m->red) {
+        int same = 0;
+        if (m->red->agree_u64(m->red->ctx, state_checksum(m), &same, err)) return -1;
+        if (!same) return eng_fail(err, "trainer: the ranks' parameters differ after step %ld", step);
+    }
     return 0;
 }
 

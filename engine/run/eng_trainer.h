@@ -47,8 +47,8 @@ typedef void (*eng_seek_fn)(void *ctx, uint64_t seed, uint64_t batch);
 typedef struct eng_trainer {
     eng_trainer_cfg cfg;           /* cfg.batch: images per step over all ranks */
     eng_model model;               /* training model: this rank's shard of cfg.batch */
-    int shard_first, shard_count;  /* this rank's images of every batch (0, cfg.batch alone) */
-    const eng_reduce *red;         /* borrowed: the job's sums, NULL for one process */
+    int shard_first;               /* this rank's images of every batch start here (0 alone);
+                                    * model.batch of them, model.red the job's sums */
     eng_aug_prefetch *prefetch;    /* owned; started at `step` */
     eng_aug_fill_fn fill;          /* the caller's source */
     eng_seek_fn seek;
@@ -78,7 +78,9 @@ int eng_trainer_create_shard(eng_trainer *t, const eng_config *model, const eng_
 /* One training step. On error returns -1 and the step counts for nothing (weights, momentum and
  * running statistics stay as the last completed step left them); a non-finite loss is an error.
  * An interrupted step (eng_trainer_interrupt_on) consumed its batch: resume from a checkpoint (or
- * free the trainer) before stepping again. */
+ * free the trainer) before stepping again. A shard's step compares the ranks' parameters after
+ * committing: when they differ (or the comparison fails) it returns -1 with the step counted,
+ * and the job must end. */
 int eng_trainer_step(eng_trainer *t, eng_err *err);
 
 /* From now on a step gives up between layers once *flag reads non-zero (NULL: never). The flag

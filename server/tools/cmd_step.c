@@ -107,15 +107,8 @@ int cmd_step(int argc, char **argv) {
     out[0] = (float)m.last_loss;
     memcpy(out + 1, m.grads, n_floats * sizeof(float));
     if (comm.size > 1) { /* the loss, gradients and running statistics must be every rank's */
-        uint64_t h = 0xcbf29ce484222325ULL;
-        const float *parts[] = {out, m.stats};
-        size_t lens[] = {n_floats + 1, m.n_stats};
-        for (int k = 0; k < 2; k++)
-            for (size_t i = 0; i < lens[k]; i++) {
-                uint32_t w;
-                memcpy(&w, parts[k] + i, sizeof w);
-                h = (h ^ w) * 0x100000001b3ULL;
-            }
+        uint64_t h = eng_checksum_f32(ENG_CHECKSUM_SEED, out, n_floats + 1);
+        h = eng_checksum_f32(h, m.stats, m.n_stats);
         int same = 0;
         if (eng_comm_agree_u64(&comm, h, &same, &err) || !same) {
             fprintf(stderr, "error: rank %d: %s\n", comm.rank,

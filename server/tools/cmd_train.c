@@ -42,13 +42,12 @@ static void on_signal(int sig) {
 
 /* Rank 0's checkpoint file sent to every rank: *bytes (malloc'd) and *len, or *len = 0 when rank
  * 0 has none to resume from. */
-static int share_checkpoint(eng_comm *comm, const char *path, int want, uint8_t **bytes,
-                            size_t *len) {
+static int share_checkpoint(eng_comm *comm, const char *path, uint8_t **bytes, size_t *len) {
     eng_err err = {0};
     *bytes = NULL;
     *len = 0;
     uint64_t n = 0;
-    if (comm->rank == 0 && want && access(path, F_OK) == 0) {
+    if (comm->rank == 0 && access(path, F_OK) == 0) {
         if (cli_read_bytes(path, "checkpoint", bytes, len)) return -1;
         n = *len;
     }
@@ -69,6 +68,13 @@ fail:
     free(*bytes);
     *bytes = NULL;
     return -1;
+}
+
+/* Leaves the job with exit code rc: a failing rank ends every rank (eng_comm_abort). */
+static int leave_job(eng_comm *comm, int rc) {
+    if (rc != CLI_OK) eng_comm_abort(comm, rc);
+    eng_comm_finish(comm);
+    return rc;
 }
 
 static int save_checkpoint(eng_trainer *t, const char *path) {
@@ -136,9 +142,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (batch < comm.size) {
         fprintf(stderr, "error: a batch of %ld cannot be shared by %d ranks\n", batch, comm.size);
-        eng_comm_abort(&comm, CLI_BAD_INPUT);
-        eng_comm_finish(&comm);
-        return CLI_BAD_INPUT;
+        return leave_job(&comm, CLI_BAD_INPUT);
     }
     int lead = comm.rank == 0;
     eng_source src;
@@ -146,9 +150,7 @@ int cmd_train(int argc, char **argv) {
     /* training copies twice the model's input side: room for crops at several scales */
     if (eng_source_open(&src, data, cfg.in_channels, 2 * cfg.input_size, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
-        eng_comm_abort(&comm, CLI_BAD_INPUT);
-        eng_comm_finish(&comm);
-        return CLI_BAD_INPUT;
+        return leave_job(&comm, CLI_BAD_INPUT);
     }
     if (lead) fprintf(stderr, "loaded %zu images from %s in %.1f s\n", src.n, data, cli_now() - t_load);
     int same = 1;
@@ -156,9 +158,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "error: rank %d: %s\n", comm.rank,
                 same ? err.msg : "the ranks loaded different numbers of images");
         eng_source_free(&src);
-        eng_comm_abort(&comm, CLI_BAD_INPUT);
-        eng_comm_finish(&comm);
-        return CLI_BAD_INPUT;
+        return leave_job(&comm, CLI_BAD_INPUT);
     }
     eng_trainer_cfg tc = eng_trainer_defaults(&cfg, (int)batch);
     tc.seed = (uint64_t)seed;
@@ -166,9 +166,7 @@ int cmd_train(int argc, char **argv) {
     if (recipe && eng_recipe_load(&tc, recipe, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         eng_source_free(&src);
-        eng_comm_abort(&comm, CLI_BAD_INPUT);
-        eng_comm_finish(&comm);
-        return CLI_BAD_INPUT;
+        return leave_job(&comm, CLI_BAD_INPUT);
     }
     eng_trainer t;
     int rc = CLI_FAIL, first = 0, count = (int)batch;
@@ -178,14 +176,12 @@ int cmd_train(int argc, char **argv) {
                                  eng_source_fill, seek_source, &src, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         eng_source_free(&src);
-        eng_comm_abort(&comm, CLI_FAIL);
-        eng_comm_finish(&comm);
-        return CLI_FAIL;
+        return leave_job(&comm, CLI_FAIL);
     }
     if (resume && !strcmp(resume, "yes") && ckpt) {
         uint8_t *bytes;
         size_t len;
-        if (share_checkpoint(&comm, ckpt, 1, &bytes, &len)) goto done;
+        if (share_checkpoint(&comm, ckpt, &bytes, &len)) goto done;
         if (len) {
             int bad = eng_trainer_resume(&t, bytes, len, &err);
             free(bytes);
@@ -253,9 +249,7 @@ int cmd_train(int argc, char **argv) {
 done:
     eng_trainer_free(&t);
     eng_source_free(&src);
-    if (rc != CLI_OK) eng_comm_abort(&comm, rc);
-    eng_comm_finish(&comm);
-    return rc;
+    return leave_job(&comm, rc);
 }
 
 int cmd_embed(int argc, char **argv) {
